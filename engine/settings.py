@@ -106,7 +106,7 @@ class InpaintSettings(BaseModel):
         return self.model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
 
     def seeds(self) -> list[int]:
-        """Seed of each image of the batch: image i uses seed + i (wrapping like A1111's 32-bit seeds)."""
+        """Seed of each image of the batch: image i uses seed + i, wrapping at 2**32."""
         if self.seed < 0:
             raise ValueError("call with_seed() first")
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
