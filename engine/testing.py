@@ -73,6 +73,22 @@ def _text_config(tokenizer: CLIPTokenizer, hidden_size: int = 32) -> CLIPTextCon
     )
 
 
+def _text_encoder(
+    config: CLIPTextConfig, model_class: type[CLIPTextModel] = CLIPTextModel
+) -> CLIPTextModel:
+    """A random CLIP text encoder whose final LayerNorm has a bias, as trained ones do.
+
+    With the default zero bias every token embedding has mean 0, and A1111's mean-restoring prompt
+    weighting would have nothing to restore.
+    """
+    model = model_class(config)
+    with torch.no_grad():
+        getattr(model, "text_model", model).final_layer_norm.bias.normal_(
+            0.1, 0.2
+        )  # transformers 4 and 5
+    return model
+
+
 def _tiny_vae() -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3,
@@ -112,7 +128,7 @@ def build_tiny_sd(folder: Path, *, inpainting: bool = True, seed: int = 0) -> Pa
     )
     pipe = StableDiffusionInpaintPipeline(
         vae=_tiny_vae(),
-        text_encoder=CLIPTextModel(_text_config(tokenizer)),
+        text_encoder=_text_encoder(_text_config(tokenizer)),
         tokenizer=tokenizer,
         unet=unet,
         scheduler=_scheduler(),
@@ -149,8 +165,8 @@ def build_tiny_sdxl(folder: Path, *, inpainting: bool = False, seed: int = 0) ->
     )
     pipe = StableDiffusionXLInpaintPipeline(
         vae=_tiny_vae(),
-        text_encoder=CLIPTextModel(config),
-        text_encoder_2=CLIPTextModelWithProjection(config),
+        text_encoder=_text_encoder(config),
+        text_encoder_2=_text_encoder(config, CLIPTextModelWithProjection),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,

@@ -1,0 +1,59 @@
+"""Operator configuration of the bot: the engine's settings plus the store's and the queue's.
+
+One object, read from the environment (``INPAINTBOT_*``) and ``.env``; every variable is documented in
+the README's configuration tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from engine.config import EngineConfig
+
+DATABASE_FILE = "inpaintbot.sqlite3"
+IMAGES_DIR = "images"
+
+
+class BotConfig(EngineConfig):
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy async URL; empty means an SQLite file in the data directory.",
+    )
+    queue_max_per_user: int = Field(3, ge=1, description="Jobs one user may have queued or running.")
+    queue_max_total: int = Field(100, ge=1, description="Jobs all users may have queued or running.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Most images in one pipeline call; unset means 4 on CUDA, 1 on the CPU."
+    )
+    job_timeout: float = Field(600.0, gt=0, description="Seconds one job may run before it is stopped.")
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="Seconds shutdown waits for the running job before re-queueing it."
+    )
+    retention_days: float | None = Field(
+        None, gt=0, description="Delete stored pictures unused for this many days; unset keeps them."
+    )
+    retention_max_gb: float | None = Field(
+        20.0, gt=0, description="Disk budget for stored pictures; the least recently used go first."
+    )
+    max_presets_per_user: int = Field(25, ge=1)
+
+    @model_validator(mode="after")
+    def _default_database_url(self) -> BotConfig:
+        if not self.database_url:
+            path = (self.data_dir / DATABASE_FILE).expanduser().resolve()
+            self.database_url = f"sqlite+aiosqlite:///{path}"
+        return self
+
+    @property
+    def images_dir(self) -> Path:
+        """Pictures live next to the database, so one copy of the data directory is a full backup."""
+        return self.data_dir / IMAGES_DIR
+
+    def effective_batch_size(self) -> int:
+        """The configured batch size, or the device's default (batching pays off on GPUs only)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        from engine.models import resolve_device
+
+        return 4 if resolve_device(self.device).type == "cuda" else 1

@@ -1,0 +1,537 @@
+"""The in-process queue: one GPU worker thread fed fairly from the event loop.
+
+All queue state lives on the event loop; the engine runs in a dedicated thread, so the loop stays
+responsive while the GPU works. Database writes after submission go through one ordered writer and
+never hold up the GPU: the next job starts while the previous result is still being stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from functools import partial
+from typing import Generic, Protocol, TypeVar
+
+from bot.config import BotConfig
+from bot.errors import QueueClosedError, QueueFullError
+from bot.queue.base import (
+    CancelledEvent,
+    DoneEvent,
+    EventStream,
+    FailedEvent,
+    JobEvent,
+    JobSubmission,
+    OutputImage,
+    ProgressEvent,
+    QueuedEvent,
+    StartedEvent,
+)
+from bot.queue.eta import EtaEstimator
+from bot.queue.fairness import FairQueue
+from bot.store import jobs
+from bot.store.database import Store
+from bot.store.models import ImageRole, Job, JobStatus
+from engine.errors import EngineError, JobCancelled, OutOfMemoryError
+from engine.job import InpaintRequest, InpaintResult, MaskSource, Progress, ProgressCallback
+from engine.settings import InpaintSettings
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED_FAILURE = "Something went wrong on the bot's side while running this job. Try again later."
+INPUT_GONE = "The pictures of this job are no longer stored, so it cannot run again."
+
+
+class PreparedJob(Protocol):
+    """What the queue reads from the engine's prepared job."""
+
+    @property
+    def settings(self) -> InpaintSettings: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def batch_key(self) -> Hashable | None: ...
+    @property
+    def total_steps(self) -> int: ...
+    @property
+    def processing_size(self) -> tuple[int, int]: ...
+    @property
+    def mask_source(self) -> MaskSource: ...
+
+
+P = TypeVar("P", bound=PreparedJob)
+
+
+class InpaintEngine(Protocol[P]):
+    """The engine's two stages; ``engine.engine.Engine`` is the implementation."""
+
+    def prepare(self, request: InpaintRequest) -> P: ...
+
+    def run(
+        self,
+        jobs: Sequence[P],
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        previews: bool = False,
+    ) -> list[InpaintResult]: ...
+
+
+class _Stop(Enum):
+    """Why a running batch was told to stop, when it was not its owner's cancel."""
+
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(eq=False)
+class _Job(Generic[P]):
+    id: int
+    user_id: int
+    prepared: P
+    previews: bool = False
+    solo: bool = False  # run alone from now on: the batch it was in ran out of memory
+    cancelled: bool = False
+    announced_position: int | None = None
+
+    @property
+    def images(self) -> int:
+        return self.prepared.settings.count
+
+    @property
+    def batch_key(self) -> Hashable | None:
+        return None if self.solo else self.prepared.batch_key
+
+
+@dataclass(eq=False)
+class _Batch(Generic[P]):
+    """Jobs running as one engine call."""
+
+    jobs: list[_Job[P]]
+    estimate: float | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+    step: int = 0
+    stop_reason: _Stop | None = None
+
+    def stop(self, reason: _Stop) -> None:
+        self.stop_reason = self.stop_reason or reason
+        self.cancel.set()
+
+    def remaining(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        total = self.jobs[0].prepared.total_steps
+        if self.step:
+            return elapsed / self.step * max(total - self.step, 0)
+        return None if self.estimate is None else max(self.estimate - elapsed, 0.0)
+
+
+class _Writer:
+    """Applies database writes one at a time, in the order they were asked for.
+
+    A job's writes (started, re-queued, started again, done) therefore land in the order they happened,
+    and nobody waits for them except what must: the event that reports a stored result.
+    """
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Queue[tuple[Callable[[], Awaitable[object]], asyncio.Future[object]]]
+        self._pending = asyncio.Queue()
+
+    def write(self, operation: Callable[[], Awaitable[object]]) -> asyncio.Future[object]:
+        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait((operation, done))
+        return done
+
+    async def run(self) -> None:
+        while True:
+            operation, done = await self._pending.get()
+            try:
+                done.set_result(await operation())
+            except Exception as exc:
+                log.exception("database write failed")
+                done.set_exception(exc)
+            finally:
+                self._pending.task_done()
+
+    async def drain(self) -> None:
+        await self._pending.join()
+
+
+class LocalJobQueue(Generic[P]):
+    """``JobQueue`` on this machine's GPU: fair order, caps, batching, durability."""
+
+    def __init__(self, engine: InpaintEngine[P], store: Store, config: BotConfig) -> None:
+        self._engine = engine
+        self._store = store
+        self._max_per_user = config.queue_max_per_user
+        self._max_total = config.queue_max_total
+        self._batch_size = config.effective_batch_size()
+        self._job_timeout = config.job_timeout
+        self._shutdown_timeout = config.shutdown_timeout
+        self._waiting: FairQueue[_Job[P]] = FairQueue()
+        self._running: _Batch[P] | None = None
+        self._reserved: Counter[int] = Counter()  # submissions being validated and written
+        self._wake = asyncio.Event()
+        self._writer = _Writer()
+        self._eta = EtaEstimator()
+        self._streams: list[EventStream] = []
+        self._reports: set[asyncio.Task[None]] = set()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._gpu = ThreadPoolExecutor(1, thread_name_prefix="inpaint-gpu")
+        self._cpu = ThreadPoolExecutor(1, thread_name_prefix="inpaint-prepare")
+        self._started = False
+        self._closed = False
+
+    # -- the JobQueue interface ---------------------------------------------------------------------
+
+    def subscribe(self) -> EventStream:
+        stream = EventStream()
+        self._streams.append(stream)
+        return stream
+
+    def unsubscribe(self, stream: EventStream) -> None:
+        self._streams.remove(stream)
+        stream.put(None)
+
+    async def start(self) -> None:
+        """Resume what was live when the process stopped, resend undelivered results, then work."""
+        if self._started:
+            raise RuntimeError("the queue is already started")
+        self._started = True
+        self._writer_task = asyncio.create_task(self._writer.run(), name="queue-writer")
+        for row in await jobs.undelivered_jobs(self._store):
+            self._emit(_final_event(self._store, row))
+        for row in await jobs.live_jobs(self._store):
+            await self._resume(row)
+        self._announce_positions()
+        self._worker = asyncio.create_task(self._work(), name="queue-worker")
+
+    async def submit(self, submission: JobSubmission) -> QueuedEvent:
+        if not self._started:
+            raise RuntimeError("start() the queue before submitting jobs")
+        if self._closed:
+            raise QueueClosedError()
+        user_id = submission.user_id
+        self._check_caps(user_id, submission.max_pending)
+        self._reserved[user_id] += 1
+        try:
+            request = replace(submission.request, settings=submission.request.settings.with_seed())
+            prepared = await self._prepare(request)
+            row = await jobs.create_job(
+                self._store,
+                user_id=user_id,
+                settings=prepared.settings,
+                image=request.image,
+                mask=request.mask,
+                guild_id=submission.guild_id,
+                channel_id=submission.channel_id,
+                parent_id=submission.parent_id,
+                model=prepared.model,
+                mask_source=prepared.mask_source,
+            )
+        finally:
+            self._reserved[user_id] -= 1
+        job = _Job(row.id, user_id, prepared, previews=submission.previews)
+        self._enqueue(job)
+        event = self._queued_event(job, self._etas())
+        job.announced_position = event.position
+        self._emit(event)
+        return event
+
+    async def cancel(self, job_id: int) -> bool:
+        for job in self._waiting:
+            if job.id == job_id:
+                self._waiting.remove(job)
+                await self._writer.write(partial(jobs.cancel_job, self._store, job.id))
+                self._emit(CancelledEvent(job.id, job.user_id))
+                self._announce_positions()
+                return True
+        batch = self._running
+        for job in batch.jobs if batch else ():
+            if job.id == job_id:
+                job.cancelled = True
+                batch.cancel.set()  # type: ignore[union-attr]
+                return True
+        return False
+
+    async def acknowledge(self, job_id: int) -> None:
+        await jobs.mark_delivered(self._store, job_id)
+
+    async def close(self) -> None:
+        """Finish the running job within ``shutdown_timeout`` or stop it; it runs again after a start.
+
+        Waiting jobs stay queued in the database. Subscribers' streams end.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        if self._worker is not None:
+            _, pending = await asyncio.wait({self._worker}, timeout=self._shutdown_timeout)
+            if pending and self._running is not None:
+                self._running.stop(_Stop.SHUTDOWN)
+            await self._worker
+        if self._reports:
+            await asyncio.wait(self._reports)
+        if self._writer_task is not None:
+            await self._writer.drain()
+            self._writer_task.cancel()
+        self._gpu.shutdown()
+        self._cpu.shutdown()
+        for stream in self._streams:
+            stream.put(None)
+
+    # -- admission ----------------------------------------------------------------------------------
+
+    def _check_caps(self, user_id: int, guild_limit: int | None) -> None:
+        running = self._running.jobs if self._running else []
+        mine = self._waiting.count(user_id) + self._reserved[user_id]
+        mine += sum(job.user_id == user_id for job in running)
+        limit = min(self._max_per_user, guild_limit or self._max_per_user)
+        if mine >= limit:
+            raise QueueFullError(
+                f"You already have {mine} job{'s' if mine != 1 else ''} waiting or running, the most "
+                f"one person may have at a time ({limit}). Wait for one to finish, or cancel one.",
+                cap="per-user",
+                limit=limit,
+            )
+        everyone = len(self._waiting) + self._reserved.total() + len(running)
+        if everyone >= self._max_total:
+            raise QueueFullError(
+                f"The queue is full: {everyone} jobs are waiting or running, the most this bot takes "
+                f"at a time ({self._max_total}). Try again in a few minutes.",
+                cap="total",
+                limit=self._max_total,
+            )
+
+    async def _prepare(self, request: InpaintRequest) -> P:
+        """The engine's CPU stage, in its own thread so neither the loop nor the GPU waits for it."""
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, self._engine.prepare, request)
+
+    async def _resume(self, row: Job) -> None:
+        """Queue a job found live in the database again; one that was running goes back to queued."""
+        if row.status is JobStatus.RUNNING:
+            await jobs.requeue_job(self._store, row.id)
+        try:
+            inputs = {link.role: link.image for link in row.images}
+            image = await jobs.read_image(self._store, inputs[ImageRole.INPUT])
+            mask = (
+                await jobs.read_image(self._store, inputs[ImageRole.MASK])
+                if ImageRole.MASK in inputs
+                else None
+            )
+            prepared = await self._prepare(InpaintRequest(image, row.inpaint_settings(), mask))
+        except EngineError as exc:
+            await self._fail_now(row, exc.message)
+        except (OSError, KeyError):
+            log.warning("job %s: input pictures missing", row.id, exc_info=True)
+            await self._fail_now(row, INPUT_GONE)
+        else:
+            self._enqueue(_Job(row.id, row.user_id, prepared))
+
+    async def _fail_now(self, row: Job, message: str) -> None:
+        await jobs.fail_job(self._store, row.id, message)
+        self._emit(FailedEvent(row.id, row.user_id, message))
+
+    def _enqueue(self, job: _Job[P]) -> None:
+        self._waiting.push(job.user_id, job)
+        self._wake.set()
+
+    # -- the worker ---------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while (batch := await self._next_batch()) is not None:
+            self._running = batch
+            for job in batch.jobs:
+                self._writer.write(partial(jobs.start_job, self._store, job.id))
+                self._emit(StartedEvent(job.id, job.user_id, batch.estimate))
+            self._announce_positions()
+            try:
+                outcome: list[InpaintResult] | BaseException = await self._run(batch)
+            except Exception as exc:
+                outcome = exc
+            self._running = None
+            self._settle(batch, outcome)
+
+    async def _next_batch(self) -> _Batch[P] | None:
+        """The next job in fair order plus, in fair order, waiting jobs that can share its call."""
+        while not self._closed:
+            if self._waiting:
+                first = self._waiting.pop()
+                members, images = [first], first.images
+                key = first.batch_key
+                for job in list(self._waiting) if key is not None else ():
+                    if job.batch_key == key and images + job.images <= self._batch_size:
+                        self._waiting.remove(job)
+                        members.append(job)
+                        images += job.images
+                return _Batch(members, self._estimate(members))
+            self._wake.clear()
+            await self._wake.wait()
+        return None
+
+    async def _run(self, batch: _Batch[P]) -> list[InpaintResult]:
+        loop = asyncio.get_running_loop()
+
+        def on_progress(progress: Progress) -> None:  # runs in the GPU thread
+            loop.call_soon_threadsafe(self._progressed, batch, progress)
+
+        call = partial(
+            self._engine.run,
+            [job.prepared for job in batch.jobs],
+            on_progress=on_progress,
+            cancel=batch.cancel,
+            previews=any(job.previews for job in batch.jobs),
+        )
+        running = loop.run_in_executor(self._gpu, call)
+        _, late = await asyncio.wait({running}, timeout=self._job_timeout * len(batch.jobs))
+        if late:
+            batch.stop(_Stop.TIMEOUT)
+        return await running
+
+    def _progressed(self, batch: _Batch[P], progress: Progress) -> None:
+        batch.step = progress.step
+        for job in batch.jobs:
+            preview = progress.preview if job.previews else None
+            self._emit(ProgressEvent(job.id, job.user_id, progress.step, progress.total, preview))
+
+    def _settle(self, batch: _Batch[P], outcome: list[InpaintResult] | BaseException) -> None:
+        """Decide every job's fate now (put-backs must precede the next pick); store and report later."""
+        if isinstance(outcome, list):
+            first = batch.jobs[0].prepared
+            self._eta.observe(
+                first.model,
+                first.processing_size,
+                steps=first.total_steps,
+                images=sum(job.images for job in batch.jobs),
+                seconds=time.monotonic() - batch.started,
+            )
+            for job, result in zip(batch.jobs, outcome, strict=True):
+                self._report(job, partial(jobs.finish_job, self._store, job.id, result))
+            return
+        if isinstance(outcome, OutOfMemoryError) and len(batch.jobs) > 1:
+            log.warning("a batch of %d jobs ran out of memory; running them one by one", len(batch.jobs))
+            for job in batch.jobs:
+                job.solo = True
+            self._put_back(batch.jobs)
+            return
+        if isinstance(outcome, JobCancelled) and batch.stop_reason is not _Stop.TIMEOUT:
+            for job in batch.jobs:
+                if job.cancelled:
+                    cancelled = CancelledEvent(job.id, job.user_id)
+                    self._report(job, partial(jobs.cancel_job, self._store, job.id), cancelled)
+            # Batch mates of a cancelled job run again; on shutdown they run after the next start.
+            self._put_back([job for job in batch.jobs if not job.cancelled])
+            return
+        if batch.stop_reason is _Stop.TIMEOUT:
+            limit = self._job_timeout * len(batch.jobs)
+            message = f"The job took longer than the limit of {limit:g} seconds and was stopped."
+        elif isinstance(outcome, EngineError):
+            message = outcome.message
+        else:
+            log.error("job(s) %s failed", [job.id for job in batch.jobs], exc_info=outcome)
+            message = UNEXPECTED_FAILURE
+        for job in batch.jobs:
+            failed = FailedEvent(job.id, job.user_id, message)
+            self._report(job, partial(jobs.fail_job, self._store, job.id, message), failed)
+
+    def _put_back(self, interrupted: list[_Job[P]]) -> None:
+        for job in reversed(interrupted):
+            self._writer.write(partial(jobs.requeue_job, self._store, job.id))
+            if not self._closed:
+                self._waiting.push_front(job.user_id, job)
+        self._wake.set()
+
+    def _report(
+        self, job: _Job[P], write: Callable[[], Awaitable[object]], event: JobEvent | None = None
+    ) -> None:
+        """Store the job's outcome in order with its other writes, then send its final event
+        (``None``: the done event, built from the stored row)."""
+        written = self._writer.write(write)
+
+        async def report() -> None:
+            try:
+                stored = await written
+            except Exception:
+                self._emit(FailedEvent(job.id, job.user_id, UNEXPECTED_FAILURE))
+                return
+            if event is None and not isinstance(stored, Job):
+                log.error("job %s was no longer running when its result came", job.id)
+                return
+            self._emit(event or _final_event(self._store, stored))
+
+        task = asyncio.create_task(report())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    # -- events -------------------------------------------------------------------------------------
+
+    def _emit(self, event: JobEvent) -> None:
+        for stream in self._streams:
+            stream.put(event)
+
+    def _estimate(self, members: Sequence[_Job[P]]) -> float | None:
+        first = members[0].prepared
+        return self._eta.estimate(
+            first.model,
+            first.processing_size,
+            steps=first.total_steps,
+            images=sum(job.images for job in members),
+        )
+
+    def _etas(self) -> dict[int, float | None]:
+        """Seconds until each waiting job's result, ignoring batching (so a little pessimistic)."""
+        clock: float | None = 0.0
+        if self._running is not None:
+            clock = self._running.remaining()
+        etas = {}
+        for job in self._waiting:
+            estimate = self._estimate([job])
+            clock = None if clock is None or estimate is None else clock + estimate
+            etas[job.id] = clock
+        return etas
+
+    def _queued_event(self, job: _Job[P], etas: dict[int, float | None]) -> QueuedEvent:
+        position = next(index for index, waiting in enumerate(self._waiting, 1) if waiting is job)
+        return QueuedEvent(job.id, job.user_id, position, etas[job.id])
+
+    def _announce_positions(self) -> None:
+        """A new ``QueuedEvent`` for every waiting job whose position changed."""
+        etas = self._etas()
+        for position, job in enumerate(self._waiting, 1):
+            if job.announced_position != position:
+                job.announced_position = position
+                self._emit(QueuedEvent(job.id, job.user_id, position, etas[job.id]))
+
+
+def _final_event(store: Store, row: Job) -> JobEvent:
+    """The event for a finished job row, fresh or found undelivered after a restart."""
+    if row.status is not JobStatus.DONE:
+        return FailedEvent(row.id, row.user_id, row.error or UNEXPECTED_FAILURE)
+    outputs = tuple(
+        OutputImage(
+            path=jobs.image_path(store, link.image),
+            sha256=link.image.sha256,
+            seed=link.seed or 0,
+            width=link.image.width,
+            height=link.image.height,
+        )
+        for link in row.images_with(ImageRole.OUTPUT)
+    )
+    return DoneEvent(
+        row.id,
+        row.user_id,
+        images=outputs,
+        settings=row.inpaint_settings(),
+        model=row.model or "",
+        mask_source=row.mask_source,
+        seconds=row.run_seconds or 0.0,
+        timings=row.timings or {},
+    )

@@ -1,0 +1,214 @@
+"""Jobs in the database: what the queue writes at each step of a job and what the bot reads back.
+
+Every status change is one conditional UPDATE (``WHERE status IN ...``), so a job is finished, failed
+or cancelled at most once however the steps interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from bot.store.database import Store, dialect_insert
+from bot.store.files import ImageFiles
+from bot.store.models import LIVE_STATUSES, Image, ImageRole, Job, JobImage, JobStatus, User, utcnow
+from engine.job import InpaintResult, MaskSource
+from engine.settings import InpaintSettings
+
+
+async def ensure_user(session: AsyncSession, user_id: int) -> None:
+    await session.execute(dialect_insert(session, User).values(id=user_id).on_conflict_do_nothing())
+
+
+async def add_image(session: AsyncSession, files: ImageFiles, data: bytes) -> Image:
+    """Write the file and its row (or touch the existing ones). The caller holds ``files.lock``."""
+    stored = await asyncio.to_thread(files.put, data)
+    now = utcnow()
+    insert = dialect_insert(session, Image).values(
+        sha256=stored.sha256,
+        size=stored.size,
+        width=stored.width,
+        height=stored.height,
+        format=stored.format,
+        created_at=now,
+        last_used_at=now,
+    )
+    # A picture purged by retention and uploaded again comes back: the file was just rewritten.
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[Image.sha256], set_={"last_used_at": now, "purged_at": None}
+        )
+    )
+    image = await session.scalar(
+        select(Image).where(Image.sha256 == stored.sha256).execution_options(populate_existing=True)
+    )
+    assert image is not None
+    return image
+
+
+def image_path(store: Store, image: Image) -> Path:
+    return store.files.path(image.sha256)
+
+
+async def read_image(store: Store, image: Image) -> bytes:
+    return await asyncio.to_thread(store.files.read, image.sha256)
+
+
+def _with_images(query: Select[tuple[Job]]) -> Select[tuple[Job]]:
+    return query.options(selectinload(Job.images).joinedload(JobImage.image))
+
+
+async def create_job(
+    store: Store,
+    *,
+    user_id: int,
+    settings: InpaintSettings,
+    image: bytes,
+    mask: bytes | None = None,
+    guild_id: int | None = None,
+    channel_id: int | None = None,
+    parent_id: int | None = None,
+    model: str | None = None,
+    mask_source: MaskSource | None = None,
+) -> Job:
+    """Write a queued job with its input pictures, committed before the caller acknowledges it."""
+    if settings.seed < 0:
+        raise ValueError("store the concrete seed (settings.with_seed()) so a re-run is identical")
+    async with store.files.lock, store.sessions.begin() as session:
+        await ensure_user(session, user_id)
+        job = Job(
+            user_id=user_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            parent_id=parent_id,
+            settings=settings.model_dump(mode="json"),
+            model=model,
+            mask_source=mask_source,
+        )
+        inputs = [(ImageRole.INPUT, image)] + ([(ImageRole.MASK, mask)] if mask is not None else [])
+        for role, data in inputs:
+            picture = await add_image(session, store.files, data)
+            job.images.append(JobImage(role=role, position=0, image=picture))
+        session.add(job)
+    return job
+
+
+async def _transition(
+    store: Store, job_id: int, sources: tuple[JobStatus, ...], **values: object
+) -> bool:
+    async with store.sessions.begin() as session:
+        result = await session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(sources)).values(**values)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def start_job(store: Store, job_id: int) -> bool:
+    return await _transition(
+        store,
+        job_id,
+        (JobStatus.QUEUED,),
+        status=JobStatus.RUNNING,
+        started_at=utcnow(),
+        attempts=Job.attempts + 1,
+    )
+
+
+async def requeue_job(store: Store, job_id: int) -> bool:
+    """Back to the queue after an interrupted run (shutdown); the next start runs it again."""
+    return await _transition(
+        store, job_id, (JobStatus.RUNNING,), status=JobStatus.QUEUED, started_at=None
+    )
+
+
+async def fail_job(store: Store, job_id: int, message: str) -> bool:
+    return await _transition(
+        store, job_id, LIVE_STATUSES, status=JobStatus.FAILED, error=message, finished_at=utcnow()
+    )
+
+
+async def cancel_job(store: Store, job_id: int) -> bool:
+    return await _transition(
+        store, job_id, LIVE_STATUSES, status=JobStatus.CANCELLED, finished_at=utcnow()
+    )
+
+
+async def finish_job(store: Store, job_id: int, result: InpaintResult) -> Job | None:
+    """Store the output pictures and mark the job done; ``None`` if it was no longer running."""
+    async with store.files.lock, store.sessions.begin() as session:
+        job = await session.scalar(
+            _with_images(select(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING))
+        )
+        if job is None:
+            return None
+        for position, output in enumerate(result.images):
+            picture = await add_image(session, store.files, output.png)
+            job.images.append(
+                JobImage(role=ImageRole.OUTPUT, position=position, image=picture, seed=output.seed)
+            )
+        job.status = JobStatus.DONE
+        job.finished_at = utcnow()
+        job.model = result.model
+        job.mask_source = result.mask_source
+        job.run_seconds = result.seconds
+        job.timings = result.timings
+    return job
+
+
+async def get_job(store: Store, job_id: int) -> Job | None:
+    async with store.sessions() as session:
+        return await session.scalar(_with_images(select(Job).where(Job.id == job_id)))
+
+
+async def live_jobs(store: Store) -> list[Job]:
+    """Queued and running jobs in the order to resume them: the interrupted ones first, then by age."""
+    async with store.sessions() as session:
+        query = select(Job).where(Job.status.in_(LIVE_STATUSES))
+        query = query.order_by((Job.status == JobStatus.RUNNING).desc(), Job.id)
+        return list(await session.scalars(_with_images(query)))
+
+
+async def undelivered_jobs(store: Store) -> list[Job]:
+    """Finished jobs whose result the bot never confirmed showing (it stopped in between)."""
+    async with store.sessions() as session:
+        query = select(Job).where(
+            Job.status.in_((JobStatus.DONE, JobStatus.FAILED)), Job.delivered_at.is_(None)
+        )
+        return list(await session.scalars(_with_images(query.order_by(Job.finished_at, Job.id))))
+
+
+async def mark_delivered(store: Store, job_id: int) -> None:
+    async with store.sessions.begin() as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(delivered_at=utcnow()))
+
+
+async def set_job_message(
+    store: Store, job_id: int, *, message_id: int, channel_id: int | None = None
+) -> None:
+    """Remember the Discord message that shows the job, so buttons and late results find it."""
+    values: dict[str, object] = {"message_id": message_id}
+    if channel_id is not None:
+        values["channel_id"] = channel_id
+    async with store.sessions.begin() as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+async def set_kept(store: Store, job_id: int, kept: bool = True) -> None:
+    """A kept job's pictures are never removed by retention."""
+    async with store.sessions.begin() as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(kept=kept))
+
+
+async def user_jobs(
+    store: Store, user_id: int, *, limit: int = 25, before_id: int | None = None
+) -> list[Job]:
+    """A user's history, newest first; page with ``before_id``."""
+    query = select(Job).where(Job.user_id == user_id)
+    if before_id is not None:
+        query = query.where(Job.id < before_id)
+    async with store.sessions() as session:
+        return list(await session.scalars(_with_images(query.order_by(Job.id.desc()).limit(limit))))

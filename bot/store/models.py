@@ -1,0 +1,202 @@
+"""The database tables, as typed SQLAlchemy 2 models.
+
+Identities from Discord (users, guilds, channels, messages) are plain 64-bit ids stored as data, so
+nothing here imports Discord. Types are portable: SQLite today, PostgreSQL by changing the URL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from engine.job import MaskSource
+from engine.settings import InpaintSettings
+
+# Named constraints: Alembic's batch mode (how SQLite alters tables) needs names to drop or change them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite keeps no zone, so naive values read back are UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime; use bot.store.models.utcnow()")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def _enum(cls: type[StrEnum]) -> Enum:
+    """Member names as plain strings, not a native enum type: adding a member needs no migration."""
+    return Enum(cls, native_enum=False, create_constraint=False, length=32)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime, dict[str, Any]: JSON}
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+LIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class ImageRole(StrEnum):
+    INPUT = "input"
+    MASK = "mask"
+    OUTPUT = "output"
+
+
+class NsfwPolicy(StrEnum):
+    BLOCK = "block"
+    AGE_RESTRICTED_CHANNELS = "age-restricted"  # only in channels Discord marks age-restricted
+    ALLOW = "allow"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Image(Base):
+    """A picture file under the data directory, addressed by the SHA-256 of its bytes.
+
+    Rows outlive their files: retention sets ``purged_at`` and deletes the file, history stays.
+    """
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int]
+    height: Mapped[int]
+    format: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    purged_at: Mapped[datetime | None]
+
+
+class Preset(Base):
+    __tablename__ = "presets"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_user_id_created_at", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)  # the Discord message that shows the job
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    settings: Mapped[dict[str, Any]]  # InpaintSettings with the concrete seed, so a re-run is identical
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.QUEUED, index=True)
+    model: Mapped[str | None] = mapped_column(String(500))
+    mask_source: Mapped[MaskSource | None] = mapped_column(_enum(MaskSource))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    kept: Mapped[bool] = mapped_column(default=False)  # retention never deletes a kept job's pictures
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]  # set by the bot once the result is shown
+    run_seconds: Mapped[float | None]
+    timings: Mapped[dict[str, Any] | None]
+
+    images: Mapped[list[JobImage]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", order_by="JobImage.position"
+    )
+
+    def images_with(self, role: ImageRole) -> list[JobImage]:
+        return [link for link in self.images if link.role is role]
+
+    def inpaint_settings(self) -> InpaintSettings:
+        return InpaintSettings.model_validate(self.settings)
+
+
+class JobImage(Base):
+    """Which pictures a job used and made; outputs carry the seed that made them."""
+
+    __tablename__ = "job_images"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[ImageRole] = mapped_column(_enum(ImageRole), primary_key=True)
+    position: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="RESTRICT"), index=True)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+
+    job: Mapped[Job] = relationship(back_populates="images")
+    image: Mapped[Image] = relationship(lazy="joined")
+
+
+class GuildSettings(Base):
+    __tablename__ = "guild_settings"
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    allowed_channel_ids: Mapped[list[int]] = mapped_column(JSON, default=list)  # empty: every channel
+    max_jobs_per_user: Mapped[int | None]  # None: the global INPAINTBOT_QUEUE_MAX_PER_USER
+    default_preset_id: Mapped[int | None] = mapped_column(ForeignKey("presets.id", ondelete="SET NULL"))
+    nsfw_policy: Mapped[NsfwPolicy] = mapped_column(_enum(NsfwPolicy), default=NsfwPolicy.BLOCK)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @classmethod
+    def defaults(cls, guild_id: int) -> GuildSettings:
+        """What a guild that never changed a setting gets (column defaults apply only on insert)."""
+        return cls(
+            guild_id=guild_id, allowed_channel_ids=[], nsfw_policy=NsfwPolicy.BLOCK, updated_at=utcnow()
+        )
+
+    def allows_channel(self, channel_id: int) -> bool:
+        return not self.allowed_channel_ids or channel_id in self.allowed_channel_ids

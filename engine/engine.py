@@ -1,0 +1,371 @@
+"""The inpainting engine: AUTOMATIC1111's inpainting semantics on diffusers pipelines.
+
+A job goes through two stages:
+
+1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, faces, or transparency),
+   invert/grow/blur it at full resolution and work out the crop box and processing size of each pass.
+2. ``run`` (GPU): for each pass, crop and resize, apply the masked-content mode, denoise with the
+   pipeline, and paste the result back over the full-resolution original through the blurred mask, so
+   every pixel outside the mask is bit-identical to the input.
+
+Several prepared jobs with the same ``batch_key`` can run as one pipeline call, one generator per image.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import threading
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from engine import faces, images, masking
+from engine.config import EngineConfig
+from engine.errors import JobCancelled, MaskError, OutOfMemoryError
+from engine.job import (
+    GeneratedImage,
+    InpaintRequest,
+    InpaintResult,
+    MaskSource,
+    Progress,
+    ProgressCallback,
+)
+from engine.metadata import a1111_parameters, encode_png
+from engine.models import LoadedModel, ModelManager, resolve_device
+from engine.preview import latent_preview
+from engine.prompts import PromptEncoder
+from engine.samplers import make_scheduler
+from engine.settings import Area, AutoMask, InpaintSettings, MaskedContent
+
+log = logging.getLogger(__name__)
+
+NO_MASK_MESSAGE = (
+    "No mask to work with. Give one of: a mask image (white = repaint, or opaque strokes on a "
+    "transparent layer), the automatic face mask, or an image whose transparent pixels mark the area."
+)
+
+
+@dataclass(frozen=True)
+class MaskPass:
+    """One denoising pass: a prepared full-resolution mask, its crop box and processing size."""
+
+    mask: Image.Image
+    box: masking.Box
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """A validated job, ready for the GPU."""
+
+    settings: InpaintSettings
+    model: str
+    image: Image.Image
+    mask_source: MaskSource
+    passes: tuple[MaskPass, ...]
+    prepare_seconds: float = 0.0
+
+    @property
+    def processing_size(self) -> tuple[int, int]:
+        return self.passes[0].size
+
+    @property
+    def total_steps(self) -> int:
+        return denoising_steps(self.settings) * len(self.passes)
+
+    @property
+    def batch_key(self) -> Hashable | None:
+        """Jobs with equal keys can share one pipeline call; face jobs run pass by pass, alone."""
+        if len(self.passes) != 1:
+            return None
+        s = self.settings
+        return (
+            self.model,
+            self.processing_size,
+            s.steps,
+            s.strength,
+            s.guidance,
+            s.sampler,
+            s.masked_content,
+        )
+
+
+def denoising_steps(settings: InpaintSettings) -> int:
+    """Steps actually run: diffusers runs int(strength x steps), at least one (A1111 runs one more)."""
+    if settings.strength == 0:
+        return 0
+    return max(1, min(int(settings.steps * settings.strength), settings.steps))
+
+
+@dataclass
+class _Row:
+    """One output image of a batch: its job, seed and the canvas its passes paint on."""
+
+    job: PreparedJob
+    seed: int
+    canvas: Image.Image
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Engine:
+    """Owns the resident pipelines and runs jobs. Not thread-safe: call from one worker thread."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.models = ModelManager(resolve_device(config.device))
+        self.face_detector = faces.FaceDetector(config.face_detector_model)
+
+    def load(self, model: str | None = None) -> LoadedModel:
+        """Load (or fetch the resident) pipeline; the bot calls it at start-up to fail early."""
+        self.face_detector.load()
+        return self.models.get(model or self.config.model)
+
+    # -- stage 1 ------------------------------------------------------------------------------------
+
+    def prepare(self, request: InpaintRequest) -> PreparedJob:
+        started = time.perf_counter()
+        settings = request.settings.with_seed()
+        model = self.models.get(settings.model or self.config.model)
+        long_side = settings.resolution or model.native_size
+        image = images.load_image(request.image, max_pixels=self.config.max_pixels)
+        masks, source = self._find_masks(request, settings, image)
+        original = images.flatten(image)
+        area = Area.MASKED if source is MaskSource.FACE else settings.area
+        passes = []
+        for raw in masks:
+            mask = masking.prepare_mask(
+                raw, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
+            )
+            if area is Area.MASKED:
+                box, size = masking.masked_region(mask, padding=settings.padding, long_side=long_side)
+            else:
+                box = masking.Box(0, 0, original.width, original.height)
+                size = masking.processing_size(original.width, original.height, long_side)
+            passes.append(MaskPass(mask=mask, box=box, size=size))
+        return PreparedJob(
+            settings=settings,
+            model=model.name,
+            image=original,
+            mask_source=source,
+            passes=tuple(passes),
+            prepare_seconds=time.perf_counter() - started,
+        )
+
+    def _find_masks(
+        self, request: InpaintRequest, settings: InpaintSettings, image: Image.Image
+    ) -> tuple[list[Image.Image], MaskSource]:
+        """Mask source order: uploaded mask, then automatic face mask, then the image's transparency."""
+        if request.mask is not None:
+            mask = images.load_mask(request.mask, size=image.size, max_pixels=self.config.max_pixels)
+            return [mask], MaskSource.UPLOADED
+        if settings.auto_mask is AutoMask.FACE:
+            found = faces.detect_faces_or_raise(
+                self.face_detector, images.flatten(image), settings.max_faces
+            )
+            return faces.face_masks(image, found), MaskSource.FACE
+        if image.mode == "RGBA":
+            return [images.mask_from_alpha(image)], MaskSource.TRANSPARENCY
+        raise MaskError(NO_MASK_MESSAGE)
+
+    # -- stage 2 ------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        jobs: Sequence[PreparedJob],
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        previews: bool = False,
+    ) -> list[InpaintResult]:
+        """Run prepared jobs as one batch (they must share a ``batch_key`` when there are several)."""
+        if not jobs:
+            return []
+        if len(jobs) > 1 and (
+            jobs[0].batch_key is None or any(j.batch_key != jobs[0].batch_key for j in jobs)
+        ):
+            raise ValueError("only jobs with the same batch_key can run together")
+        started = time.perf_counter()
+        model = self.models.get(jobs[0].model)
+        rows = [_Row(job, seed, job.image) for job in jobs for seed in job.settings.seeds()]
+        tracker = _StepTracker(jobs[0].total_steps, on_progress, cancel, previews, model.sdxl)
+        try:
+            for index in range(len(jobs[0].passes)):
+                tracker.check_cancel()
+                self._denoise_pass(model, rows, index, tracker)
+        except torch.cuda.OutOfMemoryError:
+            gc.collect()
+            torch.cuda.empty_cache()
+            log.warning("CUDA out of memory", exc_info=True)
+            raise OutOfMemoryError(
+                "The GPU ran out of memory on this job. Try a smaller resolution or fewer images."
+            ) from None
+        return self._results(model, jobs, rows, time.perf_counter() - started)
+
+    def inpaint(
+        self,
+        request: InpaintRequest,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        previews: bool = False,
+    ) -> InpaintResult:
+        """Prepare and run one job."""
+        job = self.prepare(request)
+        return self.run([job], on_progress=on_progress, cancel=cancel, previews=previews)[0]
+
+    def _denoise_pass(
+        self, model: LoadedModel, rows: list[_Row], index: int, tracker: _StepTracker
+    ) -> None:
+        settings = rows[0].job.settings
+        steps_run = denoising_steps(settings)
+        if steps_run == 0:
+            return  # strength 0: the masked area stays as it is
+        mask_pass = [row.job.passes[index] for row in rows]
+        width, height = mask_pass[0].size
+        crops = [
+            row.canvas.crop(p.box.as_tuple()).resize((width, height), Image.Resampling.LANCZOS)
+            for row, p in zip(rows, mask_pass, strict=True)
+        ]
+        crop_masks = [
+            p.mask.crop(p.box.as_tuple()).resize((width, height), Image.Resampling.BILINEAR)
+            for p in mask_pass
+        ]
+        if settings.masked_content is MaskedContent.FILL:
+            crops = [
+                masking.fill_masked(crop, mask) for crop, mask in zip(crops, crop_masks, strict=True)
+            ]
+
+        pipe = model.pipe
+        pipe.scheduler = make_scheduler(settings.sampler, model.base_scheduler_config)
+        generators = [torch.Generator("cpu").manual_seed(row.seed + index) for row in rows]
+        embeds = PromptEncoder(pipe).encode(
+            [row.job.settings.prompt for row in rows], [row.job.settings.negative_prompt for row in rows]
+        )
+        pixels = pipe.image_processor.preprocess(crops, height=height, width=width)
+        pixels = pixels.to(model.device, model.dtype)
+        mask = pipe.mask_processor.preprocess(crop_masks, height=height, width=width).to(
+            model.device, model.dtype
+        )
+        image_latents = _encode(model, pixels)
+        latent_mask = F.interpolate(mask, size=image_latents.shape[-2:])
+        if settings.masked_content is MaskedContent.LATENT_NOISE:
+            noise = randn_tensor(
+                image_latents.shape, generator=generators, device=model.device, dtype=model.dtype
+            )
+            image_latents = image_latents * (1 - latent_mask) + noise * latent_mask
+        elif settings.masked_content is MaskedContent.LATENT_NOTHING:
+            image_latents = image_latents * (1 - latent_mask)
+        # 9-channel UNets see the picture with the masked part greyed out; 4-channel ones ignore this.
+        masked_latents = _encode(model, pixels * (mask < 0.5)) if model.inpainting else image_latents
+
+        started = time.perf_counter()
+        output = pipe(
+            **embeds.as_kwargs(),
+            image=image_latents,
+            mask_image=mask,
+            masked_image_latents=masked_latents,
+            height=height,
+            width=width,
+            strength=settings.strength,
+            num_inference_steps=_scheduled_steps(settings),
+            guidance_scale=settings.guidance,
+            generator=generators,
+            callback_on_step_end=tracker.on_step_end,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+        denoise_seconds = time.perf_counter() - started
+        for row, p, generated in zip(rows, mask_pass, output.images, strict=True):
+            row.canvas = masking.composite(row.canvas, generated, p.mask, p.box)
+            row.timings["denoise"] = row.timings.get("denoise", 0.0) + denoise_seconds
+
+    def _results(
+        self, model: LoadedModel, jobs: Sequence[PreparedJob], rows: list[_Row], seconds: float
+    ) -> list[InpaintResult]:
+        results = []
+        for job in jobs:
+            outputs = []
+            encode_started = time.perf_counter()
+            for row in (r for r in rows if r.job is job):
+                text = a1111_parameters(
+                    job.settings,
+                    seed=row.seed,
+                    size=job.processing_size,
+                    model=model.name,
+                    mask_source=job.mask_source.value,
+                )
+                png = encode_png(row.canvas, text)
+                outputs.append(GeneratedImage(png, row.seed, row.canvas.width, row.canvas.height))
+            results.append(
+                InpaintResult(
+                    images=outputs,
+                    settings=job.settings,
+                    mask_source=job.mask_source,
+                    model=model.name,
+                    seconds=seconds,
+                    timings={
+                        "prepare": job.prepare_seconds,
+                        "denoise": rows[0].timings.get("denoise", 0.0),
+                        "encode": time.perf_counter() - encode_started,
+                    },
+                )
+            )
+        return results
+
+
+def _scheduled_steps(settings: InpaintSettings) -> int:
+    """Length of the full schedule such that at least one step survives diffusers' strength cut."""
+    if int(settings.steps * settings.strength) >= 1:
+        return settings.steps
+    return math.ceil(1 / settings.strength)
+
+
+def _encode(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+    """VAE-encode pixels in [-1, 1] to scaled latents, deterministically (the distribution's mode)."""
+    vae = model.pipe.vae
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:  # the SDXL VAE overflows in fp16
+        vae.to(torch.float32)
+    with torch.inference_mode():
+        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+    if upcast:
+        vae.to(torch.float16)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((latents - shift) * vae.config.scaling_factor).to(model.dtype)
+
+
+class _StepTracker:
+    """Counts steps across passes, reports progress, and stops the pipeline when cancelled."""
+
+    def __init__(
+        self,
+        total: int,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        previews: bool,
+        sdxl: bool,
+    ) -> None:
+        self.total = total
+        self.done = 0
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.previews = previews
+        self.sdxl = sdxl
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise JobCancelled()
+
+    def on_step_end(self, pipe: object, step: int, timestep: object, tensors: dict) -> dict:
+        self.check_cancel()
+        self.done += 1
+        if self.on_progress is not None:
+            preview = latent_preview(tensors["latents"], sdxl=self.sdxl) if self.previews else None
+            self.on_progress(Progress(step=self.done, total=self.total, preview=preview))
+        return tensors

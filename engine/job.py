@@ -1,0 +1,66 @@
+"""The data that goes into and comes out of the engine.
+
+Plain frozen dataclasses: the queue stores requests, the bot and the CLI read results. Nothing here
+knows about Discord, threads or the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from PIL import Image
+
+from engine.settings import InpaintSettings
+
+
+class MaskSource(StrEnum):
+    """Where the repaint area came from; shown to users because masks confuse them."""
+
+    UPLOADED = "uploaded mask"
+    FACE = "automatic face mask"
+    TRANSPARENCY = "the image's transparent pixels"
+
+
+@dataclass(frozen=True)
+class InpaintRequest:
+    """One job as a user asked for it: raw upload bytes plus validated settings."""
+
+    image: bytes
+    settings: InpaintSettings
+    mask: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One denoising step done. ``preview`` is a small RGB picture when previews were asked for."""
+
+    step: int
+    total: int
+    preview: Image.Image | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One output picture: PNG bytes with the A1111 ``parameters`` chunk, and the seed that made it."""
+
+    png: bytes
+    seed: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class InpaintResult:
+    """Everything a job produced. ``settings`` holds the concrete seed actually used."""
+
+    images: list[GeneratedImage]
+    settings: InpaintSettings
+    mask_source: MaskSource
+    model: str
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,62 @@
+"""Generation parameters in AUTOMATIC1111's PNG ``parameters`` text chunk.
+
+Discord strips PNG metadata from previews, but the original file keeps it, and every PNG-info reader
+(A1111, ComfyUI, Civitai) shows it.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from engine.samplers import A1111_NAMES
+from engine.settings import Area, InpaintSettings
+
+# PNG compression 1 is ~5x faster than Pillow's default 6 and ~10% bigger: big photos must not stall.
+PNG_COMPRESS_LEVEL = 1
+
+
+def a1111_parameters(
+    settings: InpaintSettings, *, seed: int, size: tuple[int, int], model: str, mask_source: str
+) -> str:
+    """The three-part text A1111 writes: prompt line, negative prompt line, then ``Key: value`` pairs."""
+    fields = {
+        "Steps": settings.steps,
+        "Sampler": A1111_NAMES[settings.sampler],
+        "CFG scale": f"{settings.guidance:g}",
+        "Seed": seed,
+        "Size": f"{size[0]}x{size[1]}",
+        "Model": _quote(model),
+        "Denoising strength": f"{settings.strength:g}",
+        "Mask blur": settings.mask_blur,
+        "Masked content": settings.masked_content.value,
+        "Inpaint area": "Only masked" if settings.area == Area.MASKED else "Whole picture",
+        "Only masked padding, pixels": settings.padding,
+        "Mask source": _quote(mask_source),
+    }
+    if settings.invert_mask:
+        fields["Mask mode"] = "Inpaint not masked"
+    if settings.mask_grow:
+        fields["Mask grow"] = settings.mask_grow
+    lines = [settings.prompt]
+    if settings.negative_prompt:
+        lines.append(f"Negative prompt: {settings.negative_prompt}")
+    lines.append(", ".join(f"{key}: {value}" for key, value in fields.items()))
+    return "\n".join(lines)
+
+
+def _quote(value: str) -> str:
+    """A1111 quotes values that contain the separators of its ``Key: value, ...`` line."""
+    if any(char in value for char in ',:"'):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def encode_png(image: Image.Image, parameters: str) -> bytes:
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()

@@ -1,0 +1,176 @@
+"""Loading inpainting pipelines and keeping them resident.
+
+A model is named the way users know it: a Hub id (``stable-diffusion-v1-5/stable-diffusion-inpainting``),
+a local diffusers folder, or a single ``.safetensors`` checkpoint. Inpainting checkpoints (9-channel
+UNet) and regular ones (4-channel, diffusers blends the original back outside the mask each step) both
+load into the matching diffusers inpainting pipeline, SD1.x/2.x and SDXL alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoPipelineForInpainting,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionXLInpaintPipeline,
+)
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+from safetensors import safe_open
+
+from engine.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# A key only SDXL single-file checkpoints have (the second, OpenCLIP bigG text encoder).
+_SDXL_KEY_PREFIX = "conditioner.embedders.1."
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A resident pipeline and the facts the engine needs about it."""
+
+    name: str
+    pipe: DiffusionPipeline
+    sdxl: bool
+    inpainting: bool  # 9-channel UNet
+    native_size: int  # the long side the model was trained at (512, 768, 1024)
+    base_scheduler_config: Any
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipe.unet.dtype
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA on a machine without it is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("INPAINTBOT_DEVICE is 'cuda' but no CUDA GPU is available to PyTorch.")
+    return torch.device(device)
+
+
+class ModelManager:
+    """Loads pipelines on first use and keeps the most recently used ones in memory."""
+
+    def __init__(self, device: torch.device, *, max_loaded: int = 2) -> None:
+        self.device = device
+        self.dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> LoadedModel:
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+            while len(self._loaded) >= self.max_loaded:
+                evicted, _ = self._loaded.popitem(last=False)
+                log.info("unloading model %s", evicted)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+            model = self._load(name)
+            self._loaded[name] = model
+            return model
+
+    def _load(self, name: str) -> LoadedModel:
+        log.info("loading model %s on %s (%s)", name, self.device, self.dtype)
+        pipe = _load_pipeline(name, self.dtype)
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        unet = pipe.unet
+        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        sample_size = unet.config.sample_size
+        if isinstance(sample_size, (list, tuple)):
+            sample_size = max(sample_size)
+        return LoadedModel(
+            name=name,
+            pipe=pipe,
+            sdxl=isinstance(pipe, StableDiffusionXLInpaintPipeline),
+            inpainting=unet.config.in_channels == 9,
+            native_size=int(sample_size) * vae_scale,
+            base_scheduler_config=pipe.scheduler.config,
+        )
+
+
+def _load_pipeline(name: str, dtype: torch.dtype) -> DiffusionPipeline:
+    path = Path(name).expanduser()
+    try:
+        if path.is_file():
+            return _load_single_file(path, dtype)
+        if path.is_dir():
+            return _checked(
+                AutoPipelineForInpainting.from_pretrained(path, **_pretrained_kwargs(dtype)), name
+            )
+        if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
+            raise ModelLoadError(f"The model file or folder {name!r} does not exist.")
+        return _checked(
+            AutoPipelineForInpainting.from_pretrained(name, **_pretrained_kwargs(dtype)), name
+        )
+    except ModelLoadError:
+        raise
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"The model {name!r} was not found on the Hugging Face Hub.") from None
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(
+            f"The model {name!r} is not in the local cache and the Hub cannot be reached (offline?)."
+        ) from None
+    except HfHubHTTPError as exc:
+        raise ModelLoadError(f"The model {name!r} could not be downloaded: {exc}") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        log.warning("model %s failed to load", name, exc_info=True)
+        raise ModelLoadError(
+            f"The model {name!r} could not be loaded as a Stable Diffusion (1.x, 2.x or XL) "
+            f"inpainting model: {_first_line(exc)}"
+        ) from None
+
+
+def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    # The NSFW decision belongs to the server's policy, not to a checker that blacks out images.
+    return {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+
+
+def _load_single_file(path: Path, dtype: torch.dtype) -> DiffusionPipeline:
+    if path.suffix != ".safetensors":
+        raise ModelLoadError(
+            f"{path.name}: only .safetensors checkpoints are accepted (.ckpt pickle files can run code)."
+        )
+    try:
+        with safe_open(str(path), framework="pt") as checkpoint:
+            sdxl = any(key.startswith(_SDXL_KEY_PREFIX) for key in checkpoint.keys())  # noqa: SIM118
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path.name} is not a readable .safetensors file: {_first_line(exc)}"
+        ) from None
+    pipeline_class = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
+    kwargs = {"torch_dtype": dtype}
+    if not sdxl:
+        kwargs |= {"safety_checker": None, "requires_safety_checker": False}
+    return _checked(pipeline_class.from_single_file(str(path), **kwargs), str(path))
+
+
+def _checked(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
+    if not isinstance(pipe, (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline)):
+        raise ModelLoadError(
+            f"The model {name!r} loads as {type(pipe).__name__}; only Stable Diffusion 1.x, 2.x and XL "
+            "models are supported."
+        )
+    return pipe
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

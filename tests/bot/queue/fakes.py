@@ -1,0 +1,138 @@
+"""A fake engine with the real one's shape (prepare, then run a batch step by step), and event helpers.
+
+It paints nothing, in microseconds, so queue behaviour (order, caps, cancel, failures, recovery) is
+tested without torch. What it records lets tests check which jobs ran together, and how often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from PIL import Image
+
+from bot.queue.base import EventStream, JobEvent
+from engine.errors import ImageError, JobCancelled
+from engine.job import GeneratedImage, InpaintRequest, InpaintResult, MaskSource, Progress
+from engine.settings import InpaintSettings
+
+NOT_AN_IMAGE = b"not an image"
+
+
+def tiny_png(seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (seed % 256, seed // 256 % 256, 7)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def request(prompt: str = "", **settings: object) -> InpaintRequest:
+    """A request whose prompt names the job in the fake engine's records."""
+    return InpaintRequest(
+        tiny_png(), InpaintSettings.parse(**{"prompt": prompt, "steps": 4, **settings}), tiny_png(1)
+    )
+
+
+@dataclass(frozen=True)
+class FakePrepared:
+    settings: InpaintSettings
+    model: str = "fake-model"
+    mask_source: MaskSource = MaskSource.UPLOADED
+    processing_size: tuple[int, int] = (64, 64)
+
+    @property
+    def total_steps(self) -> int:
+        return self.settings.steps
+
+    @property
+    def batch_key(self) -> Hashable | None:
+        if self.settings.auto_mask is not None:
+            return None
+        s = self.settings
+        return (self.model, self.processing_size, s.steps, s.strength, s.guidance, s.sampler)
+
+
+@dataclass
+class FakeEngine:
+    """``gate`` holds every run at its first step while cleared; ``errors`` fail runs by prompt."""
+
+    gate: threading.Event = field(default_factory=threading.Event)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    step_seconds: float = 0.0
+    calls: list[list[str]] = field(default_factory=list)  # the prompts of each run, in order
+    steps_after_cancel: int = 0
+    on_run: Callable[[list[str]], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    def prepare(self, request: InpaintRequest) -> FakePrepared:
+        if request.image == NOT_AN_IMAGE:
+            raise ImageError("That file is not a picture.")
+        return FakePrepared(request.settings.with_seed())
+
+    def run(
+        self,
+        jobs: Sequence[FakePrepared],
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        previews: bool = False,
+    ) -> list[InpaintResult]:
+        prompts = [job.settings.prompt for job in jobs]
+        self.calls.append(prompts)
+        if self.on_run is not None:
+            self.on_run(prompts)
+        total = jobs[0].total_steps
+        for step in range(1, total + 1):
+            self.gate.wait()
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled()
+            time.sleep(self.step_seconds)
+            if on_progress is not None:
+                on_progress(Progress(step, total, Image.new("RGB", (2, 2)) if previews else None))
+            if cancel is not None and cancel.is_set():
+                self.steps_after_cancel += 1
+        for prompt in prompts:
+            if prompt in self.errors:
+                raise self.errors[prompt]
+        return [
+            InpaintResult(
+                images=[GeneratedImage(tiny_png(seed), seed, 8, 8) for seed in job.settings.seeds()],
+                settings=job.settings,
+                mask_source=job.mask_source,
+                model=job.model,
+                seconds=0.01,
+                timings={"denoise": 0.01},
+            )
+            for job in jobs
+        ]
+
+
+E = TypeVar("E", bound=JobEvent)
+
+
+async def next_event(
+    stream: EventStream, kind: type[E], job_id: int | None = None, where: Callable[[E], bool] = bool
+) -> E:
+    """The next event of ``kind`` (for ``job_id``, matching ``where``), skipping others; fails instead
+    of hanging."""
+    async with asyncio.timeout(10):
+        async for event in stream:
+            if isinstance(event, kind) and job_id in (None, event.job_id) and where(event):
+                return event
+    raise AssertionError("the event stream ended")
+
+
+async def events_until(stream: EventStream, done: Callable[[list[JobEvent]], bool]) -> list[JobEvent]:
+    seen: list[JobEvent] = []
+    async with asyncio.timeout(10):
+        async for event in stream:
+            seen.append(event)
+            if done(seen):
+                return seen
+    raise AssertionError("the event stream ended")

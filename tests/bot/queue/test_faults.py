@@ -1,0 +1,95 @@
+"""A failing job fails alone; time limits; graceful shutdown."""
+
+from bot.queue.base import DoneEvent, FailedEvent, JobSubmission, StartedEvent
+from bot.queue.local import UNEXPECTED_FAILURE
+from bot.store import jobs
+from bot.store.database import Store
+from bot.store.models import JobStatus
+from engine.errors import ModelLoadError, OutOfMemoryError
+from tests.bot.queue.conftest import MakeQueue
+from tests.bot.queue.fakes import FakeEngine, next_event, request
+
+
+async def test_engine_errors_fail_only_their_job(
+    make_queue: MakeQueue, fake_engine: FakeEngine, store: Store
+) -> None:
+    fake_engine.errors = {
+        "bad model": ModelLoadError("The model 'x' was not found."),
+        "oom": OutOfMemoryError("The GPU ran out of memory on this job."),
+        "bug": RuntimeError("internal detail the user must not see"),
+    }
+    queue, events = await make_queue(queue_max_per_user=10)
+    submitted = {
+        p: await queue.submit(JobSubmission(1, request(p))) for p in ("bad model", "oom", "bug", "fine")
+    }
+    for prompt, message in [
+        ("bad model", "The model 'x' was not found."),
+        ("oom", "The GPU ran out of memory on this job."),
+        ("bug", UNEXPECTED_FAILURE),
+    ]:
+        failed = await next_event(events, FailedEvent, submitted[prompt].job_id)
+        assert failed.message == message
+        stored = await jobs.get_job(store, submitted[prompt].job_id)
+        assert stored is not None and (stored.status, stored.error) == (JobStatus.FAILED, message)
+    await next_event(events, DoneEvent, submitted["fine"].job_id)
+
+
+async def test_a_batch_that_runs_out_of_memory_is_retried_one_by_one(
+    make_queue: MakeQueue, fake_engine: FakeEngine
+) -> None:
+    queue, events = await make_queue(batch_size=2)
+    fake_engine.gate.clear()
+    blocker = await queue.submit(JobSubmission(0, request("blocker")))
+    await next_event(events, StartedEvent, blocker.job_id)
+    first = await queue.submit(JobSubmission(1, request("first")))
+    second = await queue.submit(JobSubmission(2, request("second")))
+
+    def out_of_memory_when_batched(prompts: list[str]) -> None:
+        if len(prompts) > 1:
+            raise OutOfMemoryError("out of memory")
+
+    fake_engine.on_run = out_of_memory_when_batched
+    fake_engine.gate.set()
+    await next_event(events, DoneEvent, first.job_id)
+    await next_event(events, DoneEvent, second.job_id)
+    assert fake_engine.calls[1:] == [["first", "second"], ["first"], ["second"]]
+
+
+async def test_time_limit(make_queue: MakeQueue, fake_engine: FakeEngine, store: Store) -> None:
+    fake_engine.step_seconds = 0.02
+    queue, events = await make_queue(job_timeout=0.1)
+    slow = await queue.submit(JobSubmission(1, request("slow", steps=150)))
+    fast = await queue.submit(JobSubmission(2, request("fast", steps=1)))
+    failed = await next_event(events, FailedEvent, slow.job_id)
+    assert failed.message == "The job took longer than the limit of 0.1 seconds and was stopped."
+    await next_event(events, DoneEvent, fast.job_id)
+
+
+async def test_shutdown_puts_the_running_job_back(
+    make_queue: MakeQueue, fake_engine: FakeEngine, store: Store
+) -> None:
+    queue, events = await make_queue(shutdown_timeout=0.05)
+    fake_engine.gate.clear()
+    running = await queue.submit(JobSubmission(1, request("running")))
+    waiting = await queue.submit(JobSubmission(2, request("waiting")))
+    await next_event(events, StartedEvent, running.job_id)
+    await queue.close()  # the job does not finish in time: it is stopped
+    assert [job.id for job in await jobs.live_jobs(store)] == [running.job_id, waiting.job_id]
+    assert all(job.status is JobStatus.QUEUED for job in await jobs.live_jobs(store))
+
+    fake_engine.gate.set()
+    _, events = await make_queue()
+    await next_event(events, DoneEvent, running.job_id)
+    await next_event(events, DoneEvent, waiting.job_id)
+
+
+async def test_shutdown_lets_a_job_that_finishes_in_time_finish(
+    make_queue: MakeQueue, fake_engine: FakeEngine, store: Store
+) -> None:
+    fake_engine.step_seconds = 0.01
+    queue, events = await make_queue(shutdown_timeout=30)
+    running = await queue.submit(JobSubmission(1, request("running")))
+    await next_event(events, StartedEvent, running.job_id)
+    await queue.close()
+    stored = await jobs.get_job(store, running.job_id)
+    assert stored is not None and stored.status is JobStatus.DONE

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random-weight pipelines, built once per test session.
+
+Nothing here may reach the network: the Hub is switched off before diffusers is imported.
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import EngineConfig
+from engine.engine import Engine
+from engine.testing import build_tiny_sd, build_tiny_sdxl
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 9-channel (inpainting) SD1.x-architecture pipeline folder."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_regular_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-channel (regular) SD1.x-architecture pipeline folder."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd-regular"), inpainting=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """One engine for the session, like the bot's: pipelines stay resident between tests."""
+    config = EngineConfig(
+        model=str(tiny_sd_path), device="cpu", data_dir=tmp_path_factory.mktemp("data"), _env_file=None
+    )
+    return Engine(config)

@@ -1,0 +1,251 @@
+"""The engine end to end with tiny random-weight pipelines loaded through the engine's own loader."""
+
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from engine.config import EngineConfig
+from engine.engine import Engine, denoising_steps
+from engine.errors import JobCancelled, MaskError, NoFaceError, OutOfMemoryError
+from engine.job import InpaintRequest, MaskSource, Progress
+from engine.settings import InpaintSettings
+from tests.pictures import photo, png_bytes, rect_mask
+
+FAST = {"steps": 4, "resolution": 64, "seed": 1234}
+
+
+def request(image: Image.Image, mask: Image.Image | None = None, **settings: object) -> InpaintRequest:
+    values = {**FAST, **settings}
+    return InpaintRequest(
+        image=png_bytes(image),
+        mask=png_bytes(mask) if mask is not None else None,
+        settings=InpaintSettings.parse(**values),
+    )
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+def assert_untouched_outside(result_png: bytes, original: Image.Image, outside: np.ndarray) -> None:
+    """Pixels where the (blurred) mask is 0 must be bit-identical to the input."""
+    out = pixels(result_png)
+    assert out.shape[:2] == (original.height, original.width)
+    assert np.array_equal(out[outside], np.asarray(original).astype(np.int16)[outside])
+
+
+def far_from(box: tuple[int, int, int, int], shape: tuple[int, int], margin: int) -> np.ndarray:
+    """Boolean map of pixels further than ``margin`` from the box (beyond blur and grow)."""
+    height, width = shape
+    keep = np.ones((height, width), dtype=bool)
+    x0, y0, x1, y1 = box
+    keep[max(0, y0 - margin) : y1 + margin, max(0, x0 - margin) : x1 + margin] = False
+    return keep
+
+
+@pytest.mark.parametrize("area", ["whole", "masked"])
+@pytest.mark.parametrize("size", [(96, 64), (64, 128), (200, 120), (64, 64)])
+def test_unmasked_pixels_identical_and_size_kept(
+    engine: Engine, area: str, size: tuple[int, int]
+) -> None:
+    width, height = size
+    image = photo(width, height)
+    box = (width // 4, height // 4, width // 2, height // 2)
+    result = engine.inpaint(request(image, rect_mask(width, height, box), area=area))
+    assert len(result.images) == 1
+    out = result.images[0]
+    assert (out.width, out.height) == size
+    assert_untouched_outside(out.png, image, far_from(box, (height, width), margin=3 * 4 + 2))
+    inside = pixels(out.png)[box[1] + 2 : box[3] - 2, box[0] + 2 : box[2] - 2]
+    original_inside = np.asarray(image).astype(np.int16)[
+        box[1] + 2 : box[3] - 2, box[0] + 2 : box[2] - 2
+    ]
+    assert np.abs(inside - original_inside).mean() > 1, "the masked area must be repainted"
+
+
+def test_regular_four_channel_checkpoint(engine: Engine, tiny_sd_regular_path: Path) -> None:
+    image = photo(96, 80)
+    box = (30, 20, 60, 50)
+    result = engine.inpaint(request(image, rect_mask(96, 80, box), model=str(tiny_sd_regular_path)))
+    assert not engine.load(str(tiny_sd_regular_path)).inpainting
+    assert_untouched_outside(result.images[0].png, image, far_from(box, (80, 96), margin=14))
+
+
+def test_sdxl_with_weighted_long_prompt(engine: Engine, tiny_sdxl_path: Path) -> None:
+    image = photo(80, 64)
+    box = (20, 16, 50, 40)
+    prompt = "Ana de Armas, (emma watson:0.5), Liza Soberano, " * 4
+    result = engine.inpaint(
+        request(image, rect_mask(80, 64, box), prompt=prompt, model=str(tiny_sdxl_path))
+    )
+    assert engine.load(str(tiny_sdxl_path)).sdxl
+    assert_untouched_outside(result.images[0].png, image, far_from(box, (64, 80), margin=14))
+
+
+@pytest.mark.parametrize("content", ["original", "fill", "latent-noise", "latent-nothing"])
+def test_masked_content_modes(engine: Engine, content: str) -> None:
+    image = photo(96, 96, seed=3)
+    box = (32, 32, 64, 64)
+    mask = rect_mask(96, 96, box)
+    result = engine.inpaint(request(image, mask, masked_content=content, strength=0.5))
+    assert_untouched_outside(result.images[0].png, image, far_from(box, (96, 96), margin=14))
+    if content != "original":
+        baseline = engine.inpaint(request(image, mask, masked_content="original", strength=0.5))
+        assert not np.array_equal(pixels(result.images[0].png), pixels(baseline.images[0].png))
+
+
+def test_seed_reproducible_and_batch_seeds_distinct(engine: Engine) -> None:
+    image = photo(64, 64)
+    mask = rect_mask(64, 64, (16, 16, 48, 48))
+    first = engine.inpaint(request(image, mask, count=3, seed=4294967294))
+    again = engine.inpaint(request(image, mask, count=3, seed=4294967294))
+    assert [i.seed for i in first.images] == [4294967294, 4294967295, 0]
+    assert [i.png for i in first.images] == [i.png for i in again.images]
+    assert len({i.png for i in first.images}) == 3
+    single = engine.inpaint(request(image, mask, count=1, seed=4294967295))
+    assert np.abs(pixels(single.images[0].png) - pixels(first.images[1].png)).max() <= 1
+
+
+def test_random_seed_is_recorded(engine: Engine) -> None:
+    image = photo(64, 64)
+    result = engine.inpaint(request(image, rect_mask(64, 64, (8, 8, 40, 40)), seed=None))
+    assert 0 <= result.settings.seed == result.images[0].seed <= 2**32 - 1
+
+
+def test_batch_of_jobs_equals_jobs_run_alone(engine: Engine) -> None:
+    jobs = [
+        engine.prepare(
+            request(photo(64, 64, seed=s), rect_mask(64, 64, (10, 10, 40, 40)), prompt=p, seed=s)
+        )
+        for s, p in ((1, "a red hat"), (2, "(blue:1.3) scarf"))
+    ]
+    assert jobs[0].batch_key == jobs[1].batch_key is not None
+    together = engine.run(jobs)
+    alone = [engine.run([job])[0] for job in jobs]
+    for batched, single in zip(together, alone, strict=True):
+        assert np.abs(pixels(batched.images[0].png) - pixels(single.images[0].png)).max() <= 2
+
+
+def test_transparency_is_the_mask(engine: Engine) -> None:
+    image = photo(64, 64).convert("RGBA")
+    alpha = Image.new("L", (64, 64), 255)
+    alpha.paste(0, (20, 20, 44, 44))
+    image.putalpha(alpha)
+    result = engine.inpaint(request(image))
+    assert result.mask_source is MaskSource.TRANSPARENCY
+    assert_untouched_outside(
+        result.images[0].png, image.convert("RGB"), far_from((20, 20, 44, 44), (64, 64), margin=14)
+    )
+
+
+def test_no_mask_source_is_a_clear_error(engine: Engine) -> None:
+    with pytest.raises(MaskError, match="mask image"):
+        engine.inpaint(request(photo(64, 64)))
+
+
+def test_face_auto_mask_inpaints_each_face(engine: Engine) -> None:
+    astronaut = Image.fromarray(skdata.astronaut())
+    job = engine.prepare(
+        InpaintRequest(png_bytes(astronaut), InpaintSettings.parse(auto_mask="face", **FAST))
+    )
+    assert job.mask_source is MaskSource.FACE
+    assert job.settings.strength == 0.4 and job.settings.mask_grow == 4
+    assert len(job.passes) == 1, "the astronaut has one face"
+    result = engine.run([job])[0]
+    out = pixels(result.images[0].png)
+    assert out.shape == (512, 512, 3)
+    # The bottom rows (the suit, far from the face) are untouched; the face changed.
+    assert np.array_equal(out[400:], np.asarray(astronaut).astype(np.int16)[400:])
+    x0, y0, x1, y1 = job.passes[0].box.as_tuple()
+    assert not np.array_equal(out[y0:y1, x0:x1], np.asarray(astronaut).astype(np.int16)[y0:y1, x0:x1])
+
+
+def test_no_face_is_a_clear_error(engine: Engine) -> None:
+    with pytest.raises(NoFaceError):
+        engine.inpaint(
+            InpaintRequest(png_bytes(photo(96, 96)), InpaintSettings.parse(auto_mask="face", **FAST))
+        )
+
+
+def test_strength_zero_changes_nothing(engine: Engine) -> None:
+    image = photo(64, 64)
+    result = engine.inpaint(request(image, rect_mask(64, 64, (8, 8, 40, 40)), strength=0.0))
+    assert np.array_equal(pixels(result.images[0].png), np.asarray(image).astype(np.int16))
+
+
+def test_a1111_parameters_chunk(engine: Engine) -> None:
+    image = photo(64, 64)
+    result = engine.inpaint(
+        request(image, rect_mask(64, 64, (8, 8, 40, 40)), prompt="a cat", negative_prompt="blurry")
+    )
+    text = Image.open(io.BytesIO(result.images[0].png)).text["parameters"]
+    lines = text.splitlines()
+    assert lines[0] == "a cat"
+    assert lines[1] == "Negative prompt: blurry"
+    assert "Steps: 4, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 64x64" in lines[2]
+    assert "Denoising strength: 0.75, Mask blur: 4" in lines[2]
+
+
+def test_progress_every_step_with_previews(engine: Engine) -> None:
+    seen: list[Progress] = []
+    settings = {"steps": 10, "strength": 0.5}
+    engine.inpaint(
+        request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), **settings),
+        on_progress=seen.append,
+        previews=True,
+    )
+    assert [p.step for p in seen] == [1, 2, 3, 4, 5]
+    assert {p.total for p in seen} == {5} == {denoising_steps(InpaintSettings.parse(**settings))}
+    assert all(p.preview is not None and p.preview.mode == "RGB" for p in seen)
+
+
+def test_cancel_stops_within_a_step(engine: Engine) -> None:
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def on_progress(progress: Progress) -> None:
+        seen.append(progress.step)
+        if progress.step == 2:
+            cancel.set()
+
+    with pytest.raises(JobCancelled):
+        engine.inpaint(
+            request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), steps=20, strength=1.0),
+            on_progress=on_progress,
+            cancel=cancel,
+        )
+    assert seen == [1, 2]
+
+
+def test_out_of_memory_is_reported_and_engine_goes_on(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40))))
+    pipe = engine.load(job.model).pipe
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(pipe), "__call__", out_of_memory)
+        with pytest.raises(OutOfMemoryError, match="ran out of memory"):
+            engine.run([job])
+    assert engine.run([job])[0].images
+
+
+def test_uploaded_mask_wins_over_transparency(engine: Engine) -> None:
+    image = photo(64, 64).convert("RGBA")
+    image.putalpha(128)
+    result = engine.inpaint(request(image, rect_mask(64, 64, (8, 8, 40, 40))))
+    assert result.mask_source is MaskSource.UPLOADED
+
+
+def test_engine_for_unknown_device_setting_rejected() -> None:
+    with pytest.raises(ValueError):
+        EngineConfig(device="tpu", _env_file=None)

@@ -1,0 +1,34 @@
+"""Deterministic test pictures and masks, made in memory."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A smooth, deterministic test picture (gradients plus a little noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack(
+        [
+            x * 255 / max(width - 1, 1),
+            y * 255 / max(height - 1, 1),
+            (x + y) * 127 / max(width + height, 1),
+        ],
+        axis=-1,
+    )
+    pixels += rng.normal(0, 8, pixels.shape)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), mode="RGB")
+
+
+def rect_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.Image:
+    mask = Image.new("L", (width, height), 0)
+    mask.paste(255, box)
+    return mask
