@@ -7,9 +7,11 @@ GPU and model before connecting Discord. User errors exit with status 2 and one 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.warnoptions:  # library deprecation notices are not for the person at the terminal
+        warnings.simplefilter("ignore")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     if args.command == "inpaint":
         raise SystemExit(_inpaint(args))

@@ -37,7 +37,7 @@ from engine.job import (
     Progress,
     ProgressCallback,
 )
-from engine.metadata import a1111_parameters, encode_png
+from engine.metadata import a1111_parameters
 from engine.models import LoadedModel, ModelManager, resolve_device
 from engine.preview import latent_preview
 from engine.prompts import PromptEncoder
@@ -132,11 +132,11 @@ class Engine:
     def prepare(self, request: InpaintRequest) -> PreparedJob:
         started = time.perf_counter()
         settings = request.settings.with_seed()
-        model = self.models.get(settings.model or self.config.model)
-        long_side = settings.resolution or model.native_size
         image = images.load_image(request.image, max_pixels=self.config.max_pixels)
         masks, source = self._find_masks(request, settings, image)
         original = images.flatten(image)
+        model = self.models.get(settings.model or self.config.model)
+        long_side = settings.resolution or model.native_size
         area = Area.MASKED if source is MaskSource.FACE else settings.area
         passes = []
         for raw in masks:
@@ -290,18 +290,21 @@ class Engine:
     ) -> list[InpaintResult]:
         results = []
         for job in jobs:
-            outputs = []
-            encode_started = time.perf_counter()
-            for row in (r for r in rows if r.job is job):
-                text = a1111_parameters(
-                    job.settings,
+            outputs = [
+                GeneratedImage(
+                    image=row.canvas,
                     seed=row.seed,
-                    size=job.processing_size,
-                    model=model.name,
-                    mask_source=job.mask_source.value,
+                    parameters=a1111_parameters(
+                        job.settings,
+                        seed=row.seed,
+                        size=job.processing_size,
+                        model=model.name,
+                        mask_source=job.mask_source.value,
+                    ),
                 )
-                png = encode_png(row.canvas, text)
-                outputs.append(GeneratedImage(png, row.seed, row.canvas.width, row.canvas.height))
+                for row in rows
+                if row.job is job
+            ]
             results.append(
                 InpaintResult(
                     images=outputs,
@@ -312,7 +315,6 @@ class Engine:
                     timings={
                         "prepare": job.prepare_seconds,
                         "denoise": rows[0].timings.get("denoise", 0.0),
-                        "encode": time.perf_counter() - encode_started,
                     },
                 )
             )

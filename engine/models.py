@@ -22,8 +22,10 @@ from diffusers import (
     StableDiffusionXLInpaintPipeline,
 )
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 from safetensors import safe_open
+from transformers.utils import logging as transformers_logging
 
 from engine.errors import ModelLoadError
 
@@ -88,6 +90,9 @@ class ModelManager:
 
     def _load(self, name: str) -> LoadedModel:
         log.info("loading model %s on %s (%s)", name, self.device, self.dtype)
+        # Loading bars would interleave with the CLI's own progress bar and the bot's log lines.
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
         pipe = _load_pipeline(name, self.dtype)
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
@@ -122,20 +127,29 @@ def _load_pipeline(name: str, dtype: torch.dtype) -> DiffusionPipeline:
         )
     except ModelLoadError:
         raise
-    except RepositoryNotFoundError:
-        raise ModelLoadError(f"The model {name!r} was not found on the Hugging Face Hub.") from None
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(
-            f"The model {name!r} is not in the local cache and the Hub cannot be reached (offline?)."
-        ) from None
-    except HfHubHTTPError as exc:
-        raise ModelLoadError(f"The model {name!r} could not be downloaded: {exc}") from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("model %s failed to load", name, exc_info=True)
-        raise ModelLoadError(
-            f"The model {name!r} could not be loaded as a Stable Diffusion (1.x, 2.x or XL) "
-            f"inpainting model: {_first_line(exc)}"
-        ) from None
+        raise ModelLoadError(_describe_load_failure(name, exc)) from None
+
+
+def _describe_load_failure(name: str, exc: BaseException) -> str:
+    """diffusers wraps Hub errors in generic ones; the original cause says what the user must fix."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, RepositoryNotFoundError):
+            return f"The model {name!r} was not found on the Hugging Face Hub (or it is private)."
+        if isinstance(cause, LocalEntryNotFoundError):
+            return (
+                f"The model {name!r} is not in the local Hugging Face cache and the Hub cannot be "
+                "reached (offline?). Download it once with network access, or use a local folder."
+            )
+        if isinstance(cause, HfHubHTTPError):
+            return f"The model {name!r} could not be downloaded: {_first_line(cause)}"
+        cause = cause.__cause__ or cause.__context__
+    return (
+        f"The model {name!r} could not be loaded as a Stable Diffusion (1.x, 2.x or XL) "
+        f"inpainting model: {_first_line(exc)}"
+    )
 
 
 def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:

@@ -88,14 +88,16 @@ class FakeEngine:
         if self.on_run is not None:
             self.on_run(prompts)
         total = jobs[0].total_steps
+        stop = cancel or threading.Event()
         for step in range(1, total + 1):
-            self.gate.wait()
-            if cancel is not None and cancel.is_set():
+            while not self.gate.wait(0.005) and not stop.is_set():
+                pass  # held, like a long GPU step that still ends when the job is cancelled
+            if stop.is_set():
                 raise JobCancelled()
             time.sleep(self.step_seconds)
             if on_progress is not None:
                 on_progress(Progress(step, total, Image.new("RGB", (2, 2)) if previews else None))
-            if cancel is not None and cancel.is_set():
+            if stop.is_set():
                 self.steps_after_cancel += 1
         for prompt in prompts:
             if prompt in self.errors:

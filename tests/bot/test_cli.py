@@ -1,0 +1,177 @@
+"""The ``inpaintbot inpaint`` contract: files written, seeds printed, user errors as one ``error:`` line."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.cli import main
+from tests.pictures import photo, rect_mask
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> tuple[Path, Path]:
+    image, mask = tmp_path / "photo.jpg", tmp_path / "mask.png"
+    photo(96, 64).save(image, quality=95)
+    rect_mask(96, 64, (30, 16, 70, 48)).save(mask)
+    return image, mask
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_inpaint_end_to_end_in_a_subprocess(
+    inputs: tuple[Path, Path], tmp_path: Path, tiny_sd_path: Path
+) -> None:
+    image, mask = inputs
+    out = tmp_path / "result.png"
+    done = run_cli(
+        "inpaint", str(image), "-o", str(out), "--mask", str(mask), "--prompt", "a (red:1.2) hat",
+        "--steps", "4", "--resolution", "64", "--seed", "7", "--count", "2",
+        "--model", str(tiny_sd_path), "--device", "cpu",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    first, second = tmp_path / "result-1.png", tmp_path / "result-2.png"
+    assert done.stdout.splitlines() == [f"{first}\tseed 7", f"{second}\tseed 8"]
+    assert not out.exists()
+    for path, seed in ((first, 7), (second, 8)):
+        with Image.open(path) as result:
+            assert result.size == (96, 64)
+            assert f"Seed: {seed}," in result.text["parameters"]
+            assert result.text["parameters"].startswith("a (red:1.2) hat\n")
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    done = run_cli("inpaint", str(tmp_path / "missing.png"), "-o", str(tmp_path / "out.png"))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"error: image file not found: {tmp_path / 'missing.png'}"]
+    assert "Traceback" not in done.stderr
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_single_image_goes_to_the_named_file(
+    inputs: tuple[Path, Path], tmp_path: Path, tiny_sd_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, mask = inputs
+    out = tmp_path / "one.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inpaint", str(image), "-o", str(out), "--mask", str(mask), "--steps", "2", "--resolution", "64",
+              "--seed", "3", "--model", str(tiny_sd_path), "--device", "cpu"])  # fmt: skip
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"{out}\tseed 3\n"
+    assert Image.open(io.BytesIO(out.read_bytes())).size == (96, 64)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--strength", "1.5"], "error: strength must be between 0.0 and 1.0 (got 1.5)."),
+        (["--steps", "0"], "error: steps must be between 1 and 150 (got 0)."),
+        (["--count", "5"], "error: count must be between 1 and 4 (got 5)."),
+        (["--resolution", "100"], "error: resolution must be a multiple of 8 (got 100)"),
+        (["--seed", "-2"], "error: seed must be between -1 and 4294967295 (got -2)."),
+        (["--sampler", "plms"], "error: argument --sampler: invalid choice: 'plms'"),
+        (["--steps", "many"], "error: argument --steps: invalid int value: 'many'"),
+        (["--auto-mask", "face"], "error: argument --auto-mask: not allowed with argument --mask"),
+    ],
+)
+def test_bad_settings(
+    inputs: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    image, mask = inputs
+    line = cli_error(
+        capsys, "inpaint", str(image), "-o", str(tmp_path / "o.png"), "--mask", str(mask), *extra
+    )
+    assert line.startswith(message)
+
+
+def test_output_must_be_png(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, mask = inputs
+    line = cli_error(capsys, "inpaint", str(image), "-o", str(tmp_path / "o.jpg"), "--mask", str(mask))
+    assert "must be a .png file" in line
+
+
+def test_output_folder_must_exist(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, mask = inputs
+    line = cli_error(
+        capsys, "inpaint", str(image), "-o", str(tmp_path / "no" / "o.png"), "--mask", str(mask)
+    )
+    assert "output folder does not exist" in line
+
+
+@pytest.mark.parametrize(
+    ("make_image", "make_mask", "message"),
+    [
+        (lambda p: p.write_text("hello"), None, "The image could not be read"),
+        (lambda p: photo(64, 64).save(p, format="PNG"), None, "No mask to work with"),
+        (
+            lambda p: photo(64, 64).save(p, format="PNG"),
+            lambda p: Image.new("L", (64, 64)).save(p),
+            "all black",
+        ),
+        (
+            lambda p: photo(64, 64).save(p, format="PNG"),
+            lambda p: Image.new("L", (32, 64)).save(p),
+            "32x64",
+        ),
+    ],
+)
+def test_bad_inputs(
+    tmp_path: Path,
+    tiny_sd_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_image,
+    make_mask,
+    message: str,
+) -> None:
+    image = tmp_path / "in.png"
+    make_image(image)
+    args = [
+        "inpaint",
+        str(image),
+        "-o",
+        str(tmp_path / "o.png"),
+        "--model",
+        str(tiny_sd_path),
+        "--device",
+        "cpu",
+    ]
+    if make_mask is not None:
+        make_mask(tmp_path / "m.png")
+        args += ["--mask", str(tmp_path / "m.png")]
+    assert message in cli_error(capsys, *args)
+
+
+def test_missing_model_is_a_user_error(
+    inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, mask = inputs
+    line = cli_error(capsys, "inpaint", str(image), "-o", str(tmp_path / "o.png"), "--mask", str(mask),
+                     "--model", str(tmp_path / "nowhere"), "--device", "cpu")  # fmt: skip
+    assert "does not exist" in line
