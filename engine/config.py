@@ -27,6 +27,14 @@ class EngineConfig(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     data_dir: Path = Path("./data")
     max_pixels: int = Field(40_000_000, ge=1, description="Largest input image, in pixels.")
+    single_file_config: str | None = Field(
+        None,
+        description=(
+            "Hub id or local diffusers folder with the configs for single-file checkpoints; by default "
+            "diffusers infers them from the checkpoint and fetches them from the Hub once."
+        ),
+    )
+    max_loaded_models: int = Field(2, ge=1, le=16, description="Pipelines kept resident at once.")
     face_detector_model: Path | None = Field(
         None, description="Optional YuNet ONNX file for cv2.FaceDetectorYN (better than Haar)."
     )

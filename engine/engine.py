@@ -119,7 +119,11 @@ class Engine:
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
-        self.models = ModelManager(resolve_device(config.device))
+        self.models = ModelManager(
+            resolve_device(config.device),
+            max_loaded=config.max_loaded_models,
+            single_file_config=config.single_file_config,
+        )
         self.face_detector = faces.FaceDetector(config.face_detector_model)
 
     def load(self, model: str | None = None) -> LoadedModel:

@@ -67,8 +67,11 @@ def resolve_device(device: str) -> torch.device:
 class ModelManager:
     """Loads pipelines on first use and keeps the most recently used ones in memory."""
 
-    def __init__(self, device: torch.device, *, max_loaded: int = 2) -> None:
+    def __init__(
+        self, device: torch.device, *, max_loaded: int = 2, single_file_config: str | None = None
+    ) -> None:
         self.device = device
+        self.single_file_config = single_file_config
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -93,7 +96,7 @@ class ModelManager:
         # Loading bars would interleave with the CLI's own progress bar and the bot's log lines.
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
-        pipe = _load_pipeline(name, self.dtype)
+        pipe = _load_pipeline(name, self.dtype, self.single_file_config)
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         unet = pipe.unet
@@ -111,11 +114,11 @@ class ModelManager:
         )
 
 
-def _load_pipeline(name: str, dtype: torch.dtype) -> DiffusionPipeline:
+def _load_pipeline(name: str, dtype: torch.dtype, single_file_config: str | None) -> DiffusionPipeline:
     path = Path(name).expanduser()
     try:
         if path.is_file():
-            return _load_single_file(path, dtype)
+            return _load_single_file(path, dtype, single_file_config)
         if path.is_dir():
             return _checked(
                 AutoPipelineForInpainting.from_pretrained(path, **_pretrained_kwargs(dtype)), name
@@ -157,7 +160,7 @@ def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     return {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
 
 
-def _load_single_file(path: Path, dtype: torch.dtype) -> DiffusionPipeline:
+def _load_single_file(path: Path, dtype: torch.dtype, config: str | None) -> DiffusionPipeline:
     if path.suffix != ".safetensors":
         raise ModelLoadError(
             f"{path.name}: only .safetensors checkpoints are accepted (.ckpt pickle files can run code)."
@@ -170,7 +173,9 @@ def _load_single_file(path: Path, dtype: torch.dtype) -> DiffusionPipeline:
             f"{path.name} is not a readable .safetensors file: {_first_line(exc)}"
         ) from None
     pipeline_class = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
-    kwargs = {"torch_dtype": dtype}
+    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    if config is not None:
+        kwargs |= {"config": config, "local_files_only": Path(config).is_dir()}
     if not sdxl:
         kwargs |= {"safety_checker": None, "requires_safety_checker": False}
     return _checked(pipeline_class.from_single_file(str(path), **kwargs), str(path))
