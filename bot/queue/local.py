@@ -462,10 +462,12 @@ class LocalJobQueue(Generic[P]):
             except Exception:
                 self._emit(FailedEvent(job.id, job.user_id, UNEXPECTED_FAILURE))
                 return
-            if event is None and not isinstance(stored, Job):
+            if event is not None:
+                self._emit(event)
+            elif isinstance(stored, Job):
+                self._emit(_final_event(self._store, stored))
+            else:
                 log.error("job %s was no longer running when its result came", job.id)
-                return
-            self._emit(event or _final_event(self._store, stored))
 
         task = asyncio.create_task(report())
         self._reports.add(task)

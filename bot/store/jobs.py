@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,7 +59,10 @@ async def read_image(store: Store, image: Image) -> bytes:
     return await asyncio.to_thread(store.files.read, image.sha256)
 
 
-def _with_images(query: Select[tuple[Job]]) -> Select[tuple[Job]]:
+S = TypeVar("S", bound=Select[Any])
+
+
+def _with_images(query: S) -> S:
     return query.options(selectinload(Job.images).joinedload(JobImage.image))
 
 
@@ -139,14 +143,16 @@ async def cancel_job(store: Store, job_id: int) -> bool:
 
 async def finish_job(store: Store, job_id: int, result: InpaintResult) -> Job | None:
     """Store the output pictures and mark the job done; ``None`` if it was no longer running."""
+    # The engine encodes PNGs lazily; a big photo takes a while, so here, off the loop and the GPU.
+    pngs = await asyncio.to_thread(lambda: [output.png for output in result.images])
     async with store.files.lock, store.sessions.begin() as session:
         job = await session.scalar(
             _with_images(select(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING))
         )
         if job is None:
             return None
-        for position, output in enumerate(result.images):
-            picture = await add_image(session, store.files, output.png)
+        for position, (output, png) in enumerate(zip(result.images, pngs, strict=True)):
+            picture = await add_image(session, store.files, png)
             job.images.append(
                 JobImage(role=ImageRole.OUTPUT, position=position, image=picture, seed=output.seed)
             )

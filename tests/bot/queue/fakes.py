@@ -24,9 +24,14 @@ from engine.settings import InpaintSettings
 NOT_AN_IMAGE = b"not an image"
 
 
+def tiny_picture(seed: int = 0) -> Image.Image:
+    """8x8 pixels whose colour encodes the seed, so tests can tell outputs apart."""
+    return Image.new("RGB", (8, 8), (seed % 256, seed // 256 % 256, 7))
+
+
 def tiny_png(seed: int = 0) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (seed % 256, seed // 256 % 256, 7)).save(buffer, format="PNG")
+    tiny_picture(seed).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -104,7 +109,9 @@ class FakeEngine:
                 raise self.errors[prompt]
         return [
             InpaintResult(
-                images=[GeneratedImage(tiny_png(seed), seed, 8, 8) for seed in job.settings.seeds()],
+                images=[
+                    GeneratedImage(tiny_picture(seed), seed, "fake") for seed in job.settings.seeds()
+                ],
                 settings=job.settings,
                 mask_source=job.mask_source,
                 model=job.model,
@@ -119,11 +126,15 @@ E = TypeVar("E", bound=JobEvent)
 
 
 async def next_event(
-    stream: EventStream, kind: type[E], job_id: int | None = None, where: Callable[[E], bool] = bool
+    stream: EventStream,
+    kind: type[E],
+    job_id: int | None = None,
+    where: Callable[[E], bool] = bool,
+    timeout: float = 10,
 ) -> E:
     """The next event of ``kind`` (for ``job_id``, matching ``where``), skipping others; fails instead
     of hanging."""
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(timeout):
         async for event in stream:
             if isinstance(event, kind) and job_id in (None, event.job_id) and where(event):
                 return event

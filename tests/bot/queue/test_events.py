@@ -1,12 +1,14 @@
 """The events a job sends, in order, and what they carry."""
 
+from PIL import Image
+
 from bot.queue.base import DoneEvent, JobSubmission, ProgressEvent, QueuedEvent, StartedEvent
 from bot.queue.eta import EtaEstimator
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus
 from tests.bot.queue.conftest import MakeQueue
-from tests.bot.queue.fakes import FakeEngine, events_until, next_event, request, tiny_png
+from tests.bot.queue.fakes import FakeEngine, events_until, next_event, request
 
 
 async def test_a_job_reports_queued_started_progress_done(make_queue: MakeQueue, store: Store) -> None:
@@ -23,7 +25,10 @@ async def test_a_job_reports_queued_started_progress_done(make_queue: MakeQueue,
     done = seen[-1]
     assert isinstance(done, DoneEvent) and done.job_id == queued.job_id
     assert done.seeds == [100, 101]
-    assert [image.path.read_bytes() for image in done.images] == [tiny_png(100), tiny_png(101)]
+    assert [Image.open(image.path).getpixel((0, 0)) for image in done.images] == [
+        (100, 0, 7),
+        (101, 0, 7),
+    ]
     assert (done.settings.prompt, done.model, done.timings) == ("cat", "fake-model", {"denoise": 0.01})
 
     stored = await jobs.get_job(store, queued.job_id)

@@ -19,6 +19,9 @@ from engine.settings import InpaintSettings
 from tests.bot.queue.fakes import next_event
 from tests.pictures import photo, png_bytes, rect_mask
 
+# Generous: the tiny model takes well under a second, but a shared CI machine can be much slower.
+REAL_TIMEOUT = 300
+
 
 def tiny_request(seed: int, **settings: Any) -> InpaintRequest:
     values = {"steps": 8, "resolution": 64, "strength": 1.0, "seed": seed, **settings}
@@ -40,7 +43,7 @@ async def test_the_event_loop_stays_responsive_while_a_job_runs(
     events = queue.subscribe()
     await queue.start()
     job = await queue.submit(JobSubmission(1, tiny_request(1, steps=60)))
-    await next_event(events, StartedEvent, job.job_id)
+    await next_event(events, StartedEvent, job.job_id, timeout=REAL_TIMEOUT)
 
     loop = asyncio.get_running_loop()
     lags: list[float] = []
@@ -52,7 +55,7 @@ async def test_the_event_loop_stays_responsive_while_a_job_runs(
             lags.append(loop.time() - before - 0.005)
 
     probing = asyncio.create_task(probe())
-    await next_event(events, DoneEvent, job.job_id)
+    await next_event(events, DoneEvent, job.job_id, timeout=REAL_TIMEOUT)
     probing.cancel()
     await queue.close()
 
@@ -77,7 +80,7 @@ class HoldFirstCall:
     def run(self, jobs: Sequence[PreparedJob], **options: Any) -> list[InpaintResult]:
         self.batch_sizes.append(len(jobs))
         if len(self.batch_sizes) == 1:
-            self.release.wait(timeout=60)
+            self.release.wait(timeout=REAL_TIMEOUT)
         return self.engine.run(jobs, **options)
 
 
@@ -89,7 +92,7 @@ async def test_batched_results_equal_unbatched_ones(
     events = queue.subscribe()
     await queue.start()
     blocker = await queue.submit(JobSubmission(0, tiny_request(0, steps=2)))
-    await next_event(events, StartedEvent, blocker.job_id)
+    await next_event(events, StartedEvent, blocker.job_id, timeout=REAL_TIMEOUT)
     requests = [
         tiny_request(11, prompt="a red hat"),
         tiny_request(22, prompt="a blue sky", count=2),  # one generator per image: seeds 22 and 23
@@ -97,7 +100,7 @@ async def test_batched_results_equal_unbatched_ones(
     ]
     submitted = [await queue.submit(JobSubmission(user, r)) for user, r in enumerate(requests, 1)]
     held.release.set()
-    done = [await next_event(events, DoneEvent, job.job_id) for job in submitted]
+    done = [await next_event(events, DoneEvent, job.job_id, timeout=REAL_TIMEOUT) for job in submitted]
     await queue.close()
     assert held.batch_sizes == [1, 3]
 

@@ -15,7 +15,7 @@ SETTINGS = InpaintSettings(prompt="a cat", seed=7, count=2)
 
 
 def result(settings: InpaintSettings = SETTINGS) -> InpaintResult:
-    images = [GeneratedImage(png_bytes(photo(16, 16, seed=s)), s, 16, 16) for s in settings.seeds()]
+    images = [GeneratedImage(photo(16, 16, seed=s), s, "parameters") for s in settings.seeds()]
     return InpaintResult(
         images, settings, MaskSource.UPLOADED, "tiny", seconds=1.5, timings={"denoise": 1.2}
     )
