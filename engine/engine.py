@@ -338,7 +338,7 @@ def _encode(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
     upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
     if upcast:  # the SDXL VAE overflows in fp16
         vae.to(torch.float32)
-    with torch.inference_mode():
+    with torch.no_grad():
         latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
     if upcast:
         vae.to(torch.float16)

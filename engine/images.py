@@ -141,7 +141,8 @@ def _to_rgb_or_rgba(picture: Image.Image) -> Image.Image:
         picture = picture.convert("LA")  # premultiplied grey (TIFF): Pillow has no direct way to RGBA
     if picture.mode in _ALPHA_MODES or "transparency" in picture.info:
         picture = picture.convert("RGBA")
-        if picture.getchannel("A").getextrema()[0] < 255:
+        low, _ = picture.getchannel("A").getextrema()
+        if isinstance(low, int) and low < 255:
             return picture
     return picture.convert("RGB")
 

@@ -282,7 +282,9 @@ def _fill_coarse(premult: np.ndarray, alpha: np.ndarray, mean_colour: tuple[floa
         cv2.resize(premult, quarter_size, interpolation=cv2.INTER_AREA),
         cv2.resize(alpha, quarter_size, interpolation=cv2.INTER_AREA),
     )
-    acc = np.array([*(c * _FILL_BASE_ALPHA for c in mean_colour), _FILL_BASE_ALPHA], np.float32)
+    acc: np.ndarray = np.array(
+        [*(c * _FILL_BASE_ALPHA for c in mean_colour), _FILL_BASE_ALPHA], np.float32
+    )
     acc = acc.reshape(1, 1, 4)
     for sigma, repeats in _FILL_COARSE:
         size = _shrunk_size(width, height, sigma // _FILL_WORKING_SIGMA)

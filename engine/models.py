@@ -40,7 +40,9 @@ class LoadedModel:
     """A resident pipeline and the facts the engine needs about it."""
 
     name: str
-    pipe: DiffusionPipeline
+    # A StableDiffusion(XL)InpaintPipeline. Typed Any: diffusers registers its components at run time,
+    # so static checkers cannot see ``vae``, ``unet`` or ``__call__`` on it.
+    pipe: Any
     sdxl: bool
     inpainting: bool  # 9-channel UNet
     native_size: int  # the long side the model was trained at (512, 768, 1024)

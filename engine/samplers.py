@@ -19,7 +19,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from engine.settings import Sampler
 
-_SCHEDULERS: dict[Sampler, tuple[type[SchedulerMixin], dict[str, Any]]] = {
+# (diffusers schedulers share ``from_config`` through ConfigMixin, which their type hints do not show)
+_SCHEDULERS: dict[Sampler, tuple[Any, dict[str, Any]]] = {
     Sampler.EULER_A: (EulerAncestralDiscreteScheduler, {}),
     Sampler.EULER: (EulerDiscreteScheduler, {}),
     Sampler.DPMPP_2M: (
