@@ -146,6 +146,9 @@ def build_tiny_sdxl(folder: Path, *, inpainting: bool = False, seed: int = 0) ->
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     config = _text_config(tokenizer)
+    # The second encoder is wider than the first, as in real SDXL (768 and 1280): diffusers tells the
+    # two apart by width when it loads a single-file checkpoint.
+    config_2 = _text_config(tokenizer, hidden_size=48)
     time_embed_dim = 8
     unet = UNet2DConditionModel(
         sample_size=TINY_NATIVE_SIZE // 8,
@@ -161,13 +164,13 @@ def build_tiny_sdxl(folder: Path, *, inpainting: bool = False, seed: int = 0) ->
         addition_embed_type="text_time",
         addition_time_embed_dim=time_embed_dim,
         transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=time_embed_dim * 6 + config.projection_dim,
-        cross_attention_dim=config.hidden_size * 2,
+        projection_class_embeddings_input_dim=time_embed_dim * 6 + config_2.projection_dim,
+        cross_attention_dim=config.hidden_size + config_2.hidden_size,
     )
     pipe = StableDiffusionXLInpaintPipeline(
         vae=_tiny_vae(),
         text_encoder=_text_encoder(config),
-        text_encoder_2=_text_encoder(config, CLIPTextModelWithProjection),
+        text_encoder_2=_text_encoder(config_2, CLIPTextModelWithProjection),
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,

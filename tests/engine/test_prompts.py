@@ -222,10 +222,10 @@ def test_unweighted_sdxl_prompts_match_diffusers(sdxl: DiffusionPipeline) -> Non
     got = embeds.as_kwargs()
     shapes = {name: tuple(tensor.shape) for name, tensor in got.items()}
     assert shapes == {
-        "prompt_embeds": (2, 77, 64),  # 32 features from each encoder
-        "negative_prompt_embeds": (2, 77, 64),
-        "pooled_prompt_embeds": (2, 32),
-        "negative_pooled_prompt_embeds": (2, 32),
+        "prompt_embeds": (2, 77, 80),  # 32 features from the first encoder, 48 from the second
+        "negative_prompt_embeds": (2, 77, 80),
+        "pooled_prompt_embeds": (2, 48),
+        "negative_pooled_prompt_embeds": (2, 48),
     }
     for tensor, reference in zip(got.values(), expected, strict=True):
         assert_close(tensor, reference)
@@ -235,12 +235,12 @@ def test_sdxl_weights_both_encoders_and_pools_the_first_chunk(sdxl: DiffusionPip
     encoder = PromptEncoder(sdxl)
     weighted = encoder.encode(["(" + LONG_PROMPT + ":1.2)"], [""])
     plain = encoder.encode([LONG_PROMPT], [""])
-    assert weighted.prompt_embeds.shape == (1, 154, 64)
+    assert weighted.prompt_embeds.shape == (1, 154, 80)
     with torch.no_grad():
         pooled = sdxl.encode_prompt(LONG_PROMPT, device="cpu", do_classifier_free_guidance=False)[2]
     # The pooled embedding is the unweighted one of the first chunk, which diffusers' truncation keeps.
     assert_close(weighted.pooled_prompt_embeds, pooled)
-    for half in (slice(0, 32), slice(32, 64)):  # first encoder's features, then the second's
+    for half in (slice(0, 32), slice(32, 80)):  # first encoder's features, then the second's
         assert not torch.allclose(weighted.prompt_embeds[..., half], plain.prompt_embeds[..., half])
         assert_close(weighted.prompt_embeds[..., half].mean(), plain.prompt_embeds[..., half].mean())
 
@@ -265,7 +265,7 @@ def test_sdxl_refiner_uses_the_second_encoder_only(sdxl: DiffusionPipeline) -> N
         expected = refiner.encode_prompt(
             "a cat", device="cpu", do_classifier_free_guidance=True, negative_prompt="blurry"
         )
-    assert embeds.prompt_embeds.shape == (1, 77, 32)
+    assert embeds.prompt_embeds.shape == (1, 77, 48)
     assert_close(embeds.prompt_embeds, expected[0])
     assert_close(embeds.negative_prompt_embeds, expected[1])
     assert_close(embeds.pooled_prompt_embeds, expected[2])
