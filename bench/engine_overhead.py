@@ -57,13 +57,18 @@ def mask_bytes(width: int, height: int, box: tuple[int, int, int, int]) -> bytes
     return buffer.getvalue()
 
 
-def median_seconds(run: Callable[[], object], runs: int) -> list[float]:
-    times = []
+def interleaved_medians(
+    first: Callable[[], object], second: Callable[[], object], runs: int
+) -> tuple[float, float]:
+    """Median seconds of each, after a warm-up, alternating runs so machine noise hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    first(), second()
     for _ in range(runs):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return times
+        for run, bucket in zip((first, second), times, strict=True):
+            started = time.perf_counter()
+            run()
+            bucket.append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
@@ -97,17 +102,10 @@ def main() -> None:
         def full_job() -> object:
             return engine.inpaint(request).images[0].png
 
-        bare(), full_job()  # warm up
-        bare_times, engine_times = [], []
-        for _ in range(args.runs):
-            bare_times += median_seconds(bare, 1)
-            engine_times += median_seconds(full_job, 1)
-        overhead = statistics.median(engine_times) / statistics.median(bare_times)
-        print(
-            f"bare diffusers call, {SIZE} px, {args.steps} steps: {statistics.median(bare_times):.3f} s (median)"
-        )
-        print(f"engine full job, same work:          {statistics.median(engine_times):.3f} s (median)")
-        print(f"engine / bare ratio: {overhead:.3f} (target <= 1.05)")
+        bare_seconds, engine_seconds = interleaved_medians(bare, full_job, args.runs)
+        print(f"bare diffusers call, {SIZE} px, {args.steps} steps: {bare_seconds:.3f} s (median)")
+        print(f"engine full job, same work:          {engine_seconds:.3f} s (median)")
+        print(f"engine / bare ratio: {engine_seconds / bare_seconds:.3f} (target <= 1.05)")
 
         masked = InpaintSettings.parse(
             **{**settings.model_dump(), "area": "masked", "masked_content": "original"}
@@ -128,14 +126,9 @@ def main() -> None:
             ),
         }
         for name, (run_small, run_big) in stages.items():
-            run_small(), run_big()  # warm up
-            small_times, big_times = [], []
-            for _ in range(args.runs):
-                small_times += median_seconds(run_small, 1)
-                big_times += median_seconds(run_big, 1)
-            growth = statistics.median(big_times) / statistics.median(small_times)
-            print(f"only masked, {name}: 512x512 photo {statistics.median(small_times):.3f} s, "
-                  f"4096x3072 photo {statistics.median(big_times):.3f} s, ratio {growth:.3f} (target <= 1.3)")  # fmt: skip
+            small_seconds, big_seconds = interleaved_medians(run_small, run_big, args.runs)
+            print(f"only masked, {name}: 512x512 photo {small_seconds:.3f} s, 4096x3072 photo "
+                  f"{big_seconds:.3f} s, ratio {big_seconds / small_seconds:.3f} (target <= 1.3)")  # fmt: skip
 
 
 if __name__ == "__main__":

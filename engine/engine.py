@@ -257,7 +257,18 @@ class Engine:
         mask = pipe.mask_processor.preprocess(crop_masks, height=height, width=width).to(
             model.device, model.dtype
         )
-        image_latents = _encode(model, pixels)
+        if model.inpainting and settings.strength == 1.0:
+            # A pure-noise start: the picture reaches a 9-channel UNet only through the masked-image
+            # latents below, so encoding it here would be wasted work.
+            latent_shape = (
+                len(rows),
+                4,
+                height // pipe.vae_scale_factor,
+                width // pipe.vae_scale_factor,
+            )
+            image_latents = torch.zeros(latent_shape, device=model.device, dtype=model.dtype)
+        else:
+            image_latents = _encode(model, pixels)
         latent_mask = F.interpolate(mask, size=image_latents.shape[-2:])
         if settings.masked_content is MaskedContent.LATENT_NOISE:
             noise = randn_tensor(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import (
@@ -111,11 +112,9 @@ def _scheduler() -> EulerAncestralDiscreteScheduler:
     )
 
 
-def build_tiny_sd(folder: Path, *, inpainting: bool = True, seed: int = 0) -> Path:
-    """Save a tiny SD1.x-architecture pipeline: 9-channel (inpainting) or 4-channel (regular) UNet."""
-    torch.manual_seed(seed)
-    tokenizer = tiny_tokenizer()
-    unet = UNet2DConditionModel(
+def _tiny_unet(inpainting: bool, **architecture: Any) -> UNet2DConditionModel:
+    """Two-level UNet, 9 input channels (latent + mask + masked-image latent) or 4."""
+    return UNet2DConditionModel(
         sample_size=TINY_NATIVE_SIZE // 8,
         in_channels=9 if inpainting else 4,
         out_channels=4,
@@ -124,9 +123,15 @@ def build_tiny_sd(folder: Path, *, inpainting: bool = True, seed: int = 0) -> Pa
         norm_num_groups=8,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=4,
+        **architecture,
     )
+
+
+def build_tiny_sd(folder: Path, *, inpainting: bool = True, seed: int = 0) -> Path:
+    """Save a tiny SD1.x-architecture pipeline: 9-channel (inpainting) or 4-channel (regular) UNet."""
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    unet = _tiny_unet(inpainting, cross_attention_dim=32, attention_head_dim=4)
     pipe = StableDiffusionInpaintPipeline(
         vae=_tiny_vae(),
         text_encoder=_text_encoder(_text_config(tokenizer)),
@@ -150,15 +155,8 @@ def build_tiny_sdxl(folder: Path, *, inpainting: bool = False, seed: int = 0) ->
     # two apart by width when it loads a single-file checkpoint.
     config_2 = _text_config(tokenizer, hidden_size=48)
     time_embed_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=TINY_NATIVE_SIZE // 8,
-        in_channels=9 if inpainting else 4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _tiny_unet(
+        inpainting,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
