@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inpaint.add_argument("--model", help="Hub id, local diffusers folder or .safetensors file")
     inpaint.add_argument("--device", choices=["auto", "cuda", "cpu"])
+
+    database = commands.add_parser("db", help="manage the database (INPAINTBOT_DATABASE_URL)")
+    db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    upgrade = db_commands.add_parser("upgrade", help="migrate the schema to the newest version")
+    upgrade.add_argument("revision", nargs="?", default="head", help="target revision (head)")
+    downgrade = db_commands.add_parser("downgrade", help="migrate the schema back to a revision")
+    downgrade.add_argument("revision", help="target revision, e.g. -1 or base")
     return parser
 
 
@@ -81,6 +88,27 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "inpaint":
         raise SystemExit(_inpaint(args))
+    if args.command == "db":
+        raise SystemExit(_database(args))
+
+
+def _database(args: argparse.Namespace) -> int:
+    from alembic.util.exc import CommandError
+
+    from bot.config import BotConfig
+    from bot.store.migrate import downgrade_database, upgrade_database
+
+    config = BotConfig()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.db_command == "upgrade":
+            upgrade_database(config, args.revision)
+        else:
+            downgrade_database(config, args.revision)
+    except CommandError as exc:
+        _fail(str(exc))
+    print(f"database {args.db_command}d to {args.revision}")
+    return 0
 
 
 def _output_paths(output: Path, count: int) -> list[Path]:

@@ -2,6 +2,7 @@
 
 import io
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,20 @@ def test_missing_model_is_a_user_error(
     line = cli_error(capsys, "inpaint", str(image), "-o", str(tmp_path / "o.png"), "--mask", str(mask),
                      "--model", str(tmp_path / "nowhere"), "--device", "cpu")  # fmt: skip
     assert "does not exist" in line
+
+
+def test_db_upgrade_and_bad_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("INPAINTBOT_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["db", "upgrade"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == "database upgraded to head\n"
+    with sqlite3.connect(tmp_path / "data" / "inpaintbot.sqlite3") as connection:
+        tables = {
+            row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+    assert {"jobs", "alembic_version"} <= tables
+    assert "Can't locate revision" in cli_error(capsys, "db", "downgrade", "nonsense")
