@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
 
+NO_TOKEN_MESSAGE = """\
+error: DISCORD_TOKEN is not set.
+
+To create the bot:
+  1. https://discord.com/developers/applications -> New Application.
+  2. Bot -> Reset Token; put it in the environment or in .env as DISCORD_TOKEN=...
+  3. Invite it to your server with this URL (APPLICATION_ID is on the General Information page):
+     {invite}
+     Scopes: bot applications.commands. Permissions: Send Messages, Attach Files, Embed Links,
+     Add Reactions, Read Message History.
+Then run `inpaintbot run` again."""
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument is one ``error:`` line, as for every other user error."""
@@ -71,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("--model", help="Hub id, local diffusers folder or .safetensors file")
     inpaint.add_argument("--device", choices=["auto", "cuda", "cpu"])
 
+    commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+
     database = commands.add_parser("db", help="manage the database (INPAINTBOT_DATABASE_URL)")
     db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     upgrade = db_commands.add_parser("upgrade", help="migrate the schema to the newest version")
@@ -90,6 +104,29 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(_inpaint(args))
     if args.command == "db":
         raise SystemExit(_database(args))
+    if args.command == "run":
+        raise SystemExit(_run())
+
+
+def _run() -> int:
+    import asyncio
+
+    from bot.app import invite_url, run_bot
+    from bot.config import BotConfig
+    from engine.errors import EngineError
+
+    config = BotConfig()
+    if config.discord_token is None:
+        print(NO_TOKEN_MESSAGE.format(invite=invite_url("APPLICATION_ID")), file=sys.stderr)
+        return EXIT_USER_ERROR
+    logging.getLogger().setLevel(logging.INFO)  # an operator watches a long-running bot's log
+    try:
+        asyncio.run(run_bot(config))
+    except EngineError as exc:  # e.g. the default model cannot be loaded
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    return 0
 
 
 def _database(args: argparse.Namespace) -> int:

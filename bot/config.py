@@ -7,8 +7,10 @@ the README's configuration tables.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from engine.config import EngineConfig
 
@@ -37,6 +39,30 @@ class BotConfig(EngineConfig):
         20.0, gt=0, description="Disk budget for stored pictures; the least recently used go first."
     )
     max_presets_per_user: int = Field(25, ge=1)
+    discord_token: SecretStr | None = Field(
+        None,
+        # Discord's own conventional name, without the prefix; SecretStr keeps it out of logs and reprs.
+        validation_alias=AliasChoices("discord_token", "DISCORD_TOKEN"),
+        description="The bot's token from the Discord developer portal.",
+    )
+    discord_api_base: str | None = Field(
+        None, description="REST base URL of a Discord API proxy, e.g. http://proxy:8080/api/v10."
+    )
+    discord_gateway_url: str | None = Field(
+        None, description="Gateway URL of a gateway proxy (ws://...)."
+    )
+    guild_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="Guilds to sync commands to instantly (comma-separated); empty syncs globally.",
+    )
+
+    @field_validator("guild_ids", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """Operators write ``123,456`` in an env file, not JSON."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _default_database_url(self) -> BotConfig:

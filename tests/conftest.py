@@ -6,6 +6,9 @@ Nothing here may reach the network: the Hub is switched off before diffusers is 
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Once torch has computed on two threads of one process (the queue's worker and the test's), OpenMP's
+# per-thread pools make CPU inference ~3x slower for the rest of the run; one thread each avoids it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from pathlib import Path

@@ -48,13 +48,18 @@ class OutputImage:
 
 @dataclass(frozen=True)
 class JobEvent:
+    """Something happened to a job. Per job the order is: queued (again whenever its position
+    changes), started, progress per step, then exactly one of done, failed or cancelled. A job
+    interrupted by a restart starts again and may repeat that sequence from queued."""
+
     job_id: int
     user_id: int
 
 
 @dataclass(frozen=True)
 class QueuedEvent(JobEvent):
-    """Sent on submission and again whenever the job moves up. ``eta`` is seconds until the result."""
+    """Sent on submission and whenever the position changes. ``eta``: seconds until the result, or
+    ``None`` until the queue has timed a similar job (same model and size)."""
 
     position: int  # 1 = next to start
     eta: float | None
@@ -62,7 +67,7 @@ class QueuedEvent(JobEvent):
 
 @dataclass(frozen=True)
 class StartedEvent(JobEvent):
-    eta: float | None
+    eta: float | None  # seconds the run should take
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,11 @@ class CancelledEvent(JobEvent):
 
 
 class EventStream:
-    """One subscriber's events, in the order they happened; iterate with ``async for``."""
+    """One subscriber's events, in the order they happened; iterate with ``async for``.
+
+    Unbounded, so the queue never waits for a slow subscriber: keep reading (coalesce progress events
+    if Discord's rate limits call for it) or unsubscribe.
+    """
 
     def __init__(self) -> None:
         self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()

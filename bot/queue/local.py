@@ -1,8 +1,10 @@
 """The in-process queue: one GPU worker thread fed fairly from the event loop.
 
-All queue state lives on the event loop; the engine runs in a dedicated thread, so the loop stays
-responsive while the GPU works. Database writes after submission go through one ordered writer and
-never hold up the GPU: the next job starts while the previous result is still being stored.
+All queue state lives on the event loop. The engine computes in one dedicated thread, so the loop stays
+responsive while the GPU works; its CPU stage (``prepare``) runs in a second thread, at submission to
+refuse bad input at once, and again for the batch that runs next while the current one computes.
+Database writes after submission go through one ordered writer and never hold up the GPU: the next job
+starts while the previous result is still being stored.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from bot.config import BotConfig
 from bot.errors import QueueClosedError, QueueFullError
@@ -71,6 +73,8 @@ P = TypeVar("P", bound=PreparedJob)
 class InpaintEngine(Protocol[P]):
     """The engine's two stages; ``engine.engine.Engine`` is the implementation."""
 
+    def load(self, model: str | None = None) -> object: ...
+
     def prepare(self, request: InpaintRequest) -> P: ...
 
     def run(
@@ -92,21 +96,50 @@ class _Stop(Enum):
 
 @dataclass(eq=False)
 class _Job(Generic[P]):
+    """A waiting or running job: what ordering and batching need, and its inputs in the store.
+
+    Only the jobs planned to run next hold their prepared engine input (a prepared 12-megapixel photo
+    takes about 50 MB); the others are prepared again from the stored pictures when their turn nears.
+    """
+
     id: int
     user_id: int
-    prepared: P
+    settings: InpaintSettings  # with the concrete seed, so preparing again gives the same job
+    image_sha256: str
+    mask_sha256: str | None
+    model: str
+    processing_size: tuple[int, int]
+    total_steps: int
+    key: Hashable | None
     previews: bool = False
+    prepared: asyncio.Future[P] | None = None
     solo: bool = False  # run alone from now on: the batch it was in ran out of memory
     cancelled: bool = False
     announced_position: int | None = None
 
+    @classmethod
+    def admit(cls, row: Job, prepared: P, previews: bool = False) -> _Job[P]:
+        inputs = _input_hashes(row)
+        return cls(
+            id=row.id,
+            user_id=row.user_id,
+            settings=prepared.settings,
+            image_sha256=inputs[ImageRole.INPUT],
+            mask_sha256=inputs.get(ImageRole.MASK),
+            model=prepared.model,
+            processing_size=prepared.processing_size,
+            total_steps=prepared.total_steps,
+            key=prepared.batch_key,
+            previews=previews,
+        )
+
     @property
     def images(self) -> int:
-        return self.prepared.settings.count
+        return self.settings.count
 
     @property
     def batch_key(self) -> Hashable | None:
-        return None if self.solo else self.prepared.batch_key
+        return None if self.solo else self.key
 
 
 @dataclass(eq=False)
@@ -126,9 +159,8 @@ class _Batch(Generic[P]):
 
     def remaining(self) -> float | None:
         elapsed = time.monotonic() - self.started
-        total = self.jobs[0].prepared.total_steps
         if self.step:
-            return elapsed / self.step * max(total - self.step, 0)
+            return elapsed / self.step * max(self.jobs[0].total_steps - self.step, 0)
         return None if self.estimate is None else max(self.estimate - elapsed, 0.0)
 
 
@@ -201,16 +233,20 @@ class LocalJobQueue(Generic[P]):
         stream.put(None)
 
     async def start(self) -> None:
-        """Resume what was live when the process stopped, resend undelivered results, then work."""
+        """Load the default model, resume what was live when the process stopped, resend undelivered
+        results, then work. A model that cannot load fails here, before any job is accepted."""
         if self._started:
             raise RuntimeError("the queue is already started")
+        # Loaded in the GPU thread: torch then computes in that one thread only. A second thread with
+        # its own OpenMP team (even an idle one) makes CPU inference several times slower.
+        await asyncio.get_running_loop().run_in_executor(self._gpu, self._engine.load)
         self._started = True
         self._writer_task = asyncio.create_task(self._writer.run(), name="queue-writer")
         for row in await jobs.undelivered_jobs(self._store):
             self._emit(_final_event(self._store, row))
         for row in await jobs.live_jobs(self._store):
             await self._resume(row)
-        self._announce_positions()
+        self._changed()
         self._worker = asyncio.create_task(self._work(), name="queue-worker")
 
     async def submit(self, submission: JobSubmission) -> QueuedEvent:
@@ -238,28 +274,27 @@ class LocalJobQueue(Generic[P]):
             )
         finally:
             self._reserved[user_id] -= 1
-        job = _Job(row.id, user_id, prepared, previews=submission.previews)
-        self._enqueue(job)
-        event = self._queued_event(job, self._etas())
-        job.announced_position = event.position
-        self._emit(event)
-        return event
+        job = _Job.admit(row, prepared, previews=submission.previews)
+        job.prepared = asyncio.get_running_loop().create_future()
+        job.prepared.set_result(prepared)  # kept only if the job runs next (see _prefetch)
+        self._waiting.push(user_id, job)
+        return self._changed()[job.id]
 
     async def cancel(self, job_id: int) -> bool:
-        for job in self._waiting:
-            if job.id == job_id:
-                self._waiting.remove(job)
-                await self._writer.write(partial(jobs.cancel_job, self._store, job.id))
-                self._emit(CancelledEvent(job.id, job.user_id))
-                self._announce_positions()
-                return True
+        waiting = next((job for job in self._waiting if job.id == job_id), None)
+        if waiting is not None:
+            self._waiting.remove(waiting)
+            await self._writer.write(partial(jobs.cancel_job, self._store, waiting.id))
+            self._emit(CancelledEvent(waiting.id, waiting.user_id))
+            self._changed()
+            return True
         batch = self._running
-        for job in batch.jobs if batch else ():
-            if job.id == job_id:
-                job.cancelled = True
-                batch.cancel.set()  # type: ignore[union-attr]
-                return True
-        return False
+        running = next((job for job in batch.jobs if job.id == job_id), None) if batch else None
+        if batch is None or running is None:
+            return False
+        running.cancelled = True
+        batch.cancel.set()
+        return True
 
     async def acknowledge(self, job_id: int) -> None:
         await jobs.mark_delivered(self._store, job_id)
@@ -278,6 +313,9 @@ class LocalJobQueue(Generic[P]):
             if pending and self._running is not None:
                 self._running.stop(_Stop.SHUTDOWN)
             await self._worker
+        for job in self._waiting:
+            if job.prepared is not None:
+                job.prepared.cancel()
         if self._reports:
             await asyncio.wait(self._reports)
         if self._writer_task is not None:
@@ -315,69 +353,118 @@ class LocalJobQueue(Generic[P]):
         """The engine's CPU stage, in its own thread so neither the loop nor the GPU waits for it."""
         return await asyncio.get_running_loop().run_in_executor(self._cpu, self._engine.prepare, request)
 
+    async def _prepare_stored(self, settings: InpaintSettings, image: str, mask: str | None) -> P:
+        """Prepare a job again from its pictures in the store (given by hash)."""
+        read = self._store.files.read
+        image_bytes = await asyncio.to_thread(read, image)
+        mask_bytes = await asyncio.to_thread(read, mask) if mask else None
+        return await self._prepare(InpaintRequest(image_bytes, settings, mask_bytes))
+
     async def _resume(self, row: Job) -> None:
-        """Queue a job found live in the database again; one that was running goes back to queued."""
+        """Queue a job found live in the database again; one that was running goes back to queued.
+        Preparing it checks that it can still run (the jobs that run next are prepared again)."""
         if row.status is JobStatus.RUNNING:
             await jobs.requeue_job(self._store, row.id)
         try:
-            inputs = {link.role: link.image for link in row.images}
-            image = await jobs.read_image(self._store, inputs[ImageRole.INPUT])
-            mask = (
-                await jobs.read_image(self._store, inputs[ImageRole.MASK])
-                if ImageRole.MASK in inputs
-                else None
+            inputs = _input_hashes(row)
+            prepared = await self._prepare_stored(
+                row.inpaint_settings(), inputs[ImageRole.INPUT], inputs.get(ImageRole.MASK)
             )
-            prepared = await self._prepare(InpaintRequest(image, row.inpaint_settings(), mask))
-        except EngineError as exc:
-            await self._fail_now(row, exc.message)
-        except (OSError, KeyError):
-            log.warning("job %s: input pictures missing", row.id, exc_info=True)
-            await self._fail_now(row, INPUT_GONE)
+        except Exception as exc:
+            message = _failure_message(exc)
+            await jobs.fail_job(self._store, row.id, message)
+            self._emit(FailedEvent(row.id, row.user_id, message))
         else:
-            self._enqueue(_Job(row.id, row.user_id, prepared))
+            self._waiting.push(row.user_id, _Job.admit(row, prepared))
 
-    async def _fail_now(self, row: Job, message: str) -> None:
-        await jobs.fail_job(self._store, row.id, message)
-        self._emit(FailedEvent(row.id, row.user_id, message))
-
-    def _enqueue(self, job: _Job[P]) -> None:
-        self._waiting.push(job.user_id, job)
+    def _changed(self) -> dict[int, QueuedEvent]:
+        """After any change to the waiting jobs: wake the worker, get the next batch's inputs ready,
+        and tell every job whose position changed."""
         self._wake.set()
+        self._prefetch()
+        return self._announce_positions()
+
+    def _prefetch(self) -> None:
+        """Prepare the batch that runs next while the GPU works; forget the prepared input of the rest."""
+        planned = self._plan()
+        for job in self._waiting:
+            if job in planned:
+                self._prepared(job)
+            else:
+                job.prepared = None
+
+    def _prepared(self, job: _Job[P]) -> asyncio.Future[P]:
+        if job.prepared is None:
+            job.prepared = asyncio.ensure_future(
+                self._prepare_stored(job.settings, job.image_sha256, job.mask_sha256)
+            )
+            job.prepared.add_done_callback(_retrieve_exception)
+        return job.prepared
 
     # -- the worker ---------------------------------------------------------------------------------
 
     async def _work(self) -> None:
         while (batch := await self._next_batch()) is not None:
             self._running = batch
+            prepared = await self._ready(batch)
+            if not batch.jobs:
+                self._running = None
+                continue
             for job in batch.jobs:
                 self._writer.write(partial(jobs.start_job, self._store, job.id))
                 self._emit(StartedEvent(job.id, job.user_id, batch.estimate))
-            self._announce_positions()
             try:
-                outcome: list[InpaintResult] | BaseException = await self._run(batch)
+                outcome: list[InpaintResult] | BaseException = await self._run(batch, prepared)
             except Exception as exc:
                 outcome = exc
             self._running = None
             self._settle(batch, outcome)
 
+    def _plan(self) -> list[_Job[P]]:
+        """The jobs that run next: the first in fair order plus, in fair order, waiting jobs that can
+        share its engine call, up to the batch size in images."""
+        order = iter(self._waiting)
+        first = next(order, None)
+        if first is None:
+            return []
+        members, images = [first], first.images
+        for job in order if first.batch_key is not None else ():
+            if job.batch_key == first.batch_key and images + job.images <= self._batch_size:
+                members.append(job)
+                images += job.images
+        return members
+
     async def _next_batch(self) -> _Batch[P] | None:
-        """The next job in fair order plus, in fair order, waiting jobs that can share its call."""
         while not self._closed:
-            if self._waiting:
-                first = self._waiting.pop()
-                members, images = [first], first.images
-                key = first.batch_key
-                for job in list(self._waiting) if key is not None else ():
-                    if job.batch_key == key and images + job.images <= self._batch_size:
-                        self._waiting.remove(job)
-                        members.append(job)
-                        images += job.images
+            if members := self._plan():
+                self._waiting.pop()  # the first member: this also takes the user's turn
+                for job in members[1:]:
+                    self._waiting.remove(job)
+                for job in members:
+                    self._prepared(job)
+                self._changed()
                 return _Batch(members, self._estimate(members))
             self._wake.clear()
             await self._wake.wait()
         return None
 
-    async def _run(self, batch: _Batch[P]) -> list[InpaintResult]:
+    async def _ready(self, batch: _Batch[P]) -> list[P]:
+        """The batch's prepared inputs (usually prepared already); a job whose input cannot be prepared
+        again fails and leaves the batch."""
+        futures = [self._prepared(job) for job in batch.jobs]
+        if not all(future.done() for future in futures):  # else no await: the GPU must not wait a turn
+            await asyncio.wait(futures)
+        prepared = []
+        for job, future in zip(list(batch.jobs), futures, strict=True):
+            if (error := future.exception()) is None:
+                prepared.append(future.result())
+                continue
+            batch.jobs.remove(job)
+            failed = FailedEvent(job.id, job.user_id, _failure_message(error))
+            self._report(job, partial(jobs.fail_job, self._store, job.id, failed.message), failed)
+        return prepared
+
+    async def _run(self, batch: _Batch[P], prepared: list[P]) -> list[InpaintResult]:
         loop = asyncio.get_running_loop()
 
         def on_progress(progress: Progress) -> None:  # runs in the GPU thread
@@ -385,7 +472,7 @@ class LocalJobQueue(Generic[P]):
 
         call = partial(
             self._engine.run,
-            [job.prepared for job in batch.jobs],
+            prepared,
             on_progress=on_progress,
             cancel=batch.cancel,
             previews=any(job.previews for job in batch.jobs),
@@ -405,7 +492,7 @@ class LocalJobQueue(Generic[P]):
     def _settle(self, batch: _Batch[P], outcome: list[InpaintResult] | BaseException) -> None:
         """Decide every job's fate now (put-backs must precede the next pick); store and report later."""
         if isinstance(outcome, list):
-            first = batch.jobs[0].prepared
+            first = batch.jobs[0]
             self._eta.observe(
                 first.model,
                 first.processing_size,
@@ -433,11 +520,8 @@ class LocalJobQueue(Generic[P]):
         if batch.stop_reason is _Stop.TIMEOUT:
             limit = self._job_timeout * len(batch.jobs)
             message = f"The job took longer than the limit of {limit:g} seconds and was stopped."
-        elif isinstance(outcome, EngineError):
-            message = outcome.message
         else:
-            log.error("job(s) %s failed", [job.id for job in batch.jobs], exc_info=outcome)
-            message = UNEXPECTED_FAILURE
+            message = _failure_message(outcome)
         for job in batch.jobs:
             failed = FailedEvent(job.id, job.user_id, message)
             self._report(job, partial(jobs.fail_job, self._store, job.id, message), failed)
@@ -447,7 +531,7 @@ class LocalJobQueue(Generic[P]):
             self._writer.write(partial(jobs.requeue_job, self._store, job.id))
             if not self._closed:
                 self._waiting.push_front(job.user_id, job)
-        self._wake.set()
+        self._changed()
 
     def _report(
         self, job: _Job[P], write: Callable[[], Awaitable[object]], event: JobEvent | None = None
@@ -480,7 +564,7 @@ class LocalJobQueue(Generic[P]):
             stream.put(event)
 
     def _estimate(self, members: Sequence[_Job[P]]) -> float | None:
-        first = members[0].prepared
+        first = members[0]
         return self._eta.estimate(
             first.model,
             first.processing_size,
@@ -500,17 +584,37 @@ class LocalJobQueue(Generic[P]):
             etas[job.id] = clock
         return etas
 
-    def _queued_event(self, job: _Job[P], etas: dict[int, float | None]) -> QueuedEvent:
-        position = next(index for index, waiting in enumerate(self._waiting, 1) if waiting is job)
-        return QueuedEvent(job.id, job.user_id, position, etas[job.id])
-
-    def _announce_positions(self) -> None:
-        """A new ``QueuedEvent`` for every waiting job whose position changed."""
+    def _announce_positions(self) -> dict[int, QueuedEvent]:
+        """A new ``QueuedEvent`` for every waiting job whose position changed; returns them by job."""
         etas = self._etas()
+        sent = {}
         for position, job in enumerate(self._waiting, 1):
             if job.announced_position != position:
                 job.announced_position = position
-                self._emit(QueuedEvent(job.id, job.user_id, position, etas[job.id]))
+                sent[job.id] = QueuedEvent(job.id, job.user_id, position, etas[job.id])
+                self._emit(sent[job.id])
+        return sent
+
+
+def _failure_message(exc: BaseException) -> str:
+    """What the user reads: the engine's own message, or a generic one (the details go to the log)."""
+    if isinstance(exc, EngineError):
+        return exc.message
+    if isinstance(exc, (OSError, KeyError)):
+        log.warning("job input pictures missing", exc_info=exc)
+        return INPUT_GONE
+    log.error("job failed", exc_info=exc)
+    return UNEXPECTED_FAILURE
+
+
+def _input_hashes(row: Job) -> dict[ImageRole, str]:
+    return {link.role: link.image.sha256 for link in row.images if link.role is not ImageRole.OUTPUT}
+
+
+def _retrieve_exception(task: asyncio.Future[Any]) -> None:
+    """A prefetch nobody awaits any more must not log 'exception was never retrieved'."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _final_event(store: Store, row: Job) -> JobEvent:

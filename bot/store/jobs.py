@@ -44,19 +44,12 @@ async def add_image(session: AsyncSession, files: ImageFiles, data: bytes) -> Im
             index_elements=[Image.sha256], set_={"last_used_at": now, "purged_at": None}
         )
     )
-    image = await session.scalar(
-        select(Image).where(Image.sha256 == stored.sha256).execution_options(populate_existing=True)
-    )
-    assert image is not None
-    return image
+    query = select(Image).where(Image.sha256 == stored.sha256).execution_options(populate_existing=True)
+    return (await session.scalars(query)).one()
 
 
 def image_path(store: Store, image: Image) -> Path:
     return store.files.path(image.sha256)
-
-
-async def read_image(store: Store, image: Image) -> bytes:
-    return await asyncio.to_thread(store.files.read, image.sha256)
 
 
 S = TypeVar("S", bound=Select[Any])

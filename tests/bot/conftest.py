@@ -11,7 +11,17 @@ from bot.store.database import Store, open_store
 
 @pytest.fixture
 def bot_config(tmp_path: Path) -> BotConfig:
-    return BotConfig(data_dir=tmp_path / "data", batch_size=1, _env_file=None)
+    """Explicit values, so a developer's INPAINTBOT_* environment cannot point tests at a real database."""
+    return BotConfig(
+        data_dir=tmp_path / "data",
+        database_url="",
+        batch_size=1,
+        queue_max_per_user=3,
+        queue_max_total=100,
+        job_timeout=600,
+        shutdown_timeout=30,
+        _env_file=None,
+    )
 
 
 @pytest.fixture

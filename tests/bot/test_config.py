@@ -5,7 +5,10 @@ import pytest
 from bot.config import BotConfig
 
 
-def test_database_defaults_to_a_file_in_the_data_dir(tmp_path: Path) -> None:
+def test_database_defaults_to_a_file_in_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INPAINTBOT_DATABASE_URL", raising=False)
     config = BotConfig(data_dir=tmp_path, _env_file=None)
     assert config.database_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/inpaintbot.sqlite3"
     assert config.images_dir == tmp_path / "images"

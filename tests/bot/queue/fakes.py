@@ -7,9 +7,11 @@ tested without torch. What it records lets tests check which jobs ran together, 
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -70,15 +72,26 @@ class FakeEngine:
     step_seconds: float = 0.0
     calls: list[list[str]] = field(default_factory=list)  # the prompts of each run, in order
     steps_after_cancel: int = 0
+    prepared: list[weakref.ref[FakePrepared]] = field(default_factory=list)
     on_run: Callable[[list[str]], None] | None = None
 
     def __post_init__(self) -> None:
         self.gate.set()
 
+    def load(self, model: str | None = None) -> None:
+        pass
+
     def prepare(self, request: InpaintRequest) -> FakePrepared:
         if request.image == NOT_AN_IMAGE:
             raise ImageError("That file is not a picture.")
-        return FakePrepared(request.settings.with_seed())
+        prepared = FakePrepared(request.settings.with_seed())
+        self.prepared.append(weakref.ref(prepared))
+        return prepared
+
+    def alive(self) -> int:
+        """Prepared jobs still in memory somewhere."""
+        gc.collect()
+        return sum(ref() is not None for ref in self.prepared)
 
     def run(
         self,

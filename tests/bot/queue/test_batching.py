@@ -50,3 +50,19 @@ async def test_batch_size_one_never_batches(make_queue: MakeQueue, fake_engine: 
     fake_engine.gate.set()
     await next_event(events, DoneEvent, last.job_id)
     assert fake_engine.calls == [["blocker"], ["x"], ["y"]]
+
+
+async def test_only_the_next_batch_is_kept_prepared(
+    make_queue: MakeQueue, fake_engine: FakeEngine
+) -> None:
+    queue, events = await make_queue(batch_size=2, queue_max_per_user=20)
+    fake_engine.gate.clear()
+    running = await queue.submit(JobSubmission(0, request("running")))
+    await next_event(events, StartedEvent, running.job_id)
+    submitted = [await queue.submit(JobSubmission(1, request(str(i)))) for i in range(10)]
+    assert fake_engine.alive() <= 1 + 2  # the running job and the next batch, not all ten
+    fake_engine.gate.set()
+    await next_event(events, DoneEvent, submitted[-1].job_id)
+    assert sorted(prompt for call in fake_engine.calls[1:] for prompt in call) == sorted(
+        map(str, range(10))
+    )

@@ -1,13 +1,15 @@
 """A failing job fails alone; time limits; graceful shutdown."""
 
+from dataclasses import replace
+
 from bot.queue.base import DoneEvent, FailedEvent, JobSubmission, StartedEvent
-from bot.queue.local import UNEXPECTED_FAILURE
+from bot.queue.local import INPUT_GONE, UNEXPECTED_FAILURE
 from bot.store import jobs
 from bot.store.database import Store
-from bot.store.models import JobStatus
+from bot.store.models import ImageRole, JobStatus
 from engine.errors import ModelLoadError, OutOfMemoryError
 from tests.bot.queue.conftest import MakeQueue
-from tests.bot.queue.fakes import FakeEngine, next_event, request
+from tests.bot.queue.fakes import FakeEngine, next_event, request, tiny_png
 
 
 async def test_engine_errors_fail_only_their_job(
@@ -93,3 +95,25 @@ async def test_shutdown_lets_a_job_that_finishes_in_time_finish(
     await queue.close()
     stored = await jobs.get_job(store, running.job_id)
     assert stored is not None and stored.status is JobStatus.DONE
+
+
+async def test_a_job_whose_pictures_vanish_while_waiting_fails_alone(
+    make_queue: MakeQueue, fake_engine: FakeEngine, store: Store
+) -> None:
+    queue, events = await make_queue(queue_max_per_user=10)
+    fake_engine.gate.clear()
+    running = await queue.submit(JobSubmission(1, request("running")))
+    await next_event(events, StartedEvent, running.job_id)
+    other = await queue.submit(JobSubmission(2, request("other")))
+    doomed = await queue.submit(JobSubmission(1, replace(request("doomed"), mask=tiny_png(99))))
+    assert (other.position, doomed.position) == (1, 2)  # so only "other" is prepared already
+    stored = await jobs.get_job(store, doomed.job_id)
+    assert stored is not None
+    store.files.delete(stored.images_with(ImageRole.MASK)[0].image.sha256)
+
+    fake_engine.gate.set()
+    await next_event(events, DoneEvent, other.job_id)
+    failed = await next_event(events, FailedEvent, doomed.job_id)
+    assert failed.message == INPUT_GONE
+    after = await queue.submit(JobSubmission(1, request("after")))
+    await next_event(events, DoneEvent, after.job_id)  # the worker goes on

@@ -74,6 +74,9 @@ class HoldFirstCall:
         self.release = threading.Event()
         self.batch_sizes: list[int] = []
 
+    def load(self, model: str | None = None) -> object:
+        return self.engine.load(model)
+
     def prepare(self, request: InpaintRequest) -> PreparedJob:
         return self.engine.prepare(request)
 

@@ -34,7 +34,9 @@ def hang_on_job_3(prompts):
         threading.Event().wait()
 
 async def main():
-    config = BotConfig(data_dir=sys.argv[1], batch_size=1, queue_max_per_user=10, _env_file=None)
+    config = BotConfig(
+        data_dir=sys.argv[1], database_url="", batch_size=1, queue_max_per_user=10, _env_file=None
+    )
     queue = LocalJobQueue(FakeEngine(on_run=hang_on_job_3), await open_store(config), config)
     await queue.start()
     for i in range(6):

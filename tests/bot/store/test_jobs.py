@@ -40,7 +40,7 @@ async def test_a_job_is_stored_with_its_inputs_and_concrete_settings(store: Stor
     assert job.inpaint_settings() == SETTINGS
     (picture,) = job.images_with(ImageRole.INPUT)
     assert (picture.image.width, picture.image.height) == (32, 32)
-    assert await jobs.read_image(store, picture.image) == png_bytes(photo(32, 32))
+    assert store.files.read(picture.image.sha256) == png_bytes(photo(32, 32))
     assert len(job.images_with(ImageRole.MASK)) == 1
 
 

@@ -1,0 +1,198 @@
+"""The Discord client: one ``commands.Bot`` that owns the queue's event stream and routes it per job.
+
+Feature areas live in extensions under ``bot.cogs`` (one per area); this module only wires them to the
+queue and the store, so tests can build the same bot on a fake engine and a fake Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import BotConfig
+from bot.delivery import EDIT_INTERVAL, Delivery
+from bot.queue.base import CancelledEvent, DoneEvent, EventStream, FailedEvent, JobEvent, JobQueue
+from bot.store import jobs
+from bot.store.database import Store
+from engine.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("bot.cogs.inpaint",)
+# What the bot needs in a channel; the invite URL asks for exactly these.
+PERMISSIONS = discord.Permissions(
+    send_messages=True,
+    attach_files=True,
+    embed_links=True,
+    add_reactions=True,
+    read_message_history=True,
+)
+SCOPES = ("bot", "applications.commands")
+
+
+def invite_url(application_id: str) -> str:
+    return (
+        f"https://discord.com/oauth2/authorize?client_id={application_id}"
+        f"&scope={'+'.join(SCOPES)}&permissions={PERMISSIONS.value}"
+    )
+
+
+def point_at_discord(config: BotConfig) -> None:
+    """Send REST calls (interaction callbacks and webhooks included) and the gateway to proxies."""
+    if config.discord_api_base:
+        discord.http.Route.BASE = config.discord_api_base.rstrip("/")
+    if config.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.discord_gateway_url)
+
+
+async def refuse(interaction: discord.Interaction, message: str) -> None:
+    """Tell only the person who asked. After a public deferral the "thinking" message is removed first,
+    or the first followup would replace it and be public."""
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(message, ephemeral=True)
+            return
+        with contextlib.suppress(discord.NotFound):
+            await interaction.delete_original_response()
+        await interaction.followup.send(message, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell user %s: %s", interaction.user.id, message, exc_info=True)
+
+
+class InpaintTree(app_commands.CommandTree["InpaintBot"]):
+    """Every failed command ends in an ephemeral message: the user's own mistake said as is, anything
+    else as a short note with an error id that is in the log."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(cause, EngineError):
+            message = str(cause)
+        elif isinstance(cause, app_commands.TransformerError):
+            message = f"{cause.value!r} is not a valid value here."
+        else:
+            error_id = secrets.token_hex(4)
+            log.error("command failed, error id %s", error_id, exc_info=cause)
+            message = f"Something went wrong on the bot's side (error id `{error_id}`). Try again later."
+        await refuse(interaction, message)
+
+
+class InpaintBot(commands.Bot):
+    """Holds the queue, the store and the live deliveries (job id → ``Delivery``)."""
+
+    def __init__(
+        self,
+        config: BotConfig,
+        queue: JobQueue,
+        store: Store,
+        *,
+        guild_ready_timeout: float = 2.0,
+        edit_interval: float = EDIT_INTERVAL,
+    ) -> None:
+        intents = discord.Intents.default()
+        intents.guild_reactions = (
+            True  # 🔁 re-roll reactions; in the defaults, stated because we rely on it
+        )
+        super().__init__(
+            commands.when_mentioned,
+            intents=intents,
+            help_command=None,
+            guild_ready_timeout=guild_ready_timeout,
+            tree_cls=InpaintTree,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.config = config
+        self.queue = queue
+        self.store = store
+        self.edit_interval = edit_interval  # seconds between progress edits of one message
+        self.deliveries: dict[int, Delivery] = {}
+        self._events: EventStream | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        if self.config.guild_ids:
+            for guild_id in self.config.guild_ids:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+        self._events = self.queue.subscribe()  # before start: recovered jobs report through it too
+        await self.queue.start()
+        self._dispatcher = asyncio.create_task(self._dispatch(self._events), name="queue-events")
+
+    async def close(self) -> None:
+        # discord.py may call close twice (``close`` and the ending ``connect``); stop routing once.
+        events, self._events = self._events, None
+        if events is not None:
+            self.queue.unsubscribe(events)
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            await dispatcher
+        for delivery in list(self.deliveries.values()):
+            await delivery.close()
+        await super().close()
+
+    def track(self, delivery: Delivery) -> None:
+        """Route the job's events to ``delivery``; call it right after ``submit`` returns, before any
+        ``await``, so not even the first event goes past it."""
+        self.deliveries[delivery.job_id] = delivery
+        delivery.start(on_done=lambda: self.deliveries.pop(delivery.job_id, None))
+
+    async def _dispatch(self, events: EventStream) -> None:
+        async for event in events:
+            try:
+                await self._route(event)
+            except Exception:
+                log.exception("routing %s failed", event)
+
+    async def _route(self, event: JobEvent) -> None:
+        delivery = self.deliveries.get(event.job_id)
+        if delivery is None and isinstance(event, DoneEvent | FailedEvent | CancelledEvent):
+            # A job from before a restart: its interaction is gone, so it goes to its channel.
+            row = await jobs.get_job(self.store, event.job_id)
+            if row is None or row.channel_id is None:
+                log.warning("job %s finished but has no channel to report to", event.job_id)
+                return
+            delivery = Delivery(
+                self, self.queue, event.job_id, event.user_id, None, row.channel_id, row.message_id
+            )
+            self.track(delivery)
+        if delivery is not None:
+            delivery.push(event)
+
+
+async def build_bot(config: BotConfig, **options: float) -> InpaintBot:
+    """Migrate the database, then build the engine, the queue and the bot (the model loads when the
+    bot starts, in ``setup_hook``)."""
+    from bot.queue.local import LocalJobQueue
+    from bot.store.database import open_store
+    from engine.engine import Engine
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await open_store(config)
+    return InpaintBot(config, LocalJobQueue(Engine(config), store, config), store, **options)
+
+
+async def run_bot(config: BotConfig) -> None:
+    """``inpaintbot run``: until the connection ends or the process is interrupted."""
+    if config.discord_token is None:
+        raise ValueError("run_bot needs config.discord_token")
+    point_at_discord(config)
+    bot = await build_bot(config)
+    try:
+        async with bot:
+            await bot.start(config.discord_token.get_secret_value())
+    finally:
+        await bot.queue.close()
+        await bot.store.close()

@@ -1,0 +1,1 @@
+"""Extensions, one per feature area, loaded by ``bot.app.InpaintBot``."""

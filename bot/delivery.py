@@ -1,0 +1,247 @@
+"""Showing one job's life in Discord: queue position, progress, then the result.
+
+Progress edits are coalesced (Discord's edit limits are unpublished; one per ~2 s per message is safe),
+and a result that outlives the 15-minute interaction token goes to the channel as a reply instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import discord
+from PIL import Image
+
+from bot.queue.base import (
+    CancelledEvent,
+    DoneEvent,
+    FailedEvent,
+    JobEvent,
+    JobQueue,
+    ProgressEvent,
+    QueuedEvent,
+    StartedEvent,
+)
+
+log = logging.getLogger(__name__)
+
+EDIT_INTERVAL = 2.0
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+LOSSY_QUALITY = 90
+DOWNSCALE_MARGIN = 0.9  # aim a little below the limit: sizes do not scale exactly with pixels
+
+
+@dataclass(frozen=True)
+class FittedFile:
+    data: bytes
+    filename: str
+
+    def to_file(self) -> discord.File:
+        """A fresh ``discord.File`` each time: one is consumed by the request that sends it."""
+        return discord.File(io.BytesIO(self.data), self.filename)
+
+
+def fit_image(png: bytes, stem: str, limit: int) -> FittedFile:
+    """The PNG when it fits the upload limit, else WebP, else JPEG, else smaller until one fits.
+
+    The full-size PNG stays in the store; only the copy shown in Discord is reduced.
+    """
+    if len(png) <= limit:
+        return FittedFile(png, f"{stem}.png")
+    with Image.open(io.BytesIO(png)) as opened:
+        image = opened.convert("RGB")
+    while True:
+        smallest = None
+        for fmt, suffix in (("WEBP", "webp"), ("JPEG", "jpg")):
+            try:
+                data = _encode(image, fmt)
+            except (OSError, ValueError):  # WebP refuses sides over 16383 px
+                continue
+            if len(data) <= limit:
+                return FittedFile(data, f"{stem}.{suffix}")
+            smallest = min(smallest or len(data), len(data))
+        if image.width == 1 and image.height == 1:
+            raise ValueError(f"the picture cannot fit in {limit} bytes")
+        scale = (
+            min(math.sqrt(limit / smallest) * DOWNSCALE_MARGIN, DOWNSCALE_MARGIN) if smallest else 0.5
+        )
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, quality=LOSSY_QUALITY)
+    return buffer.getvalue()
+
+
+def settings_embed(event: DoneEvent) -> discord.Embed:
+    """The settings the job actually used (concrete seeds included), so anyone can reproduce it."""
+    s = event.settings
+    embed = discord.Embed(description=f"**Prompt:** {s.prompt or '(none)'}"[:4096])
+    if s.negative_prompt:
+        embed.add_field(name="Negative prompt", value=s.negative_prompt[:1024], inline=False)
+    seeds = ", ".join(str(seed) for seed in event.seeds)
+    fields = {
+        "Seed" if len(event.seeds) == 1 else "Seeds": seeds,
+        "Strength": f"{s.strength:g}",
+        "Steps": str(s.steps),
+        "Guidance": f"{s.guidance:g}",
+        "Sampler": s.sampler.value,
+        "Area": f"{s.area.value} (padding {s.padding})",
+        "Masked content": s.masked_content.value,
+        "Mask": f"blur {s.mask_blur}, grow {s.mask_grow}" + (", inverted" if s.invert_mask else ""),
+    }
+    for name, value in fields.items():
+        embed.add_field(name=name, value=value)
+    embed.add_field(name="Model", value=event.model[:1024], inline=False)
+    source = f"mask: {event.mask_source.value} · " if event.mask_source else ""
+    embed.set_footer(text=f"{source}{event.seconds:.1f} s · job {event.job_id}")
+    return embed
+
+
+def status_text(event: QueuedEvent | StartedEvent | ProgressEvent) -> str:
+    if isinstance(event, QueuedEvent):
+        return f"⏳ Queued: position {event.position}{_eta(event.eta)}."
+    if isinstance(event, StartedEvent):
+        return f"🎨 Running{_eta(event.eta)}."
+    return f"🎨 Step {event.step}/{event.total}."
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return (
+        f", about {math.ceil(seconds)} s" if seconds < 90 else f", about {math.ceil(seconds / 60)} min"
+    )
+
+
+class Delivery:
+    """One job's messages. Events are pushed in order; a task of its own turns them into edits, so a
+    slow Discord call never holds up other jobs' events.
+
+    ``interaction`` is ``None`` for a job recovered after a restart: its result goes to ``channel_id``.
+    """
+
+    def __init__(
+        self,
+        client: discord.Client,
+        queue: JobQueue,
+        job_id: int,
+        user_id: int,
+        interaction: discord.Interaction | None,
+        channel_id: int | None,
+        message_id: int | None = None,
+        *,
+        edit_interval: float = EDIT_INTERVAL,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.job_id = job_id
+        self.user_id = user_id
+        self.interaction = interaction
+        self.channel_id = channel_id
+        self.message_id = message_id
+        self.edit_interval = edit_interval
+        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def push(self, event: JobEvent) -> None:
+        self._events.put_nowait(event)
+
+    def start(self, on_done: Callable[[], object]) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"delivery-{self.job_id}")
+        self._task.add_done_callback(lambda _: on_done())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_edit = loop.time()
+        status: QueuedEvent | StartedEvent | ProgressEvent | None = None
+        while True:
+            timeout = None if status is None else max(next_edit - loop.time(), 0.0)
+            try:
+                event = await asyncio.wait_for(self._events.get(), timeout)
+            except TimeoutError:
+                if status is not None:
+                    await self._show_status(status)
+                    status, next_edit = None, loop.time() + self.edit_interval
+                continue
+            if isinstance(event, QueuedEvent | StartedEvent | ProgressEvent):
+                status = event  # replaces an update not shown yet: only the newest matters
+                continue
+            try:
+                await self._finish(event)
+            except Exception:
+                log.exception("delivering the result of job %s failed", self.job_id)
+            return
+
+    async def _show_status(self, event: QueuedEvent | StartedEvent | ProgressEvent) -> None:
+        if self.interaction is None or self.interaction.is_expired():
+            return
+        try:
+            message = await self.interaction.edit_original_response(content=status_text(event))
+        except discord.HTTPException as exc:
+            log.info("progress edit of job %s refused: %s", self.job_id, exc)
+            return
+        self.message_id = message.id
+
+    async def _finish(self, event: JobEvent) -> None:
+        mention = f"<@{self.user_id}>"
+        if isinstance(event, DoneEvent):
+            limit = self.interaction.filesize_limit if self.interaction else DEFAULT_UPLOAD_LIMIT
+            fitted = await asyncio.to_thread(_fit_all, event, limit)
+            await self._send(f"{mention} done.", fitted, settings_embed(event))
+        elif isinstance(event, FailedEvent):
+            await self._send(f"{mention} ❌ {event.message}", [], None)
+        elif isinstance(event, CancelledEvent):
+            await self._send(f"{mention} job {self.job_id} was cancelled.", [], None)
+        await self.queue.acknowledge(self.job_id)
+
+    async def _send(self, content: str, files: list[FittedFile], embed: discord.Embed | None) -> None:
+        """Edit the original response; when its token is dead, reply in the channel instead."""
+        embeds = [embed] if embed else []
+        if self.interaction is not None and not self.interaction.is_expired():
+            try:
+                message = await self.interaction.edit_original_response(
+                    content=content, attachments=[f.to_file() for f in files], embeds=embeds
+                )
+            except discord.HTTPException as exc:
+                log.info("result of job %s goes to the channel: %s", self.job_id, exc)
+            else:
+                self.message_id = message.id
+                return
+        channel = await self._channel()
+        reference = None
+        if self.message_id is not None:
+            reference = discord.MessageReference(
+                message_id=self.message_id, channel_id=self.channel_id, fail_if_not_exists=False
+            )
+        await channel.send(
+            content, files=[f.to_file() for f in files], embeds=embeds, reference=reference
+        )
+
+    async def _channel(self) -> discord.abc.Messageable:
+        channel_id = self.channel_id
+        if channel_id is None:
+            raise RuntimeError(f"job {self.job_id} has no channel to deliver to")
+        channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise RuntimeError(f"channel {channel_id} of job {self.job_id} takes no messages")
+        return channel
+
+
+def _fit_all(event: DoneEvent, limit: int) -> list[FittedFile]:
+    return [
+        fit_image(Path(image.path).read_bytes(), f"inpaint-{event.job_id}-{image.seed}", limit)
+        for image in event.images
+    ]
