@@ -8,9 +8,11 @@ load into the matching diffusers inpainting pipeline, SD1.x/2.x and SDXL alike.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from diffusers import (
 )
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
+from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 from safetensors import safe_open
 from transformers.utils import logging as transformers_logging
@@ -93,6 +96,28 @@ class ModelManager:
             self._loaded[name] = model
             return model
 
+    def native_size(self, name: str) -> int:
+        """The long side the model was trained at, from its config files when it is not loaded yet.
+
+        ``Engine.prepare`` runs beside the GPU worker: loading weights there would compete with the
+        running job for GPU memory and CPU threads, so only small config files are read.
+        """
+        with self._lock:
+            if name in self._loaded:
+                return self._loaded[name].native_size
+        path = Path(name).expanduser()
+        try:
+            if path.is_file():
+                if self.single_file_config is not None:
+                    return _native_size(self.single_file_config)
+                # Without configs, the checkpoint's keys tell SDXL (1024 px) from SD1.x/2.x (512 px).
+                return 1024 if _is_sdxl_checkpoint(path) else 512
+            return _native_size(name)
+        except ModelLoadError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(_describe_load_failure(name, exc)) from None
+
     def _load(self, name: str) -> LoadedModel:
         log.info("loading model %s on %s (%s)", name, self.device, self.dtype)
         # Loading bars would interleave with the CLI's own progress bar and the bot's log lines.
@@ -101,19 +126,36 @@ class ModelManager:
         pipe = _load_pipeline(name, self.dtype, self.single_file_config)
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
-        unet = pipe.unet
-        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-        sample_size = unet.config.sample_size
-        if isinstance(sample_size, (list, tuple)):
-            sample_size = max(sample_size)
         return LoadedModel(
             name=name,
             pipe=pipe,
             sdxl=isinstance(pipe, StableDiffusionXLInpaintPipeline),
-            inpainting=unet.config.in_channels == 9,
-            native_size=int(sample_size) * vae_scale,
+            inpainting=pipe.unet.config.in_channels == 9,
+            native_size=_size_from_configs(pipe.unet.config, pipe.vae.config),
             base_scheduler_config=pipe.scheduler.config,
         )
+
+
+def _native_size(name: str) -> int:
+    """Native size from a diffusers folder's or Hub repo's UNet and VAE configs (a few hundred bytes)."""
+    path = Path(name).expanduser()
+    configs = []
+    for component in ("unet", "vae"):
+        if path.is_dir():
+            config_file = path / component / "config.json"
+        elif name.startswith((".", "/", "~")):
+            raise ModelLoadError(f"The model file or folder {name!r} does not exist.")
+        else:
+            config_file = Path(hf_hub_download(name, f"{component}/config.json"))
+        configs.append(json.loads(config_file.read_text(encoding="utf-8")))
+    return _size_from_configs(*configs)
+
+
+def _size_from_configs(unet: Mapping[str, Any], vae: Mapping[str, Any]) -> int:
+    sample_size = unet["sample_size"]
+    if isinstance(sample_size, (list, tuple)):
+        sample_size = max(sample_size)
+    return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
 def _load_pipeline(name: str, dtype: torch.dtype, single_file_config: str | None) -> DiffusionPipeline:
@@ -163,17 +205,7 @@ def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, config: str | None) -> DiffusionPipeline:
-    if path.suffix != ".safetensors":
-        raise ModelLoadError(
-            f"{path.name}: only .safetensors checkpoints are accepted (.ckpt pickle files can run code)."
-        )
-    try:
-        with safe_open(str(path), framework="pt") as checkpoint:
-            sdxl = any(key.startswith(_SDXL_KEY_PREFIX) for key in checkpoint.keys())  # noqa: SIM118
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path.name} is not a readable .safetensors file: {_first_line(exc)}"
-        ) from None
+    sdxl = _is_sdxl_checkpoint(path)
     pipeline_class = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
     kwargs: dict[str, Any] = {"torch_dtype": dtype}
     if config is not None:
@@ -181,6 +213,21 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | None) -> Dif
     if not sdxl:
         kwargs |= {"safety_checker": None, "requires_safety_checker": False}
     return _checked(pipeline_class.from_single_file(str(path), **kwargs), str(path))
+
+
+def _is_sdxl_checkpoint(path: Path) -> bool:
+    """Reads only the .safetensors header: SDXL checkpoints have a second text encoder."""
+    if path.suffix != ".safetensors":
+        raise ModelLoadError(
+            f"{path.name}: only .safetensors checkpoints are accepted (.ckpt pickle files can run code)."
+        )
+    try:
+        with safe_open(str(path), framework="pt") as checkpoint:
+            return any(key.startswith(_SDXL_KEY_PREFIX) for key in checkpoint.keys())  # noqa: SIM118
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path.name} is not a readable .safetensors file: {_first_line(exc)}"
+        ) from None
 
 
 def _checked(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:

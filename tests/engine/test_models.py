@@ -7,6 +7,7 @@ import torch
 
 from engine.errors import ModelLoadError
 from engine.models import ModelManager, resolve_device
+from engine.testing import save_single_file
 
 
 @pytest.fixture
@@ -68,3 +69,34 @@ def test_cuda_requested_without_gpu() -> None:
         with pytest.raises(ModelLoadError, match="no CUDA GPU"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_native_size_reads_configs_without_loading_weights(
+    manager: ModelManager, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    assert manager.native_size(str(tiny_sd_path)) == 64
+    assert not manager._loaded, "prepare runs beside the GPU worker: it must not load pipelines"
+    checkpoint = save_single_file(tiny_sd_path, tmp_path / "model.safetensors")
+    assert manager.native_size(str(checkpoint)) == 512, "SD1.x/2.x checkpoints without configs"
+    with_configs = ModelManager(torch.device("cpu"), single_file_config=str(tiny_sd_path))
+    assert with_configs.native_size(str(checkpoint)) == 64
+    assert not with_configs._loaded
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("someone/no-such-inpainting-model", "not in the local Hugging Face cache"),
+        ("./nowhere", "does not exist"),
+    ],
+)
+def test_native_size_of_a_model_that_is_not_there(
+    manager: ModelManager, name: str, message: str
+) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        manager.native_size(name)
+
+
+def test_native_size_of_a_folder_that_is_not_a_pipeline(manager: ModelManager, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="could not be loaded"):
+        manager.native_size(str(tmp_path))
