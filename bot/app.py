@@ -14,18 +14,20 @@ import secrets
 import discord
 import yarl
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from bot.config import BotConfig
 from bot.delivery import EDIT_INTERVAL, Delivery
 from bot.queue.base import CancelledEvent, DoneEvent, EventStream, FailedEvent, JobEvent, JobQueue
 from bot.store import jobs
 from bot.store.database import Store
+from bot.store.retention import RetentionPolicy, clean_up
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("bot.cogs.inpaint",)
+RETENTION_INTERVAL_HOURS = 1
 # What the bot needs in a channel; the invite URL asks for exactly these.
 PERMISSIONS = discord.Permissions(
     send_messages=True,
@@ -130,8 +132,26 @@ class InpaintBot(commands.Bot):
         self._events = self.queue.subscribe()  # before start: recovered jobs report through it too
         await self.queue.start()
         self._dispatcher = asyncio.create_task(self._dispatch(self._events), name="queue-events")
+        self.retention.start()
+
+    @tasks.loop(hours=RETENTION_INTERVAL_HOURS)
+    async def retention(self) -> None:
+        """Apply the picture retention policy at start-up and then every hour."""
+        try:
+            report = await clean_up(self.store, RetentionPolicy.from_config(self.config))
+        except Exception:
+            log.exception("picture clean-up failed; it is tried again in an hour")
+            return
+        if report.purged or report.stray_files:
+            log.info(
+                "clean-up removed %d pictures and %d stray files, %d bytes",
+                report.purged,
+                report.stray_files,
+                report.freed_bytes,
+            )
 
     async def close(self) -> None:
+        self.retention.cancel()
         # discord.py may call close twice (``close`` and the ending ``connect``); stop routing once.
         events, self._events = self._events, None
         if events is not None:

@@ -1,11 +1,14 @@
 """Golden flows of /inpaint: the real discord.py client against the fake Discord, the tiny model."""
 
+import asyncio
 import io
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from bot.delivery import DEFAULT_UPLOAD_LIMIT
+from bot.store.retention import BYTES_PER_GB, CleanupReport, RetentionPolicy
 from engine.engine import NO_MASK_MESSAGE
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
@@ -163,3 +166,20 @@ async def test_commands_sync_to_the_listed_guilds_instantly(
         "guidance", "seed", "sampler", "area", "padding", "masked_content", "mask_blur", "invert_mask",
         "mask_grow", "count", "model",
     }  # fmt: skip
+
+
+async def test_picture_retention_runs_when_the_bot_starts(
+    start_bot: StartBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes: list[RetentionPolicy] = []
+    ran = asyncio.Event()
+
+    async def record(store: object, policy: RetentionPolicy) -> CleanupReport:
+        passes.append(policy)
+        ran.set()
+        return CleanupReport(purged=0, freed_bytes=0, stray_files=0)
+
+    monkeypatch.setattr("bot.app.clean_up", record)
+    await start_bot(retention_max_gb=1.5)
+    await asyncio.wait_for(ran.wait(), timeout=5)
+    assert passes == [RetentionPolicy(max_age=None, max_bytes=int(1.5 * BYTES_PER_GB))]
