@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import discord
 from PIL import Image
@@ -221,14 +222,12 @@ class Delivery:
                 self.message_id = message.id
                 return
         channel = await self._channel()
-        reference = None
-        if self.message_id is not None:
-            reference = discord.MessageReference(
+        extra: dict[str, Any] = {}
+        if self.message_id is not None and self.channel_id is not None:
+            extra["reference"] = discord.MessageReference(
                 message_id=self.message_id, channel_id=self.channel_id, fail_if_not_exists=False
             )
-        await channel.send(
-            content, files=[f.to_file() for f in files], embeds=embeds, reference=reference
-        )
+        await channel.send(content, files=[f.to_file() for f in files], embeds=embeds, **extra)
 
     async def _channel(self) -> discord.abc.Messageable:
         channel_id = self.channel_id

@@ -76,8 +76,9 @@ def _text_config(tokenizer: CLIPTokenizer, hidden_size: int = 32) -> CLIPTextCon
 
 
 def _text_encoder(
-    config: CLIPTextConfig, model_class: type[CLIPTextModel] = CLIPTextModel
-) -> CLIPTextModel:
+    config: CLIPTextConfig,
+    model_class: type[CLIPTextModel] | type[CLIPTextModelWithProjection] = CLIPTextModel,
+) -> CLIPTextModel | CLIPTextModelWithProjection:
     """A random CLIP text encoder whose final LayerNorm has a bias, as trained ones do.
 
     With the default zero bias every token embedding has mean 0, and A1111's mean-restoring prompt
@@ -85,9 +86,9 @@ def _text_encoder(
     """
     model = model_class(config)
     with torch.no_grad():
-        getattr(model, "text_model", model).final_layer_norm.bias.normal_(
-            0.1, 0.2
-        )  # transformers 4 and 5
+        # transformers 4 nests the layers under ``text_model``; 5 does not.
+        layer_norm: Any = getattr(model, "text_model", model).final_layer_norm
+        layer_norm.bias.normal_(0.1, 0.2)
     return model
 
 
@@ -132,7 +133,8 @@ def build_tiny_sd(folder: Path, *, inpainting: bool = True, seed: int = 0) -> Pa
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     unet = _tiny_unet(inpainting, cross_attention_dim=32, attention_head_dim=4)
-    pipe = StableDiffusionInpaintPipeline(
+    # Any: diffusers registers components at run time, so type checkers miss save_pretrained.
+    pipe: Any = StableDiffusionInpaintPipeline(
         vae=_tiny_vae(),
         text_encoder=_text_encoder(_text_config(tokenizer)),
         tokenizer=tokenizer,
@@ -162,10 +164,10 @@ def build_tiny_sdxl(folder: Path, *, inpainting: bool = False, seed: int = 0) ->
         addition_embed_type="text_time",
         addition_time_embed_dim=time_embed_dim,
         transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=time_embed_dim * 6 + config_2.projection_dim,
+        projection_class_embeddings_input_dim=time_embed_dim * 6 + config_2.hidden_size,
         cross_attention_dim=config.hidden_size + config_2.hidden_size,
     )
-    pipe = StableDiffusionXLInpaintPipeline(
+    pipe: Any = StableDiffusionXLInpaintPipeline(
         vae=_tiny_vae(),
         text_encoder=_text_encoder(config),
         text_encoder_2=_text_encoder(config_2, CLIPTextModelWithProjection),
