@@ -18,6 +18,7 @@ $(BIN)/inpaintbot: pyproject.toml
 lint: $(BIN)/inpaintbot
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy bot engine
 
 test: lint
 	$(BIN)/pytest -q
@@ -27,3 +28,4 @@ run: $(BIN)/inpaintbot
 
 bench: $(BIN)/inpaintbot
 	$(BIN)/python -m bench.engine_overhead
+	$(BIN)/python -m bench.queue_throughput
