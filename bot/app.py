@@ -185,7 +185,14 @@ class InpaintBot(commands.Bot):
                 log.warning("job %s finished but has no channel to report to", event.job_id)
                 return
             delivery = Delivery(
-                self, self.queue, event.job_id, event.user_id, None, row.channel_id, row.message_id
+                self,
+                self.queue,
+                event.job_id,
+                event.user_id,
+                None,
+                row.channel_id,
+                row.message_id,
+                store=self.store,
             )
             self.track(delivery)
         if delivery is not None:

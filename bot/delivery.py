@@ -2,6 +2,8 @@
 
 Progress edits are coalesced (Discord's edit limits are unpublished; one per ~2 s per message is safe),
 and a result that outlives the 15-minute interaction token goes to the channel as a reply instead.
+Every message that shows a job is recorded in the database, so its buttons and 🔁 reactions find the
+job after a restart.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import discord
 from PIL import Image
 
+from bot.buttons import result_view, status_view
 from bot.queue.base import (
     CancelledEvent,
     DoneEvent,
@@ -28,6 +31,8 @@ from bot.queue.base import (
     QueuedEvent,
     StartedEvent,
 )
+from bot.store import jobs
+from bot.store.database import Store
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ EDIT_INTERVAL = 2.0
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 LOSSY_QUALITY = 90
 DOWNSCALE_MARGIN = 0.9  # aim a little below the limit: sizes do not scale exactly with pixels
+REROLL_EMOJI = "🔁"
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,8 @@ class Delivery:
     """One job's messages. Events are pushed in order; a task of its own turns them into edits, so a
     slow Discord call never holds up other jobs' events.
 
-    ``interaction`` is ``None`` for a job recovered after a restart: its result goes to ``channel_id``.
+    ``interaction`` is ``None`` for a job recovered after a restart or started by a reaction: its result
+    goes to ``channel_id``, as a reply to ``message_id`` when there is one.
     """
 
     def __init__(
@@ -139,10 +146,12 @@ class Delivery:
         channel_id: int | None,
         message_id: int | None = None,
         *,
+        store: Store,
         edit_interval: float = EDIT_INTERVAL,
     ) -> None:
         self.client = client
         self.queue = queue
+        self.store = store
         self.job_id = job_id
         self.user_id = user_id
         self.interaction = interaction
@@ -190,44 +199,68 @@ class Delivery:
         if self.interaction is None or self.interaction.is_expired():
             return
         try:
-            message = await self.interaction.edit_original_response(content=status_text(event))
+            message = await self.interaction.edit_original_response(
+                content=status_text(event), view=status_view(self.job_id)
+            )
         except discord.HTTPException as exc:
             log.info("progress edit of job %s refused: %s", self.job_id, exc)
             return
-        self.message_id = message.id
+        if message.id != self.message_id:
+            self.message_id = message.id
+            await jobs.set_job_message(self.store, self.job_id, message_id=message.id)
 
     async def _finish(self, event: JobEvent) -> None:
         mention = f"<@{self.user_id}>"
         if isinstance(event, DoneEvent):
             limit = self.interaction.filesize_limit if self.interaction else DEFAULT_UPLOAD_LIMIT
             fitted = await asyncio.to_thread(_fit_all, event, limit)
-            await self._send(f"{mention} done.", fitted, settings_embed(event))
+            embed, view = settings_embed(event), result_view(self.job_id)
+            message = await self._send(f"{mention} done.", fitted, embed, view)
+            await self._remember(message)
+            try:
+                await message.add_reaction(REROLL_EMOJI)
+            except discord.HTTPException as exc:
+                log.info("could not add %s to job %s: %s", REROLL_EMOJI, self.job_id, exc)
         elif isinstance(event, FailedEvent):
-            await self._send(f"{mention} ❌ {event.message}", [], None)
+            await self._remember(await self._send(f"{mention} ❌ {event.message}", [], None, None))
         elif isinstance(event, CancelledEvent):
-            await self._send(f"{mention} job {self.job_id} was cancelled.", [], None)
+            content = f"{mention} job {self.job_id} was cancelled."
+            await self._remember(await self._send(content, [], None, None))
         await self.queue.acknowledge(self.job_id)
 
-    async def _send(self, content: str, files: list[FittedFile], embed: discord.Embed | None) -> None:
-        """Edit the original response; when its token is dead, reply in the channel instead."""
+    async def _send(
+        self,
+        content: str,
+        files: list[FittedFile],
+        embed: discord.Embed | None,
+        view: discord.ui.View | None,
+    ) -> discord.Message:
+        """Edit the original response; when its token is dead, reply in the channel instead.
+        ``view=None`` removes the status message's ✖ Cancel button."""
         embeds = [embed] if embed else []
         if self.interaction is not None and not self.interaction.is_expired():
             try:
-                message = await self.interaction.edit_original_response(
-                    content=content, attachments=[f.to_file() for f in files], embeds=embeds
+                return await self.interaction.edit_original_response(
+                    content=content, attachments=[f.to_file() for f in files], embeds=embeds, view=view
                 )
             except discord.HTTPException as exc:
                 log.info("result of job %s goes to the channel: %s", self.job_id, exc)
-            else:
-                self.message_id = message.id
-                return
         channel = await self._channel()
         extra: dict[str, Any] = {}
         if self.message_id is not None and self.channel_id is not None:
             extra["reference"] = discord.MessageReference(
                 message_id=self.message_id, channel_id=self.channel_id, fail_if_not_exists=False
             )
-        await channel.send(content, files=[f.to_file() for f in files], embeds=embeds, **extra)
+        if view is not None:
+            extra["view"] = view
+        return await channel.send(content, files=[f.to_file() for f in files], embeds=embeds, **extra)
+
+    async def _remember(self, message: discord.Message) -> None:
+        """The job's final message, so its buttons and reactions lead back to it."""
+        self.message_id = message.id
+        await jobs.set_job_message(
+            self.store, self.job_id, message_id=message.id, channel_id=message.channel.id
+        )
 
     async def _channel(self) -> discord.abc.Messageable:
         channel_id = self.channel_id

@@ -163,6 +163,7 @@ class Inpaint(commands.Cog):
                 user_id,
                 interaction,
                 interaction.channel_id,
+                store=self.bot.store,
                 edit_interval=self.bot.edit_interval,
             )
         )
