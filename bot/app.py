@@ -26,7 +26,7 @@ from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.inpaint",)
+EXTENSIONS = ("bot.cogs.inpaint", "bot.cogs.results")
 RETENTION_INTERVAL_HOURS = 1
 # What the bot needs in a channel; the invite URL asks for exactly these.
 PERMISSIONS = discord.Permissions(
@@ -68,23 +68,26 @@ async def refuse(interaction: discord.Interaction, message: str) -> None:
         log.warning("could not tell user %s: %s", interaction.user.id, message, exc_info=True)
 
 
+def error_message(cause: Exception) -> str:
+    """What the user is told: their own mistake said as is, anything else as a short note with an
+    error id that is in the log."""
+    if isinstance(cause, EngineError):
+        return str(cause)
+    if isinstance(cause, app_commands.TransformerError):
+        return f"{cause.value!r} is not a valid value here."
+    error_id = secrets.token_hex(4)
+    log.error("command failed, error id %s", error_id, exc_info=cause)
+    return f"Something went wrong on the bot's side (error id `{error_id}`). Try again later."
+
+
 class InpaintTree(app_commands.CommandTree["InpaintBot"]):
-    """Every failed command ends in an ephemeral message: the user's own mistake said as is, anything
-    else as a short note with an error id that is in the log."""
+    """Every failed command ends in an ephemeral message (see ``error_message``)."""
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(cause, EngineError):
-            message = str(cause)
-        elif isinstance(cause, app_commands.TransformerError):
-            message = f"{cause.value!r} is not a valid value here."
-        else:
-            error_id = secrets.token_hex(4)
-            log.error("command failed, error id %s", error_id, exc_info=cause)
-            message = f"Something went wrong on the bot's side (error id `{error_id}`). Try again later."
-        await refuse(interaction, message)
+        await refuse(interaction, error_message(cause))
 
 
 class InpaintBot(commands.Bot):

@@ -1,0 +1,82 @@
+"""The buttons on a job's messages. A custom id carries the action and the job id, so a click after a
+restart still finds its job in the database; nothing about a message is kept in memory.
+
+The buttons only route the click to the ``Results`` cog (``bot.cogs.results``), which does the work:
+keeping Discord's wiring here lets ``Delivery`` attach them without importing the cog.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import TYPE_CHECKING, Self, cast
+
+import discord
+from discord.ext import commands
+
+if TYPE_CHECKING:
+    from bot.cogs.results import Results
+
+
+class Action(StrEnum):
+    REROLL = "reroll"
+    EDIT = "edit"
+    FIX_FACES = "faces"
+    SAVE_PRESET = "preset"
+    DELETE = "delete"
+    CANCEL = "cancel"
+
+
+LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
+    Action.REROLL: ("🔁", "Re-roll", discord.ButtonStyle.secondary),
+    Action.EDIT: ("✏️", "Edit", discord.ButtonStyle.secondary),
+    Action.FIX_FACES: ("🎭", "Fix faces", discord.ButtonStyle.secondary),
+    Action.SAVE_PRESET: ("💾", "Save preset", discord.ButtonStyle.secondary),
+    Action.DELETE: ("🗑", "Delete", discord.ButtonStyle.danger),
+    Action.CANCEL: ("✖", "Cancel", discord.ButtonStyle.danger),
+}
+RESULT_ACTIONS = (Action.REROLL, Action.EDIT, Action.FIX_FACES, Action.SAVE_PRESET, Action.DELETE)
+_ACTIONS = "|".join(re.escape(action.value) for action in Action)
+
+
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]],
+    template=rf"job:(?P<action>{_ACTIONS}):(?P<job_id>[0-9]+)",
+):
+    def __init__(self, action: Action, job_id: int) -> None:
+        emoji, label, style = LOOKS[action]
+        super().__init__(
+            discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=f"job:{action}:{job_id}")
+        )
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction,
+        item: discord.ui.Item[discord.ui.View],
+        match: re.Match[str],
+    ) -> Self:
+        return cls(Action(match["action"]), int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        cog = cast(commands.Bot, interaction.client).get_cog("Results")
+        if cog is None:
+            raise RuntimeError("the bot.cogs.results extension is not loaded")
+        await cast("Results", cog).on_button(interaction, self.action, self.job_id)
+
+
+def _view(job_id: int, actions: tuple[Action, ...]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in actions:
+        view.add_item(JobButton(action, job_id))
+    return view
+
+
+def result_view(job_id: int) -> discord.ui.View:
+    return _view(job_id, RESULT_ACTIONS)
+
+
+def status_view(job_id: int) -> discord.ui.View:
+    return _view(job_id, (Action.CANCEL,))

@@ -1,0 +1,359 @@
+"""What a job's buttons and 🔁 reactions do: re-roll, edit, fix faces, save preset, delete, and cancel
+while the job is queued or running.
+
+Every action starts from the job id (in the button's custom id, or the reacted message's row in the
+database), so all of it works after a restart. New jobs are re-submitted from the stored pictures
+through ``Results.resubmit`` and owned by whoever clicked or reacted: they count against their limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import discord
+from discord.ext import commands
+from sqlalchemy import select
+
+from bot.app import error_message, refuse
+from bot.buttons import Action, JobButton
+from bot.delivery import REROLL_EMOJI, Delivery
+from bot.errors import BotError
+from bot.queue.base import JobSubmission
+from bot.store import jobs
+from bot.store.database import Store
+from bot.store.models import ImageRole, Job, JobStatus
+from bot.store.presets import save_preset
+from engine.job import InpaintRequest
+from engine.settings import MAX_PROMPT_CHARS, AutoMask, InpaintSettings
+
+if TYPE_CHECKING:
+    from bot.app import InpaintBot
+
+log = logging.getLogger(__name__)
+
+MAX_PRESET_NAME = 32
+MODAL_TIMEOUT = 600.0  # modals live in memory only; one left open is forgotten after this
+NOTICE_SECONDS = 60.0  # how long a refused reaction's note stays in the channel
+N = TypeVar("N", int, float)
+
+
+async def guarded(interaction: discord.Interaction, work: Callable[[], Awaitable[None]]) -> None:
+    """Run a button's or modal's work; any failure ends in an ephemeral message (views and modals
+    would only log it)."""
+    try:
+        await work()
+    except Exception as exc:
+        await refuse(interaction, error_message(exc))
+
+
+def reroll_settings(job: Job) -> InpaintSettings:
+    return job.inpaint_settings().model_copy(update={"seed": -1})
+
+
+def face_settings(job: Job) -> InpaintSettings:
+    """The job's prompt and sampling on the face mask's own defaults (strength, mask growth)."""
+    s = job.inpaint_settings()
+    return InpaintSettings.parse(
+        prompt=s.prompt,
+        negative_prompt=s.negative_prompt,
+        steps=s.steps,
+        guidance=s.guidance,
+        sampler=s.sampler,
+        model=s.model,
+        auto_mask=AutoMask.FACE,
+    )
+
+
+def may_manage(interaction: discord.Interaction, job: Job) -> bool:
+    """Checked at run time: ``default_permissions`` are only a default that admins can change."""
+    return interaction.user.id == job.user_id or interaction.permissions.manage_messages
+
+
+async def picture(store: Store, job: Job, role: ImageRole) -> bytes:
+    links = job.images_with(role)
+    if not links:
+        raise BotError(f"Job {job.id} has no {role.value} picture.")
+    if links[0].image.purged_at is None:
+        with contextlib.suppress(FileNotFoundError):
+            return await asyncio.to_thread(jobs.image_path(store, links[0].image).read_bytes)
+    raise BotError(f"The pictures of job {job.id} were cleaned up; run /inpaint again.")
+
+
+async def job_shown_by(store: Store, message_id: int) -> Job | None:
+    """The job whose message this is (the store records it when the result is shown)."""
+    async with store.sessions() as session:
+        job_id = await session.scalar(select(Job.id).where(Job.message_id == message_id).limit(1))
+    return None if job_id is None else await jobs.get_job(store, job_id)
+
+
+def _number(text: str, kind: Callable[[str], N], name: str) -> N | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise BotError(f"{name} must be a number (got {text!r}).") from None
+
+
+class EditModal(discord.ui.Modal):
+    """Prompt, negative prompt, strength and seed for a new job on the same pictures."""
+
+    def __init__(self, results: Results, job: Job, interaction_id: int) -> None:
+        super().__init__(
+            title=f"Edit job {job.id}",
+            custom_id=f"edit:{job.id}:{interaction_id}",
+            timeout=MODAL_TIMEOUT,
+        )
+        self.results, self.job = results, job
+        s = job.inpaint_settings()
+        self.prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label="Prompt",
+            custom_id="prompt",
+            style=discord.TextStyle.paragraph,
+            default=s.prompt,
+            required=False,
+            max_length=MAX_PROMPT_CHARS,
+        )
+        self.negative_prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label="Negative prompt",
+            custom_id="negative_prompt",
+            style=discord.TextStyle.paragraph,
+            default=s.negative_prompt,
+            required=False,
+            max_length=MAX_PROMPT_CHARS,
+        )
+        self.strength: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label="Strength (0 to 1)", custom_id="strength", default=f"{s.strength:g}", required=False
+        )
+        self.seed: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label="Seed (empty for a random one)", custom_id="seed", default=str(s.seed), required=False
+        )
+        for item in (self.prompt, self.negative_prompt, self.strength, self.seed):
+            self.add_item(item)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, lambda: self._submit(interaction))
+
+    async def _submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(thinking=True)
+        settings = InpaintSettings.parse(
+            **{
+                **self.job.settings,
+                "prompt": self.prompt.value,
+                "negative_prompt": self.negative_prompt.value,
+                "strength": _number(self.strength.value, float, "Strength"),
+                "seed": _number(self.seed.value, int, "Seed"),
+            }
+        )
+        await self.results.resubmit_for(interaction, self.job, settings)
+
+
+class PresetModal(discord.ui.Modal):
+    """Saves the job's settings, less its seed (a preset should not pin one), under a name."""
+
+    def __init__(self, results: Results, job: Job, interaction_id: int) -> None:
+        super().__init__(
+            title="Save as preset", custom_id=f"preset:{job.id}:{interaction_id}", timeout=MODAL_TIMEOUT
+        )
+        self.results, self.job = results, job
+        self.name: discord.ui.TextInput[PresetModal] = discord.ui.TextInput(
+            label="Preset name", custom_id="name", min_length=1, max_length=MAX_PRESET_NAME
+        )
+        self.add_item(self.name)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, lambda: self._submit(interaction))
+
+    async def _submit(self, interaction: discord.Interaction) -> None:
+        name = self.name.value.strip()
+        if not 1 <= len(name) <= MAX_PRESET_NAME:
+            raise BotError(f"A preset name must be 1 to {MAX_PRESET_NAME} characters long.")
+        settings = InpaintSettings.model_validate(
+            {key: value for key, value in self.job.settings.items() if key != "seed"}
+        )
+        bot = self.results.bot
+        await save_preset(
+            bot.store,
+            interaction.user.id,
+            name,
+            settings,
+            max_per_user=bot.config.max_presets_per_user,
+        )
+        await interaction.response.send_message(
+            f"Saved preset **{name}**: use it with `/inpaint preset:{name}`.", ephemeral=True
+        )
+
+
+class Results(commands.Cog):
+    def __init__(self, bot: InpaintBot) -> None:
+        self.bot = bot
+
+    async def cog_unload(self) -> None:
+        self.bot.remove_dynamic_items(JobButton)
+
+    async def on_button(self, interaction: discord.Interaction, action: Action, job_id: int) -> None:
+        """Called by ``JobButton``; the job is read from the database on every click."""
+
+        async def work() -> None:
+            job = await jobs.get_job(self.bot.store, job_id)
+            if job is None:
+                raise BotError(f"Job {job_id} is no longer in the bot's history.")
+            await self._actions[action](interaction, job)
+
+        await guarded(interaction, work)
+
+    async def _reroll(self, interaction: discord.Interaction, job: Job) -> None:
+        await interaction.response.defer(thinking=True)
+        await self.resubmit_for(interaction, job, reroll_settings(job))
+
+    async def _edit(self, interaction: discord.Interaction, job: Job) -> None:
+        await interaction.response.send_modal(EditModal(self, job, interaction.id))
+
+    async def _fix_faces(self, interaction: discord.Interaction, job: Job) -> None:
+        await interaction.response.defer(thinking=True)
+        await self.resubmit_for(interaction, job, face_settings(job), role=ImageRole.OUTPUT)
+
+    async def _save_preset(self, interaction: discord.Interaction, job: Job) -> None:
+        await interaction.response.send_modal(PresetModal(self, job, interaction.id))
+
+    async def _delete(self, interaction: discord.Interaction, job: Job) -> None:
+        if not may_manage(interaction, job):
+            raise BotError(
+                f"Only the person who ran job {job.id} or someone who may manage messages can delete it."
+            )
+        if interaction.message is None:
+            raise BotError("This message can no longer be deleted.")
+        await interaction.response.defer()
+        await interaction.message.delete()
+
+    async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
+        # No deferral before the checks: after an update deferral, a refusal would remove the status.
+        if not may_manage(interaction, job):
+            raise BotError(
+                f"Only the person who ran job {job.id} or someone who may manage messages can cancel it."
+            )
+        if not await self.bot.queue.cancel(job.id):
+            raise BotError(f"Job {job.id} is no longer queued or running.")
+        await interaction.response.defer()  # its delivery replaces the status with "cancelled"
+
+    @property
+    def _actions(
+        self,
+    ) -> dict[Action, Callable[[discord.Interaction, Job], Awaitable[None]]]:
+        return {
+            Action.REROLL: self._reroll,
+            Action.EDIT: self._edit,
+            Action.FIX_FACES: self._fix_faces,
+            Action.SAVE_PRESET: self._save_preset,
+            Action.DELETE: self._delete,
+            Action.CANCEL: self._cancel,
+        }
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        """🔁 on a result by any member: a re-roll owned by them, posted as a reply to the result."""
+        if str(payload.emoji) != REROLL_EMOJI:
+            return
+        user = payload.member or self.bot.get_user(payload.user_id)
+        if user is None or user.bot:
+            return
+        job = await job_shown_by(self.bot.store, payload.message_id)
+        if job is None or job.status is not JobStatus.DONE:
+            return
+        try:
+            await self.resubmit(
+                job,
+                reroll_settings(job),
+                user_id=payload.user_id,
+                interaction=None,
+                guild_id=payload.guild_id,
+                channel_id=payload.channel_id,
+                reply_to=payload.message_id,
+            )
+        except Exception as exc:
+            await self._notify(payload, error_message(exc))
+
+    async def _notify(self, payload: discord.RawReactionActionEvent, message: str) -> None:
+        """A reaction has no interaction to answer privately: a short-lived reply that mentions them."""
+        channel = self.bot.get_channel(payload.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        reference = discord.MessageReference(
+            message_id=payload.message_id, channel_id=payload.channel_id, fail_if_not_exists=False
+        )
+        try:
+            await channel.send(
+                f"<@{payload.user_id}> {message}", reference=reference, delete_after=NOTICE_SECONDS
+            )
+        except discord.HTTPException:
+            log.warning("could not tell user %s: %s", payload.user_id, message, exc_info=True)
+
+    async def resubmit_for(
+        self,
+        interaction: discord.Interaction,
+        job: Job,
+        settings: InpaintSettings,
+        *,
+        role: ImageRole = ImageRole.INPUT,
+    ) -> None:
+        """A new job for whoever clicked, shown in the interaction's (deferred) response."""
+        await self.resubmit(
+            job,
+            settings,
+            user_id=interaction.user.id,
+            interaction=interaction,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            role=role,
+        )
+
+    async def resubmit(
+        self,
+        job: Job,
+        settings: InpaintSettings,
+        *,
+        user_id: int,
+        interaction: discord.Interaction | None,
+        guild_id: int | None,
+        channel_id: int | None,
+        role: ImageRole = ImageRole.INPUT,
+        reply_to: int | None = None,
+    ) -> None:
+        """Queue ``settings`` on a stored job's pictures: its input and mask, or (``role=OUTPUT``) its
+        first result. The one place every re-roll, edit and face fix goes through."""
+        store = self.bot.store
+        image = await picture(store, job, role)
+        has_mask = role is ImageRole.INPUT and bool(job.images_with(ImageRole.MASK))
+        mask = await picture(store, job, ImageRole.MASK) if has_mask else None
+        submission = JobSubmission(
+            user_id=user_id,
+            request=InpaintRequest(image=image, mask=mask, settings=settings),
+            guild_id=guild_id,
+            channel_id=channel_id,
+            parent_id=job.id,
+        )
+        queued = await self.bot.queue.submit(submission)
+        # No await between submit and track: the job's first event must find its delivery.
+        self.bot.track(
+            Delivery(
+                self.bot,
+                self.bot.queue,
+                queued.job_id,
+                user_id,
+                interaction,
+                channel_id,
+                reply_to,
+                store=store,
+                edit_interval=self.bot.edit_interval,
+            )
+        )
+
+
+async def setup(bot: InpaintBot) -> None:
+    bot.add_dynamic_items(JobButton)
+    await bot.add_cog(Results(bot))

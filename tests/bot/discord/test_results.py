@@ -1,0 +1,258 @@
+"""Golden flows of a result's buttons and 🔁 reactions, against the fake Discord and the tiny model."""
+
+from PIL import Image
+from skimage import data
+
+from bot.store import jobs
+from bot.store.database import Store
+from bot.store.models import ImageRole, Job, JobStatus
+from bot.store.presets import get_preset
+from engine.job import MaskSource
+from tests.bot.discord.conftest import GatedEngine, StartBot
+from tests.bot.discord.test_inpaint import (
+    EPHEMERAL,
+    JOB_TIMEOUT,
+    embed_fields,
+    inpaint,
+    refusal,
+    result,
+)
+from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
+from tests.fakediscord.payloads import JSON
+from tests.pictures import photo, png_bytes, rect_mask
+
+MODAL = 9
+DEFERRED_UPDATE = 6
+RESULT_BUTTONS = ["reroll", "edit", "faces", "preset", "delete"]
+
+
+def buttons(record: Recorded) -> list[str]:
+    return [c["custom_id"] for row in record.json["components"] for c in row["components"]]
+
+
+def mention(member: JSON) -> str:
+    return f"<@{member['user']['id']}>"
+
+
+async def shown(fake: FakeDiscord, message_id: str) -> None:
+    """The delivery's last step: the bot reacts 🔁 after recording the message in the database."""
+    await fake.wait_for("add_reaction", lambda r: r.params["message_id"] == message_id)
+
+
+async def delivered(fake: FakeDiscord, it: FakeInteraction) -> tuple[Recorded, str]:
+    """The result of the job ``it`` started, once fully shown, and its message id."""
+    done = await result(fake, it)
+    assert it.original_id is not None
+    await shown(fake, it.original_id)
+    return done, it.original_id
+
+
+async def job(store: Store, job_id: int) -> Job:
+    row = await jobs.get_job(store, job_id)
+    assert row is not None
+    return row
+
+
+async def ephemeral_answer(fake: FakeDiscord, it: FakeInteraction) -> str:
+    record = await fake.wait_for("callback", it.owns)
+    assert record.json["type"] == 4 and record.json["data"]["flags"] & EPHEMERAL, record.json
+    return record.json["data"]["content"]
+
+
+async def open_modal(fake: FakeDiscord, message: str, custom_id: str) -> str:
+    click = await fake.click(message, custom_id)
+    modal = await fake.wait_for("callback", click.owns)
+    assert modal.json["type"] == MODAL
+    return modal.json["data"]["custom_id"]
+
+
+async def test_a_result_has_its_buttons_and_a_reroll_reaction_and_is_recorded(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    it = await inpaint(fake_discord, seed=42)
+    done, message = await delivered(fake_discord, it)
+    assert buttons(done) == [f"job:{action}:1" for action in RESULT_BUTTONS]
+    assert (await job(store, 1)).message_id == int(message)
+
+
+async def test_reroll_button_starts_a_job_on_the_same_inputs_with_a_new_seed(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    it = await inpaint(fake_discord, prompt="a red scarf", seed=42)
+    _, message = await delivered(fake_discord, it)
+    click = await fake_discord.click(message, "job:reroll:1", user=fake_discord.owner)
+    again = await result(fake_discord, click)
+    assert again.json["content"].startswith(mention(fake_discord.owner))
+    assert embed_fields(again)["Seed"] != "42"
+    assert "a red scarf" in again.json["embeds"][0]["description"]
+    first, second = await job(store, 1), await job(store, 2)
+    assert second.parent_id == 1 and second.user_id == int(fake_discord.owner["user"]["id"])
+    inputs = {link.role: link.image.sha256 for link in first.images if link.role is not ImageRole.OUTPUT}
+    assert {link.role: link.image.sha256 for link in second.images if link.role in inputs} == inputs
+
+
+async def test_edit_applies_the_modals_values_and_refuses_bad_ones(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    await start_bot()
+    it = await inpaint(fake_discord, prompt="a red scarf", seed=42)
+    _, message = await delivered(fake_discord, it)
+    values = {"prompt": "a blue hat", "negative_prompt": "blur", "strength": "0.5", "seed": "7"}
+
+    modal = await open_modal(fake_discord, message, "job:edit:1")
+    bad = await fake_discord.submit_modal(modal, values | {"strength": "lots"}, message=message)
+    assert await refusal(fake_discord, bad) == "Strength must be a number (got 'lots')."
+
+    modal = await open_modal(fake_discord, message, "job:edit:1")
+    bad = await fake_discord.submit_modal(modal, values | {"strength": "2"}, message=message)
+    assert "strength" in await refusal(fake_discord, bad)
+
+    modal = await open_modal(fake_discord, message, "job:edit:1")
+    edited = await fake_discord.submit_modal(modal, values, message=message)
+    done = await result(fake_discord, edited)
+    fields = embed_fields(done)
+    assert fields["Seed"] == "7" and fields["Strength"] == "0.5" and fields["Negative prompt"] == "blur"
+    assert "a blue hat" in done.json["embeds"][0]["description"]
+
+
+async def test_fix_faces_repaints_the_faces_of_the_result(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    astronaut = png_bytes(Image.fromarray(data.astronaut()))
+    image = fake_discord.add_attachment(astronaut, "astronaut.png")
+    mask = fake_discord.add_attachment(png_bytes(rect_mask(512, 512, (400, 400, 500, 500))), "m.png")
+    it = await fake_discord.slash("inpaint", {"image": image, "mask": mask, "steps": 2})
+    _, message = await delivered(fake_discord, it)
+    click = await fake_discord.click(message, "job:faces:1")
+    done = await result(fake_discord, click)
+    assert MaskSource.FACE.value in done.json["embeds"][0]["footer"]["text"]
+    assert embed_fields(done)["Strength"] == "0.4"
+    (output,) = (await job(store, 1)).images_with(ImageRole.OUTPUT)
+    (source,) = (await job(store, 2)).images_with(ImageRole.INPUT)
+    assert source.image.sha256 == output.image.sha256
+
+
+async def test_save_preset_keeps_the_settings_without_the_seed(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    it = await inpaint(fake_discord, prompt="a red scarf", seed=42, steps=4)
+    _, message = await delivered(fake_discord, it)
+
+    modal = await open_modal(fake_discord, message, "job:preset:1")
+    bad = await fake_discord.submit_modal(modal, {"name": "  "}, message=message)
+    assert await ephemeral_answer(fake_discord, bad) == "A preset name must be 1 to 32 characters long."
+
+    modal = await open_modal(fake_discord, message, "job:preset:1")
+    saved = await fake_discord.submit_modal(modal, {"name": "scarf"}, message=message)
+    assert (await ephemeral_answer(fake_discord, saved)).startswith("Saved preset **scarf**")
+    preset = await get_preset(store, int(fake_discord.alice["user"]["id"]), "scarf")
+    assert preset.settings["prompt"] == "a red scarf" and preset.settings["steps"] == 4
+    assert "seed" not in preset.settings
+
+
+async def test_delete_is_for_the_owner_or_manage_messages_only(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    stranger = fake_discord.add_member("mallory")
+    await start_bot()
+    it = await inpaint(fake_discord)
+    _, message = await delivered(fake_discord, it)
+    refused = await fake_discord.click(message, "job:delete:1", user=stranger)
+    assert "Only the person who ran job 1" in await ephemeral_answer(fake_discord, refused)
+    assert message in fake_discord.messages
+
+    moderator = await fake_discord.click(message, "job:delete:1", user=fake_discord.owner)
+    await fake_discord.wait_for("delete_message", lambda r: r.params["message_id"] == message)
+    assert (await fake_discord.wait_for("callback", moderator.owns)).json["type"] == DEFERRED_UPDATE
+    assert message not in fake_discord.messages
+
+
+async def test_cancel_while_queued(
+    fake_discord: FakeDiscord, start_bot: StartBot, gated_engine: GatedEngine, store: Store
+) -> None:
+    stranger = fake_discord.add_member("mallory")
+    gated_engine.gate.clear()
+    await start_bot(edit_interval=0)
+    first = await inpaint(fake_discord)
+    second = await inpaint(fake_discord)
+    status = await fake_discord.wait_for("edit_webhook_message", second.owns)
+    assert status.json["content"].startswith("⏳ Queued") and buttons(status) == ["job:cancel:2"]
+    assert second.original_id is not None
+    message = second.original_id
+
+    refused = await fake_discord.click(message, "job:cancel:2", user=stranger)
+    assert "Only the person who ran job 2" in await ephemeral_answer(fake_discord, refused)
+    click = await fake_discord.click(message, "job:cancel:2")
+    cancelled = await fake_discord.wait_for(
+        "edit_webhook_message", lambda r: second.owns(r) and "cancelled" in r.json["content"]
+    )
+    assert cancelled.json["components"] == []
+    assert (await fake_discord.wait_for("callback", click.owns)).json["type"] == DEFERRED_UPDATE
+    assert (await job(store, 2)).status is JobStatus.CANCELLED
+
+    gated_engine.gate.set()
+    await result(fake_discord, first)
+
+
+async def test_a_reroll_reaction_by_a_member_replies_with_their_own_job(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    it = await inpaint(fake_discord, seed=42)
+    _, message = await delivered(
+        fake_discord, it
+    )  # the bot's own 🔁 reaches the bot too, and is ignored
+    await fake_discord.react(message, "🔁", user=fake_discord.helper_bot)
+    await fake_discord.react(message, "👍", user=fake_discord.owner)
+    await fake_discord.react(message, "🔁", user=fake_discord.owner)
+
+    reply = await fake_discord.wait_for("post_message", timeout=JOB_TIMEOUT)
+    assert reply.reply["message_reference"]["message_id"] == message
+    assert reply.json["content"].startswith(mention(fake_discord.owner))
+    assert embed_fields(reply)["Seed"] != "42"
+    assert buttons(reply) == [f"job:{action}:2" for action in RESULT_BUTTONS]
+    await shown(fake_discord, reply.reply["id"])
+    rerolled = await job(store, 2)
+    assert rerolled.user_id == int(fake_discord.owner["user"]["id"]) and rerolled.parent_id == 1
+    assert rerolled.message_id == int(reply.reply["id"])
+    assert await jobs.get_job(store, 3) is None, "the bots' and other reactions started nothing"
+    assert len(fake_discord.recorded("post_message")) == 1
+
+
+async def test_buttons_work_after_a_restart(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
+    bot = await start_bot()
+    it = await inpaint(fake_discord, seed=42)
+    _, message = await delivered(fake_discord, it)
+    await bot.close()
+    await bot.queue.close()
+
+    await start_bot()
+    click = await fake_discord.click(message, "job:reroll:1")
+    again = await result(fake_discord, click)
+    assert embed_fields(again)["Seed"] != "42"
+
+
+async def test_a_reroll_reaction_counts_against_the_reactors_own_limit(
+    fake_discord: FakeDiscord, start_bot: StartBot, gated_engine: GatedEngine, store: Store
+) -> None:
+    await start_bot(queue_max_per_user=1)
+    _, message = await delivered(fake_discord, await inpaint(fake_discord))
+    gated_engine.gate.clear()
+    image = fake_discord.add_attachment(png_bytes(photo(96, 64)), "photo.png")
+    mask = fake_discord.add_attachment(png_bytes(rect_mask(96, 64, (8, 8, 40, 40))), "mask.png")
+    options = {"image": image, "mask": mask, "steps": 2}
+    pending = await fake_discord.slash("inpaint", options, user=fake_discord.owner)
+    await fake_discord.wait_for("edit_webhook_message", pending.owns)
+    await fake_discord.react(message, "🔁", user=fake_discord.owner)
+
+    notice = await fake_discord.wait_for("post_message")
+    assert notice.json["content"].startswith(mention(fake_discord.owner))
+    assert "the most one person may have at a time (1)" in notice.json["content"]
+    assert notice.reply["message_reference"]["message_id"] == message
+    gated_engine.gate.set()
+    await result(fake_discord, pending)
+    assert await jobs.get_job(store, 3) is None
