@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 import discord
 from discord.ext import commands
-from sqlalchemy import select
 
 from bot.app import error_message, refuse
 from bot.buttons import Action, JobButton
@@ -81,13 +80,6 @@ async def picture(store: Store, job: Job, role: ImageRole) -> bytes:
         with contextlib.suppress(FileNotFoundError):
             return await asyncio.to_thread(jobs.image_path(store, links[0].image).read_bytes)
     raise BotError(f"The pictures of job {job.id} were cleaned up; run /inpaint again.")
-
-
-async def job_shown_by(store: Store, message_id: int) -> Job | None:
-    """The job whose message this is (the store records it when the result is shown)."""
-    async with store.sessions() as session:
-        job_id = await session.scalar(select(Job.id).where(Job.message_id == message_id).limit(1))
-    return None if job_id is None else await jobs.get_job(store, job_id)
 
 
 def _number(text: str, kind: Callable[[str], N], name: str) -> N | None:
@@ -262,7 +254,7 @@ class Results(commands.Cog):
         user = payload.member or self.bot.get_user(payload.user_id)
         if user is None or user.bot:
             return
-        job = await job_shown_by(self.bot.store, payload.message_id)
+        job = await jobs.job_shown_by(self.bot.store, payload.message_id)
         if job is None or job.status is not JobStatus.DONE:
             return
         try:

@@ -211,3 +211,10 @@ async def user_jobs(
         query = query.where(Job.id < before_id)
     async with store.sessions() as session:
         return list(await session.scalars(_with_images(query.order_by(Job.id.desc()).limit(limit))))
+
+
+async def job_shown_by(store: Store, message_id: int) -> Job | None:
+    """The job whose result this Discord message shows (recorded by ``set_job_message``)."""
+    async with store.sessions() as session:
+        job_id = await session.scalar(select(Job.id).where(Job.message_id == message_id).limit(1))
+    return None if job_id is None else await get_job(store, job_id)

@@ -139,7 +139,8 @@ class Job(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     guild_id: Mapped[int | None] = mapped_column(BigInteger)
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
-    message_id: Mapped[int | None] = mapped_column(BigInteger)  # the Discord message that shows the job
+    # The Discord message that shows the job; indexed because 🔁 reactions look jobs up by it.
+    message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     settings: Mapped[dict[str, Any]]  # InpaintSettings with the concrete seed, so a re-run is identical
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.QUEUED, index=True)

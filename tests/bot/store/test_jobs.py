@@ -103,6 +103,9 @@ async def test_history_rerolls_and_message(store: Store) -> None:
     assert [job.id for job in history] == [child.id, parent.id]
     assert (history[0].parent_id, history[0].message_id, history[0].channel_id) == (parent.id, 99, 5)
     assert [job.id for job in await jobs.user_jobs(store, 1, before_id=child.id)] == [parent.id]
+    shown = await jobs.job_shown_by(store, 99)
+    assert shown is not None and shown.id == child.id
+    assert await jobs.job_shown_by(store, 12345) is None
 
 
 async def test_identical_uploads_share_one_picture(store: Store) -> None:
