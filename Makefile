@@ -29,3 +29,4 @@ run: $(BIN)/inpaintbot
 bench: $(BIN)/inpaintbot
 	$(BIN)/python -m bench.engine_overhead
 	$(BIN)/python -m bench.queue_throughput
+	$(BIN)/python -m bench.discord_latency

@@ -25,6 +25,8 @@ class GatedEngine:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.gate = threading.Event()
+        self.waiting = threading.Event()  # a run has reached the gate; ``cancel`` is its cancel event
+        self.cancel: threading.Event | None = None
 
     def load(self, model: str | None = None) -> object:
         return self.engine.load(model)
@@ -33,6 +35,8 @@ class GatedEngine:
         return self.engine.prepare(request)
 
     def run(self, jobs: Sequence[PreparedJob], **options: Any) -> list[InpaintResult]:
+        self.cancel = options.get("cancel")
+        self.waiting.set()
         self.gate.wait(timeout=60)
         return self.engine.run(jobs, **options)
 
