@@ -160,6 +160,7 @@ class Delivery:
         self.edit_interval = edit_interval
         self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._finishing = False
 
     def push(self, event: JobEvent) -> None:
         self._events.put_nowait(event)
@@ -169,9 +170,13 @@ class Delivery:
         self._task.add_done_callback(lambda _: on_done())
 
     async def close(self) -> None:
-        if self._task is not None:
+        """Stop showing progress. A result already being posted is let through to its
+        acknowledgement: cancelled in between, it would be posted again after a restart."""
+        if self._task is None:
+            return
+        if not self._finishing:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -189,6 +194,7 @@ class Delivery:
             if isinstance(event, QueuedEvent | StartedEvent | ProgressEvent):
                 status = event  # replaces an update not shown yet: only the newest matters
                 continue
+            self._finishing = True
             try:
                 await self._finish(event)
             except Exception:
