@@ -18,7 +18,16 @@ from discord.ext import commands, tasks
 
 from bot.config import BotConfig
 from bot.delivery import EDIT_INTERVAL, Delivery
-from bot.queue.base import CancelledEvent, DoneEvent, EventStream, FailedEvent, JobEvent, JobQueue
+from bot.queue.base import (
+    CancelledEvent,
+    DoneEvent,
+    EventStream,
+    FailedEvent,
+    JobEvent,
+    JobQueue,
+    JobSubmission,
+    QueuedEvent,
+)
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.retention import RetentionPolicy, clean_up
@@ -165,6 +174,32 @@ class InpaintBot(commands.Bot):
         for delivery in list(self.deliveries.values()):
             await delivery.close()
         await super().close()
+
+    async def submit(
+        self,
+        submission: JobSubmission,
+        interaction: discord.Interaction | None,
+        *,
+        reply_to: int | None = None,
+    ) -> QueuedEvent:
+        """Queue a job and show its progress and result through ``interaction`` (or in its channel,
+        replying to message ``reply_to``)."""
+        queued = await self.queue.submit(submission)
+        # No await between submit and track: the job's first event must find its delivery.
+        self.track(
+            Delivery(
+                self,
+                self.queue,
+                queued.job_id,
+                submission.user_id,
+                interaction,
+                submission.channel_id,
+                reply_to,
+                store=self.store,
+                edit_interval=self.edit_interval,
+            )
+        )
+        return queued
 
     def track(self, delivery: Delivery) -> None:
         """Route the job's events to ``delivery``; call it right after ``submit`` returns, before any

@@ -14,7 +14,6 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.delivery import Delivery
 from bot.errors import BotError
 from bot.queue.base import JobSubmission
 from bot.store.presets import get_preset, preset_settings
@@ -153,20 +152,7 @@ class Inpaint(commands.Cog):
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
         )
-        queued = await self.bot.queue.submit(submission)
-        # No await between submit and track: the job's first event must find its delivery.
-        self.bot.track(
-            Delivery(
-                self.bot,
-                self.bot.queue,
-                queued.job_id,
-                user_id,
-                interaction,
-                interaction.channel_id,
-                store=self.bot.store,
-                edit_interval=self.bot.edit_interval,
-            )
-        )
+        await self.bot.submit(submission, interaction)
 
 
 async def setup(bot: InpaintBot) -> None:

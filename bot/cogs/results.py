@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot.app import error_message, refuse
 from bot.buttons import Action, JobButton
-from bot.delivery import REROLL_EMOJI, Delivery
+from bot.delivery import REROLL_EMOJI
 from bot.errors import BotError
 from bot.queue.base import JobSubmission
 from bot.store import jobs
@@ -329,21 +329,7 @@ class Results(commands.Cog):
             channel_id=channel_id,
             parent_id=job.id,
         )
-        queued = await self.bot.queue.submit(submission)
-        # No await between submit and track: the job's first event must find its delivery.
-        self.bot.track(
-            Delivery(
-                self.bot,
-                self.bot.queue,
-                queued.job_id,
-                user_id,
-                interaction,
-                channel_id,
-                reply_to,
-                store=store,
-                edit_interval=self.bot.edit_interval,
-            )
-        )
+        await self.bot.submit(submission, interaction, reply_to=reply_to)
 
 
 async def setup(bot: InpaintBot) -> None:
