@@ -56,13 +56,26 @@ class BotConfig(EngineConfig):
         description="Guilds to sync commands to instantly (comma-separated); empty syncs globally.",
     )
 
-    @field_validator("guild_ids", mode="before")
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Other models members may pick with the `model` option (comma-separated); "
+            "INPAINTBOT_MODEL is always offered."
+        ),
+    )
+
+    @field_validator("guild_ids", "models", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """Operators write ``123,456`` in an env file, not JSON."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def allowed_models(self) -> list[str]:
+        """Members may only name these: any other name would let them make the bot download or
+        read whatever they like."""
+        return [self.model, *(name for name in self.models if name != self.model)]
 
     @model_validator(mode="after")
     def _default_database_url(self) -> BotConfig:

@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot.errors import BotError
 from bot.queue.base import JobSubmission
-from bot.store.presets import get_preset, preset_settings
+from bot.store.presets import get_preset, list_presets, preset_settings
 from engine.job import InpaintRequest
 from engine.settings import (
     MAX_PROMPT_CHARS,
@@ -30,6 +30,8 @@ from engine.settings import (
 
 if TYPE_CHECKING:
     from bot.app import InpaintBot
+
+MAX_CHOICES = 25  # Discord's limit for autocomplete answers
 
 # Larger than any picture worth inpainting; refuses huge files before they are read into memory.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
@@ -141,6 +143,9 @@ class Inpaint(commands.Cog):
             settings = preset_settings(await get_preset(self.bot.store, user_id, preset), **values)
         else:
             settings = InpaintSettings.parse(**values)
+        allowed = self.bot.config.allowed_models()
+        if settings.model is not None and settings.model not in allowed:
+            raise BotError(f"Unknown model {settings.model!r}. This bot offers: {', '.join(allowed)}.")
         request = InpaintRequest(
             image=await download(image, "image"),
             mask=await download(mask, "mask") if mask else None,
@@ -153,6 +158,21 @@ class Inpaint(commands.Cog):
             channel_id=interaction.channel_id,
         )
         await self.bot.submit(submission, interaction)
+
+    @inpaint.autocomplete("preset")
+    async def _preset_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
+        presets = await list_presets(self.bot.store, interaction.user.id)
+        return _matching([preset.name for preset in presets], current)
+
+    @inpaint.autocomplete("model")
+    async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
+        return _matching(self.bot.config.allowed_models(), current)
+
+
+def _matching(names: list[str], current: str) -> list[Choice[str]]:
+    """Autocomplete answers: names containing what was typed, at most Discord's 25 (and 100 chars)."""
+    found = [name for name in names if current.casefold() in name.casefold() and len(name) <= 100]
+    return [Choice(name=name, value=name) for name in found[:MAX_CHOICES]]
 
 
 async def setup(bot: InpaintBot) -> None:

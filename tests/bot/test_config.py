@@ -27,3 +27,10 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_batch_size_follows_the_device_unless_set() -> None:
     assert BotConfig(device="cpu", _env_file=None).effective_batch_size() == 1
     assert BotConfig(device="cpu", batch_size=3, _env_file=None).effective_batch_size() == 3
+
+
+def test_models_members_may_pick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INPAINTBOT_MODEL", "base/inpainting")
+    monkeypatch.setenv("INPAINTBOT_MODELS", "extra/sdxl, base/inpainting ,/models/mine.safetensors")
+    config = BotConfig(_env_file=None)
+    assert config.allowed_models() == ["base/inpainting", "extra/sdxl", "/models/mine.safetensors"]

@@ -8,8 +8,10 @@ import pytest
 from PIL import Image
 
 from bot.delivery import DEFAULT_UPLOAD_LIMIT
+from bot.store.presets import save_preset
 from bot.store.retention import BYTES_PER_GB, CleanupReport, RetentionPolicy
 from engine.engine import NO_MASK_MESSAGE
+from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
 from tests.pictures import photo, png_bytes, rect_mask
@@ -109,6 +111,9 @@ async def test_bad_inputs_are_refused_ephemerally_and_the_bot_keeps_serving(
     it = await inpaint(fake_discord, preset="nope")
     assert await refusal(fake_discord, it) == "You have no preset called 'nope'."
 
+    it = await inpaint(fake_discord, model="someone/any-model")  # would download it, or read a path
+    assert (await refusal(fake_discord, it)).startswith("Unknown model 'someone/any-model'.")
+
     it = await inpaint(fake_discord, seed=3)
     assert embed_fields(await result(fake_discord, it))["Seed"] == "3"
 
@@ -183,3 +188,24 @@ async def test_picture_retention_runs_when_the_bot_starts(
     await start_bot(retention_max_gb=1.5)
     await asyncio.wait_for(ran.wait(), timeout=5)
     assert passes == [RetentionPolicy(max_age=None, max_bytes=int(1.5 * BYTES_PER_GB))]
+
+
+async def test_preset_and_model_autocomplete(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
+    bot = await start_bot(models=["extra/sdxl-inpainting"])
+    for name in ("Portrait fix", "hands", "portrait soft"):
+        await save_preset(
+            bot.store,
+            int(fake_discord.alice["user"]["id"]),
+            name,
+            InpaintSettings.parse(steps=9),
+            max_per_user=25,
+        )
+
+    it = await fake_discord.slash("inpaint", {"preset": "portrait"}, focused="preset")
+    answer = await fake_discord.wait_for("callback", it.owns)
+    assert answer.json["type"] == 8  # autocomplete result
+    assert [c["value"] for c in answer.json["data"]["choices"]] == ["Portrait fix", "portrait soft"]
+
+    it = await fake_discord.slash("inpaint", {"model": "SDXL"}, focused="model")
+    answer = await fake_discord.wait_for("callback", it.owns)
+    assert [c["value"] for c in answer.json["data"]["choices"]] == ["extra/sdxl-inpainting"]
