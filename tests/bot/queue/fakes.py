@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from PIL import Image
 
-from bot.queue.base import EventStream, JobEvent
+from bot.queue.base import EventStream, JobEvent, JobQueue, JobSubmission, QueuedEvent, StartedEvent
 from engine.errors import ImageError, JobCancelled
 from engine.job import GeneratedImage, InpaintRequest, InpaintResult, MaskSource, Progress
 from engine.settings import InpaintSettings
@@ -152,6 +152,16 @@ async def next_event(
             if isinstance(event, kind) and job_id in (None, event.job_id) and where(event):
                 return event
     raise AssertionError("the event stream ended")
+
+
+async def hold_worker(
+    queue: JobQueue, events: EventStream, engine: FakeEngine, submission: JobSubmission
+) -> QueuedEvent:
+    """Close the engine's gate and start ``submission``: jobs submitted next wait behind it."""
+    engine.gate.clear()
+    running = await queue.submit(submission)
+    await next_event(events, StartedEvent, running.job_id)
+    return running
 
 
 async def events_until(stream: EventStream, done: Callable[[list[JobEvent]], bool]) -> list[JobEvent]:

@@ -1,17 +1,15 @@
 """Compatible waiting jobs share one engine call, in fair order, up to the batch size in images."""
 
-from bot.queue.base import DoneEvent, JobSubmission, StartedEvent
+from bot.queue.base import DoneEvent, JobSubmission
 from tests.bot.queue.conftest import MakeQueue
-from tests.bot.queue.fakes import FakeEngine, next_event, request
+from tests.bot.queue.fakes import FakeEngine, hold_worker, next_event, request
 
 
 async def test_compatible_jobs_run_together_up_to_the_batch_size(
     make_queue: MakeQueue, fake_engine: FakeEngine
 ) -> None:
     queue, events = await make_queue(batch_size=4)
-    fake_engine.gate.clear()
-    blocker = await queue.submit(JobSubmission(0, request("blocker")))
-    await next_event(events, StartedEvent, blocker.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(0, request("blocker")))
     for user, prompt, settings in [
         (1, "a1", {}),
         (1, "a2", {}),
@@ -30,9 +28,7 @@ async def test_jobs_without_a_batch_key_run_alone(
     make_queue: MakeQueue, fake_engine: FakeEngine
 ) -> None:
     queue, events = await make_queue(batch_size=4)
-    fake_engine.gate.clear()
-    blocker = await queue.submit(JobSubmission(0, request("blocker")))
-    await next_event(events, StartedEvent, blocker.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(0, request("blocker")))
     await queue.submit(JobSubmission(1, request("face 1", auto_mask="face")))
     last = await queue.submit(JobSubmission(2, request("face 2", auto_mask="face")))
     fake_engine.gate.set()
@@ -42,9 +38,7 @@ async def test_jobs_without_a_batch_key_run_alone(
 
 async def test_batch_size_one_never_batches(make_queue: MakeQueue, fake_engine: FakeEngine) -> None:
     queue, events = await make_queue(batch_size=1)
-    fake_engine.gate.clear()
-    blocker = await queue.submit(JobSubmission(0, request("blocker")))
-    await next_event(events, StartedEvent, blocker.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(0, request("blocker")))
     await queue.submit(JobSubmission(1, request("x")))
     last = await queue.submit(JobSubmission(2, request("y")))
     fake_engine.gate.set()
@@ -56,9 +50,7 @@ async def test_only_the_next_batch_is_kept_prepared(
     make_queue: MakeQueue, fake_engine: FakeEngine
 ) -> None:
     queue, events = await make_queue(batch_size=2, queue_max_per_user=20)
-    fake_engine.gate.clear()
-    running = await queue.submit(JobSubmission(0, request("running")))
-    await next_event(events, StartedEvent, running.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(0, request("running")))
     submitted = [await queue.submit(JobSubmission(1, request(str(i)))) for i in range(10)]
     assert fake_engine.alive() <= 1 + 2  # the running job and the next batch, not all ten
     fake_engine.gate.set()

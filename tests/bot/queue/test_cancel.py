@@ -7,7 +7,7 @@ from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus
 from tests.bot.queue.conftest import MakeQueue
-from tests.bot.queue.fakes import FakeEngine, next_event, request
+from tests.bot.queue.fakes import FakeEngine, hold_worker, next_event, request
 
 
 async def status(store: Store, job_id: int) -> JobStatus:
@@ -18,9 +18,7 @@ async def status(store: Store, job_id: int) -> JobStatus:
 
 async def test_cancel_a_queued_job(make_queue: MakeQueue, fake_engine: FakeEngine, store: Store) -> None:
     queue, events = await make_queue()
-    fake_engine.gate.clear()
-    running = await queue.submit(JobSubmission(1, request("running")))
-    await next_event(events, StartedEvent, running.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(1, request("running")))
     doomed = await queue.submit(JobSubmission(2, request("doomed")))
     behind = await queue.submit(JobSubmission(3, request("behind")))
     assert (doomed.position, behind.position) == (1, 2)
@@ -60,9 +58,7 @@ async def test_cancelling_one_job_of_a_batch_reruns_the_others(
 ) -> None:
     queue, events = await make_queue(batch_size=2)
     loop = asyncio.get_running_loop()
-    fake_engine.gate.clear()
-    blocker = await queue.submit(JobSubmission(0, request("blocker")))
-    await next_event(events, StartedEvent, blocker.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(0, request("blocker")))
     mine = await queue.submit(JobSubmission(1, request("mine")))
     mate = await queue.submit(JobSubmission(2, request("mate")))
 

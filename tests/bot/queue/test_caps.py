@@ -5,19 +5,17 @@ import asyncio
 import pytest
 
 from bot.errors import QueueFullError
-from bot.queue.base import DoneEvent, JobSubmission, StartedEvent
+from bot.queue.base import DoneEvent, JobSubmission
 from engine.errors import ImageError
 from tests.bot.queue.conftest import MakeQueue
-from tests.bot.queue.fakes import NOT_AN_IMAGE, FakeEngine, next_event, request
+from tests.bot.queue.fakes import NOT_AN_IMAGE, FakeEngine, hold_worker, next_event, request
 
 
 async def test_per_user_cap_counts_the_running_job(
     make_queue: MakeQueue, fake_engine: FakeEngine
 ) -> None:
     queue, events = await make_queue(queue_max_per_user=3)
-    fake_engine.gate.clear()
-    first = await queue.submit(JobSubmission(1, request("1")))
-    await next_event(events, StartedEvent, first.job_id)
+    first = await hold_worker(queue, events, fake_engine, JobSubmission(1, request("1")))
     for prompt in ("2", "3"):
         await queue.submit(JobSubmission(1, request(prompt)))
     with pytest.raises(QueueFullError, match=r"one person may have at a time \(3\)") as error:

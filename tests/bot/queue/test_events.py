@@ -8,7 +8,7 @@ from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus
 from tests.bot.queue.conftest import MakeQueue
-from tests.bot.queue.fakes import FakeEngine, events_until, next_event, request
+from tests.bot.queue.fakes import FakeEngine, events_until, hold_worker, next_event, request
 
 
 async def test_a_job_reports_queued_started_progress_done(make_queue: MakeQueue, store: Store) -> None:
@@ -40,9 +40,7 @@ async def test_previews_go_only_to_jobs_that_asked(
     make_queue: MakeQueue, fake_engine: FakeEngine
 ) -> None:
     queue, events = await make_queue(batch_size=2)
-    fake_engine.gate.clear()
-    blocker = await queue.submit(JobSubmission(0, request()))
-    await next_event(events, StartedEvent, blocker.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(0, request()))
     wants = await queue.submit(JobSubmission(1, request(), previews=True))
     plain = await queue.submit(JobSubmission(2, request()))
     fake_engine.gate.set()
@@ -57,9 +55,7 @@ async def test_positions_and_etas_follow_the_queue(
     first = await queue.submit(JobSubmission(1, request()))
     await next_event(events, DoneEvent, first.job_id)  # now the queue knows how long such a job takes
 
-    fake_engine.gate.clear()
-    running = await queue.submit(JobSubmission(1, request()))
-    await next_event(events, StartedEvent, running.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(1, request()))
     second = await queue.submit(JobSubmission(2, request()))
     third = await queue.submit(JobSubmission(3, request()))
     assert (second.position, third.position) == (1, 2)

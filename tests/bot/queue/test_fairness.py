@@ -5,7 +5,7 @@ import asyncio
 from bot.queue.base import JobSubmission, StartedEvent
 from bot.queue.fairness import FairQueue
 from tests.bot.queue.conftest import MakeQueue
-from tests.bot.queue.fakes import FakeEngine, events_until, next_event, request
+from tests.bot.queue.fakes import FakeEngine, events_until, hold_worker, next_event, request
 
 
 def test_pop_order_is_round_robin_and_iteration_predicts_it() -> None:
@@ -51,9 +51,7 @@ async def test_many_users_are_served_round_by_round(
     make_queue: MakeQueue, fake_engine: FakeEngine
 ) -> None:
     queue, events = await make_queue(queue_max_per_user=3, queue_max_total=100)
-    fake_engine.gate.clear()
-    blocker = await queue.submit(JobSubmission(0, request("blocker")))
-    await next_event(events, StartedEvent, blocker.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(0, request("blocker")))
 
     round_of: dict[int, int] = {}  # job id -> which of its user's jobs it is (0, 1, 2)
 

@@ -9,7 +9,7 @@ from bot.store.database import Store
 from bot.store.models import ImageRole, JobStatus
 from engine.errors import ModelLoadError, OutOfMemoryError
 from tests.bot.queue.conftest import MakeQueue
-from tests.bot.queue.fakes import FakeEngine, next_event, request, tiny_png
+from tests.bot.queue.fakes import FakeEngine, hold_worker, next_event, request, tiny_png
 
 
 async def test_engine_errors_fail_only_their_job(
@@ -40,9 +40,7 @@ async def test_a_batch_that_runs_out_of_memory_is_retried_one_by_one(
     make_queue: MakeQueue, fake_engine: FakeEngine
 ) -> None:
     queue, events = await make_queue(batch_size=2)
-    fake_engine.gate.clear()
-    blocker = await queue.submit(JobSubmission(0, request("blocker")))
-    await next_event(events, StartedEvent, blocker.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(0, request("blocker")))
     first = await queue.submit(JobSubmission(1, request("first")))
     second = await queue.submit(JobSubmission(2, request("second")))
 
@@ -101,9 +99,7 @@ async def test_a_job_whose_pictures_vanish_while_waiting_fails_alone(
     make_queue: MakeQueue, fake_engine: FakeEngine, store: Store
 ) -> None:
     queue, events = await make_queue(queue_max_per_user=10)
-    fake_engine.gate.clear()
-    running = await queue.submit(JobSubmission(1, request("running")))
-    await next_event(events, StartedEvent, running.job_id)
+    await hold_worker(queue, events, fake_engine, JobSubmission(1, request("running")))
     other = await queue.submit(JobSubmission(2, request("other")))
     doomed = await queue.submit(JobSubmission(1, replace(request("doomed"), mask=tiny_png(99))))
     assert (other.position, doomed.position) == (1, 2)  # so only "other" is prepared already
