@@ -16,14 +16,13 @@ from discord.ext import commands
 
 from bot.errors import BotError
 from bot.queue.base import JobSubmission
-from bot.store.presets import get_preset, list_presets, preset_settings
+from bot.store.presets import resolve_settings, visible_presets
 from engine.job import InpaintRequest
 from engine.settings import (
     MAX_PROMPT_CHARS,
     MAX_SEED,
     Area,
     AutoMask,
-    InpaintSettings,
     MaskedContent,
     Sampler,
 )
@@ -75,7 +74,7 @@ class Inpaint(commands.Cog):
         prompt="What to paint in the masked area",
         negative_prompt="What to avoid",
         auto_mask="Find and repaint faces instead of using a mask",
-        preset="One of your saved presets; options you set here win",
+        preset="One of your or this server's presets; options you set here win",
         strength="Denoising strength: 0 keeps the original, 1 ignores it (0.75; faces 0.4)",
         steps="Sampling steps (25)",
         guidance="CFG scale: how closely to follow the prompt (7)",
@@ -139,10 +138,13 @@ class Inpaint(commands.Cog):
             "model": model,
         }
         user_id = interaction.user.id
-        if preset is not None:
-            settings = preset_settings(await get_preset(self.bot.store, user_id, preset), **values)
-        else:
-            settings = InpaintSettings.parse(**values)
+        settings = await resolve_settings(
+            self.bot.store,
+            user_id=user_id,
+            guild_id=interaction.guild_id,
+            preset=preset,
+            options=values,
+        )
         allowed = self.bot.config.allowed_models()
         if settings.model is not None and settings.model not in allowed:
             raise BotError(f"Unknown model {settings.model!r}. This bot offers: {', '.join(allowed)}.")
@@ -161,18 +163,29 @@ class Inpaint(commands.Cog):
 
     @inpaint.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
-        presets = await list_presets(self.bot.store, interaction.user.id)
-        return _matching([preset.name for preset in presets], current)
+        presets = await visible_presets(self.bot.store, interaction.user.id, interaction.guild_id)
+        return _matching(
+            [preset.name for preset in presets],
+            current,
+            labels=[f"{p.name} (server)" if p.guild_id else p.name for p in presets],
+        )
 
     @inpaint.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
         return _matching(self.bot.config.allowed_models(), current)
 
 
-def _matching(names: list[str], current: str) -> list[Choice[str]]:
-    """Autocomplete answers: names containing what was typed, at most Discord's 25 (and 100 chars)."""
-    found = [name for name in names if current.casefold() in name.casefold() and len(name) <= 100]
-    return [Choice(name=name, value=name) for name in found[:MAX_CHOICES]]
+def _matching(
+    names: list[str], current: str, *, labels: list[str] | None = None
+) -> list[Choice[str]]:
+    """Autocomplete answers: names containing what was typed, at most Discord's 25 (and 100 chars).
+    ``labels`` are what the member sees for each name, if not the name itself."""
+    found = [
+        Choice(name=label, value=name)
+        for name, label in zip(names, labels or names, strict=True)
+        if current.casefold() in name.casefold() and len(name) <= 100
+    ]
+    return found[:MAX_CHOICES]
 
 
 async def setup(bot: InpaintBot) -> None:

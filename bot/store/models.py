@@ -22,7 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
-    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -88,9 +88,11 @@ class ImageRole(StrEnum):
 
 
 class NsfwPolicy(StrEnum):
-    BLOCK = "block"
-    AGE_RESTRICTED_CHANNELS = "age-restricted"  # only in channels Discord marks age-restricted
-    ALLOW = "allow"
+    """What happens to a result the safety checker flags; age-restricted channels are always exempt."""
+
+    OFF = "off"  # post it as it is
+    SPOILER = "spoiler"  # post it behind a spoiler
+    BLOCK = "block"  # post a note instead of the picture
 
 
 class User(Base):
@@ -98,6 +100,10 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # ``use_alter``: users and presets point at each other, so this key is added after both tables.
+    default_preset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("presets.id", ondelete="SET NULL", use_alter=True)
+    )
 
 
 class Image(Base):
@@ -120,12 +126,37 @@ class Image(Base):
 
 
 class Preset(Base):
+    """A user's named settings, or (``guild_id`` set) a server preset that every member there sees.
+
+    Names are unique per owner ignoring case: ``name_key`` is the case-folded name, and two partial
+    unique indexes cover the two kinds of owner (a user's own presets, a server's presets).
+    """
+
     __tablename__ = "presets"
-    __table_args__ = (UniqueConstraint("user_id", "name"),)
+    __table_args__ = (
+        Index(
+            "uq_presets_user_id_name_key",
+            "user_id",
+            "name_key",
+            unique=True,
+            sqlite_where=text("guild_id IS NULL"),
+            postgresql_where=text("guild_id IS NULL"),
+        ),
+        Index(
+            "uq_presets_guild_id_name_key",
+            "guild_id",
+            "name_key",
+            unique=True,
+            sqlite_where=text("guild_id IS NOT NULL"),
+            postgresql_where=text("guild_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))  # who saved it
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)  # set for server presets
     name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(64))
     settings: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -177,6 +208,7 @@ class JobImage(Base):
     position: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="RESTRICT"), index=True)
     seed: Mapped[int | None] = mapped_column(BigInteger)
+    nsfw: Mapped[bool | None]  # the safety checker's verdict on an output; None: not checked
 
     job: Mapped[Job] = relationship(back_populates="images")
     image: Mapped[Image] = relationship(lazy="joined")

@@ -109,7 +109,10 @@ async def test_bad_inputs_are_refused_ephemerally_and_the_bot_keeps_serving(
     assert await refusal(fake_discord, it) == "steps must be between 1 and 150 (got 500)."
 
     it = await inpaint(fake_discord, preset="nope")
-    assert await refusal(fake_discord, it) == "You have no preset called 'nope'."
+    assert await refusal(fake_discord, it) == (
+        "You have no preset called 'nope', and neither does this server. "
+        "`/preset list` shows the ones you can use."
+    )
 
     it = await inpaint(fake_discord, model="someone/any-model")  # would download it, or read a path
     assert (await refusal(fake_discord, it)).startswith("Unknown model 'someone/any-model'.")

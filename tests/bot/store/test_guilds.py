@@ -17,10 +17,10 @@ async def test_unknown_guild_gets_defaults(store: Store) -> None:
 
 async def test_update_changes_only_what_is_given(store: Store) -> None:
     await guilds.update_guild_settings(store, 5, allowed_channel_ids=[3, 1, 3], max_jobs_per_user=2)
-    await guilds.update_guild_settings(store, 5, nsfw_policy=NsfwPolicy.AGE_RESTRICTED_CHANNELS)
+    await guilds.update_guild_settings(store, 5, nsfw_policy=NsfwPolicy.SPOILER)
     settings = await guilds.get_guild_settings(store, 5)
     assert (settings.allowed_channel_ids, settings.max_jobs_per_user) == ([1, 3], 2)
-    assert settings.nsfw_policy is NsfwPolicy.AGE_RESTRICTED_CHANNELS
+    assert settings.nsfw_policy is NsfwPolicy.SPOILER
     assert settings.allows_channel(3) and not settings.allows_channel(2)
     await guilds.update_guild_settings(store, 5, max_jobs_per_user=None)
     assert (await guilds.get_guild_settings(store, 5)).max_jobs_per_user is None
