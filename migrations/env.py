@@ -44,9 +44,20 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode rebuilds a table as copy, drop, rename. With foreign keys enforced, dropping the
+        # old ``users`` would cascade into presets and jobs, so they are off while migrating (outside
+        # a transaction, where SQLite honours the pragma) and checked afterwards.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
     context.configure(connection=connection, **OPTIONS)
     with context.begin_transaction():
         context.run_migrations()
+    if sqlite:
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"the migration left rows with dangling foreign keys: {broken[:5]}")
 
 
 async def run_migrations_online() -> None:

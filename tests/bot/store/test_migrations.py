@@ -53,3 +53,37 @@ def test_migrations_also_speak_postgresql() -> None:
     command.upgrade(config, "head", sql=True)
     sql = config.output_buffer.getvalue()
     assert "CREATE TABLE jobs" in sql and "TIMESTAMP WITH TIME ZONE" in sql and "BIGINT" in sql
+
+
+def test_0003_keeps_existing_presets_and_maps_the_old_nsfw_policies(bot_config: BotConfig) -> None:
+    upgrade_database(bot_config, "0002")
+    path = bot_config.database_url.removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(path) as connection:
+        connection.execute("INSERT INTO users (id, created_at) VALUES (1, '2026-01-01')")
+        connection.execute(
+            "INSERT INTO presets (user_id, name, settings, created_at, updated_at) "
+            "VALUES (1, 'Portrait', '{\"steps\": 40}', '2026-01-01', '2026-01-01')"
+        )
+        connection.execute(
+            "INSERT INTO jobs (user_id, settings, status, attempts, kept, created_at) "
+            "VALUES (1, '{}', 'DONE', 1, 0, '2026-01-01')"
+        )
+        for guild_id, policy in ((10, "ALLOW"), (11, "AGE_RESTRICTED_CHANNELS"), (12, "BLOCK")):
+            connection.execute(
+                "INSERT INTO guild_settings (guild_id, allowed_channel_ids, nsfw_policy, updated_at) "
+                "VALUES (?, '[]', ?, '2026-01-01')",
+                (guild_id, policy),
+            )
+    upgrade_database(bot_config)
+    with sqlite3.connect(path) as connection:
+        presets = connection.execute("SELECT name, name_key, guild_id FROM presets").fetchall()
+        policies = connection.execute(
+            "SELECT guild_id, nsfw_policy FROM guild_settings ORDER BY guild_id"
+        ).fetchall()
+        jobs = connection.execute("SELECT user_id FROM jobs").fetchall()
+    assert presets == [("Portrait", "portrait", None)]
+    assert jobs == [(1,)]  # rebuilding ``users`` must not cascade into its jobs
+    assert policies == [(10, "OFF"), (11, "BLOCK"), (12, "BLOCK")]
+    downgrade_database(bot_config, "0002")
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT name FROM presets").fetchall() == [("Portrait",)]
