@@ -2,6 +2,11 @@
 
 Every variable is documented in the README's configuration table; the bot's own configuration extends
 this class so one object holds everything.
+
+ControlNets (``INPAINTBOT_CONTROLNET_*``) default to lllyasviel's SD 1.5 v1.1 Tile and Inpaint models.
+For SDXL bases, Tile defaults to xinsir's SDXL tile ControlNet, the one most used with diffusers; no
+public SDXL ControlNet is trained on ``inpaint_only``'s control image (masked pixels at -1), so the SDXL
+Inpaint one has no default and such jobs are refused until the operator names one.
 """
 
 from __future__ import annotations
@@ -9,10 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
+DEFAULT_CONTROLNET_TILE = "lllyasviel/control_v11f1e_sd15_tile"
+DEFAULT_CONTROLNET_INPAINT = "lllyasviel/control_v11p_sd15_inpaint"
+DEFAULT_CONTROLNET_TILE_SDXL = "xinsir/controlnet-tile-sdxl-1.0"
 
 
 class EngineConfig(BaseSettings):
@@ -38,3 +47,46 @@ class EngineConfig(BaseSettings):
     face_detector_model: Path | None = Field(
         None, description="Optional YuNet ONNX file for cv2.FaceDetectorYN (better than Haar)."
     )
+    safety_checker: str | None = Field(
+        DEFAULT_SAFETY_CHECKER,
+        description=(
+            "NSFW checker for results (Hub id or local folder of a StableDiffusionSafetyChecker with "
+            "its preprocessor_config.json); 'none' turns checking off, so no server policy applies."
+        ),
+    )
+    # ControlNets: Hub ids, local diffusers folders or single .safetensors files, loaded on first use.
+    controlnet_tile: str = Field(
+        DEFAULT_CONTROLNET_TILE, min_length=1, description="Tile ControlNet for SD 1.x."
+    )
+    controlnet_inpaint: str = Field(
+        DEFAULT_CONTROLNET_INPAINT, min_length=1, description="Inpaint ControlNet for SD 1.x."
+    )
+    controlnet_tile_sdxl: str | None = Field(
+        DEFAULT_CONTROLNET_TILE_SDXL, description="Tile ControlNet for SDXL; empty: none."
+    )
+    controlnet_inpaint_sdxl: str | None = Field(
+        None, description="Inpaint ControlNet for SDXL (no public default); unset: refused."
+    )
+    controlnet_base_model: str | None = Field(
+        None,
+        description=(
+            "Regular (4-channel) model that ControlNet jobs run on when the chosen model is an "
+            "inpainting checkpoint, which ControlNets were not trained with; unset: such jobs are refused."
+        ),
+    )
+
+    @field_validator(
+        "controlnet_tile_sdxl", "controlnet_inpaint_sdxl", "controlnet_base_model", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``INPAINTBOT_CONTROLNET_TILE_SDXL=`` in .env switches the default off."""
+        return None if value == "" else value
+
+    @field_validator("safety_checker", mode="before")
+    @classmethod
+    def _none_is_off(cls, value: object) -> object:
+        """``INPAINTBOT_SAFETY_CHECKER=none`` (or empty) turns the checker off."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value

@@ -9,6 +9,10 @@ A job goes through two stages:
    every pixel outside the mask is bit-identical to the input.
 
 Several prepared jobs with the same ``batch_key`` can run as one pipeline call, one generator per image.
+
+A job with a ControlNet (Tile or Inpaint) runs on a regular checkpoint through diffusers' ControlNet
+inpainting pipeline that shares the base model's weights (see ``engine.controlnet``); everything else,
+crops, masks and the composite, is the same.
 """
 
 from __future__ import annotations
@@ -20,15 +24,16 @@ import threading
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from engine import faces, images, masking
+from engine import controlnet, faces, images, latents, masking
 from engine.config import EngineConfig
-from engine.errors import JobCancelled, MaskError, OutOfMemoryError
+from engine.errors import JobCancelled, MaskError, OutOfMemoryError, SettingsError
 from engine.job import (
     GeneratedImage,
     InpaintRequest,
@@ -42,7 +47,7 @@ from engine.models import LoadedModel, ModelManager, resolve_device
 from engine.preview import latent_preview
 from engine.prompts import PromptEncoder
 from engine.samplers import make_scheduler
-from engine.settings import Area, AutoMask, InpaintSettings, MaskedContent
+from engine.settings import Area, AutoMask, ControlNet, InpaintSettings, MaskedContent
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,7 @@ class PreparedJob:
     mask_source: MaskSource
     passes: tuple[MaskPass, ...]
     prepare_seconds: float = 0.0
+    controlnet: str | None = None  # the ControlNet model the job's settings asked for
 
     @property
     def processing_size(self) -> tuple[int, int]:
@@ -94,6 +100,12 @@ class PreparedJob:
             s.guidance,
             s.sampler,
             s.masked_content,
+            self.controlnet,
+            s.controlnet,
+            s.control_weight,
+            s.control_start,
+            s.control_end,
+            s.tile_downsample,
         )
 
 
@@ -140,6 +152,11 @@ class Engine:
         masks, source = self._find_masks(request, settings, image)
         original = images.flatten(image)
         model = self.models.get(settings.model or self.config.model)
+        control = None
+        if settings.controlnet is not ControlNet.NONE:
+            model = self._controlnet_base(model)
+            control = controlnet.model_name(self.config, settings.controlnet, sdxl=model.sdxl)
+            self.models.controlnet_pipe(model, control)  # a missing ControlNet fails at submission
         long_side = settings.resolution or model.native_size
         area = Area.MASKED if source is MaskSource.FACE else settings.area
         passes = []
@@ -160,7 +177,26 @@ class Engine:
             mask_source=source,
             passes=tuple(passes),
             prepare_seconds=time.perf_counter() - started,
+            controlnet=control,
         )
+
+    def _controlnet_base(self, model: LoadedModel) -> LoadedModel:
+        """ControlNets are trained on regular checkpoints: swap an inpainting one for the operator's."""
+        if not model.inpainting:
+            return model
+        base = self.config.controlnet_base_model
+        if base is None:
+            raise SettingsError(
+                f"ControlNets do not work with inpainting (9-channel) checkpoints like {model.name!r}. "
+                "Choose a regular model, or ask the operator to set INPAINTBOT_CONTROLNET_BASE_MODEL."
+            )
+        regular = self.models.get(base)
+        if regular.inpainting:
+            raise SettingsError(
+                f"INPAINTBOT_CONTROLNET_BASE_MODEL ({base!r}) is an inpainting checkpoint too; "
+                "ControlNets need a regular one."
+            )
+        return regular
 
     def _find_masks(
         self, request: InpaintRequest, settings: InpaintSettings, image: Image.Image
@@ -227,9 +263,9 @@ class Engine:
     def _denoise_pass(
         self, model: LoadedModel, rows: list[_Row], index: int, tracker: _StepTracker
     ) -> None:
-        settings = rows[0].job.settings
-        steps_run = denoising_steps(settings)
-        if steps_run == 0:
+        job = rows[0].job
+        settings = job.settings
+        if denoising_steps(settings) == 0:
             return  # strength 0: the masked area stays as it is
         mask_pass = [row.job.passes[index] for row in rows]
         width, height = mask_pass[0].size
@@ -241,51 +277,35 @@ class Engine:
             p.mask.crop(p.box.as_tuple()).resize((width, height), Image.Resampling.BILINEAR)
             for p in mask_pass
         ]
+        # The control image follows the picture as it is, before any fill.
+        control = _control_inputs(rows, crops, crop_masks) if job.controlnet else None
         if settings.masked_content is MaskedContent.FILL:
             crops = [
                 masking.fill_masked(crop, mask) for crop, mask in zip(crops, crop_masks, strict=True)
             ]
 
         pipe = model.pipe
+        if job.controlnet is not None:
+            pipe = self.models.controlnet_pipe(model, job.controlnet)
         pipe.scheduler = make_scheduler(settings.sampler, model.base_scheduler_config)
         generators = [torch.Generator("cpu").manual_seed(row.seed + index) for row in rows]
         embeds = PromptEncoder(pipe).encode(
             [row.job.settings.prompt for row in rows], [row.job.settings.negative_prompt for row in rows]
         )
-        pixels = pipe.image_processor.preprocess(crops, height=height, width=width)
-        pixels = pixels.to(model.device, model.dtype)
         mask = pipe.mask_processor.preprocess(crop_masks, height=height, width=width).to(
             model.device, model.dtype
         )
-        if model.inpainting and settings.strength == 1.0:
-            # A pure-noise start: the picture reaches a 9-channel UNet only through the masked-image
-            # latents below, so encoding it here would be wasted work.
-            latent_shape = (
-                len(rows),
-                4,
-                height // pipe.vae_scale_factor,
-                width // pipe.vae_scale_factor,
-            )
-            image_latents = torch.zeros(latent_shape, device=model.device, dtype=model.dtype)
-        else:
-            image_latents = _encode(model, pixels)
-        latent_mask = F.interpolate(mask, size=image_latents.shape[-2:])
-        if settings.masked_content is MaskedContent.LATENT_NOISE:
-            noise = randn_tensor(
-                image_latents.shape, generator=generators, device=model.device, dtype=model.dtype
-            )
-            image_latents = image_latents * (1 - latent_mask) + noise * latent_mask
-        elif settings.masked_content is MaskedContent.LATENT_NOTHING:
-            image_latents = image_latents * (1 - latent_mask)
-        # 9-channel UNets see the picture with the masked part greyed out; 4-channel ones ignore this.
-        masked_latents = _encode(model, pixels * (mask < 0.5)) if model.inpainting else image_latents
+        inputs: dict[str, Any]
+        if control is None:
+            inputs = _latent_inputs(model, crops, mask, settings, generators)
+        else:  # the ControlNet pipelines encode the crops themselves (engine.controlnet)
+            inputs = {"image": crops, **control}
 
         started = time.perf_counter()
         output = pipe(
             **embeds.as_kwargs(),
-            image=image_latents,
+            **inputs,
             mask_image=mask,
-            masked_image_latents=masked_latents,
             height=height,
             width=width,
             strength=settings.strength,
@@ -315,6 +335,7 @@ class Engine:
                         size=job.processing_size,
                         model=model.name,
                         mask_source=job.mask_source.value,
+                        controlnet=job.controlnet,
                     ),
                 )
                 for row in rows
@@ -336,25 +357,67 @@ class Engine:
         return results
 
 
+def _latent_inputs(
+    model: LoadedModel,
+    crops: list[Image.Image],
+    mask: torch.Tensor,
+    settings: InpaintSettings,
+    generators: list[torch.Generator],
+) -> dict[str, torch.Tensor]:
+    """The start latents, with the masked-content mode applied, and the masked-image latents."""
+    pipe = model.pipe
+    height, width = mask.shape[-2:]
+    pixels = pipe.image_processor.preprocess(crops, height=height, width=width)
+    pixels = pixels.to(model.device, model.dtype)
+    if model.inpainting and settings.strength == 1.0:
+        # A pure-noise start: the picture reaches a 9-channel UNet only through the masked-image
+        # latents below, so encoding it here would be wasted work.
+        latent_shape = (
+            len(crops),
+            4,
+            height // pipe.vae_scale_factor,
+            width // pipe.vae_scale_factor,
+        )
+        image_latents = torch.zeros(latent_shape, device=model.device, dtype=model.dtype)
+    else:
+        image_latents = latents.encode(pipe.vae, pixels, model.dtype)
+    latent_mask = F.interpolate(mask, size=image_latents.shape[-2:])
+    if settings.masked_content is MaskedContent.LATENT_NOISE:
+        noise = randn_tensor(
+            image_latents.shape, generator=generators, device=model.device, dtype=model.dtype
+        )
+        image_latents = image_latents * (1 - latent_mask) + noise * latent_mask
+    elif settings.masked_content is MaskedContent.LATENT_NOTHING:
+        image_latents = image_latents * (1 - latent_mask)
+    # 9-channel UNets see the picture with the masked part greyed out; 4-channel ones ignore this.
+    masked_latents = image_latents
+    if model.inpainting:
+        masked_latents = latents.encode(pipe.vae, pixels * (mask < 0.5), model.dtype)
+    return {"image": image_latents, "masked_image_latents": masked_latents}
+
+
+def _control_inputs(
+    rows: list[_Row], crops: list[Image.Image], crop_masks: list[Image.Image]
+) -> dict[str, Any]:
+    """Each image's control image, and the ControlNet settings the batch shares (its batch_key)."""
+    settings = rows[0].job.settings
+    images = [
+        controlnet.control_image(settings.controlnet, crop, mask, row.job.settings.tile_downsample)
+        for row, crop, mask in zip(rows, crops, crop_masks, strict=True)
+    ]
+    return {
+        "control_image": controlnet.as_tensor(images),
+        "controlnet_conditioning_scale": settings.control_weight,
+        "control_guidance_start": settings.control_start,
+        "control_guidance_end": settings.control_end,
+    }
+
+
 def _scheduled_steps(settings: InpaintSettings) -> int:
     """Length of the full schedule such that at least one step survives diffusers' strength cut."""
     if int(settings.steps * settings.strength) >= 1:
         return settings.steps
     return math.ceil(1 / settings.strength)
-
-
-def _encode(model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
-    """VAE-encode pixels in [-1, 1] to scaled latents, deterministically (the distribution's mode)."""
-    vae = model.pipe.vae
-    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    if upcast:  # the SDXL VAE overflows in fp16
-        vae.to(torch.float32)
-    with torch.no_grad():
-        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
-    if upcast:
-        vae.to(torch.float16)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return ((latents - shift) * vae.config.scaling_factor).to(model.dtype)
 
 
 class _StepTracker:

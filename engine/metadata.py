@@ -11,15 +11,22 @@ import io
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from engine.controlnet import MODULES, short_name
 from engine.samplers import A1111_NAMES
-from engine.settings import Area, InpaintSettings
+from engine.settings import Area, ControlNet, InpaintSettings
 
 # PNG compression 1 is ~5x faster than Pillow's default 6 and ~10% bigger: big photos must not stall.
 PNG_COMPRESS_LEVEL = 1
 
 
 def a1111_parameters(
-    settings: InpaintSettings, *, seed: int, size: tuple[int, int], model: str, mask_source: str
+    settings: InpaintSettings,
+    *,
+    seed: int,
+    size: tuple[int, int],
+    model: str,
+    mask_source: str,
+    controlnet: str | None = None,
 ) -> str:
     """The three-part text A1111 writes: prompt line, negative prompt line, then ``Key: value`` pairs."""
     fields = {
@@ -40,11 +47,31 @@ def a1111_parameters(
         fields["Mask mode"] = "Inpaint not masked"
     if settings.mask_grow:
         fields["Mask grow"] = settings.mask_grow
+    if controlnet is not None:
+        fields["ControlNet 0"] = _quote(_controlnet_unit(settings, controlnet))
     lines = [settings.prompt]
     if settings.negative_prompt:
         lines.append(f"Negative prompt: {settings.negative_prompt}")
     lines.append(", ".join(f"{key}: {value}" for key, value in fields.items()))
     return "\n".join(lines)
+
+
+def _controlnet_unit(settings: InpaintSettings, controlnet: str) -> str:
+    """sd-webui-controlnet's unit text; for tile_resample, Threshold A is the down-sampling rate."""
+    unit = {
+        "Module": MODULES[settings.controlnet],
+        "Model": short_name(controlnet),
+        "Weight": f"{settings.control_weight:g}",
+        "Resize Mode": "Crop and Resize",
+    }
+    if settings.controlnet is ControlNet.TILE:
+        unit["Threshold A"] = f"{settings.tile_downsample:g}"
+    unit |= {
+        "Guidance Start": f"{settings.control_start:g}",
+        "Guidance End": f"{settings.control_end:g}",
+        "Control Mode": "Balanced",
+    }
+    return ", ".join(f"{key}: {value}" for key, value in unit.items())
 
 
 def _quote(value: str) -> str:

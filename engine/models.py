@@ -4,6 +4,9 @@ A model is named the way users know it: a Hub id (``stable-diffusion-v1-5/stable
 a local diffusers folder, or a single ``.safetensors`` checkpoint. Inpainting checkpoints (9-channel
 UNet) and regular ones (4-channel, diffusers blends the original back outside the mask each step) both
 load into the matching diffusers inpainting pipeline, SD1.x/2.x and SDXL alike.
+
+ControlNets are named the same ways. Each one is loaded when a job first asks for it and kept with the
+base model it runs on, in a pipeline that shares that model's components, so it goes when the base does.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import (
     AutoPipelineForInpainting,
+    ControlNetModel,
     StableDiffusionInpaintPipeline,
     StableDiffusionXLInpaintPipeline,
 )
@@ -30,6 +34,7 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, Repo
 from safetensors import safe_open
 from transformers.utils import logging as transformers_logging
 
+from engine.controlnet import ControlNetInpaintPipeline, ControlNetInpaintXLPipeline
 from engine.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,8 @@ class LoadedModel:
     inpainting: bool  # 9-channel UNet
     native_size: int  # the long side the model was trained at (512, 768, 1024)
     base_scheduler_config: Any
+    # ControlNet pipelines built on ``pipe``, by ControlNet name (see ModelManager.controlnet_pipe).
+    controlnet_pipes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -95,6 +102,29 @@ class ModelManager:
             model = self._load(name)
             self._loaded[name] = model
             return model
+
+    def controlnet_pipe(self, model: LoadedModel, name: str) -> Any:
+        """The ControlNet inpainting pipeline on ``model``'s components, loading the ControlNet once."""
+        with self._lock:
+            if name not in model.controlnet_pipes:
+                model.controlnet_pipes[name] = self._controlnet_pipe(model, name)
+            return model.controlnet_pipes[name]
+
+    def _controlnet_pipe(self, model: LoadedModel, name: str) -> Any:
+        log.info("loading ControlNet %s for %s", name, model.name)
+        controlnet = _load_controlnet(name, self.dtype)
+        # The ControlNet's residuals enter the UNet's blocks: the widths of both must match.
+        if controlnet.config.cross_attention_dim != model.pipe.unet.config.cross_attention_dim:
+            raise ModelLoadError(
+                f"The ControlNet {name!r} does not fit the model {model.name!r}: a ControlNet only "
+                "works with the family it was trained for (SD 1.x, SD 2.x or SDXL)."
+            )
+        controlnet.to(self.device)
+        pipeline_class = ControlNetInpaintXLPipeline if model.sdxl else ControlNetInpaintPipeline
+        # from_pipe casts every component to its dtype (float32 unless told): the shared ones too.
+        pipe = pipeline_class.from_pipe(model.pipe, controlnet=controlnet, dtype=self.dtype)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def native_size(self, name: str) -> int:
         """The long side the model was trained at, from its config files when it is not loaded yet.
@@ -179,7 +209,30 @@ def _load_pipeline(name: str, dtype: torch.dtype, single_file_config: str | None
         raise ModelLoadError(_describe_load_failure(name, exc)) from None
 
 
-def _describe_load_failure(name: str, exc: BaseException) -> str:
+def _load_controlnet(name: str, dtype: torch.dtype) -> Any:
+    """A ``ControlNetModel``; typed Any as pipelines are (its ``config`` and ``to`` come at run time)."""
+    path = Path(name).expanduser()
+    try:
+        if path.is_file():
+            _require_safetensors(path)
+            return ControlNetModel.from_single_file(str(path), dtype=dtype)
+        if not path.is_dir() and (
+            name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt"))
+        ):
+            raise ModelLoadError(f"The ControlNet file or folder {name!r} does not exist.")
+        return ControlNetModel.from_pretrained(name, dtype=dtype)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        log.warning("ControlNet %s failed to load", name, exc_info=True)
+        raise ModelLoadError(_describe_load_failure(name, exc, "a ControlNet")) from None
+
+
+def _describe_load_failure(
+    name: str,
+    exc: BaseException,
+    expected: str = "a Stable Diffusion (1.x, 2.x or XL) inpainting model",
+) -> str:
     """diffusers wraps Hub errors in generic ones; the original cause says what the user must fix."""
     cause: BaseException | None = exc
     while cause is not None:
@@ -193,10 +246,7 @@ def _describe_load_failure(name: str, exc: BaseException) -> str:
         if isinstance(cause, HfHubHTTPError):
             return f"The model {name!r} could not be downloaded: {_first_line(cause)}"
         cause = cause.__cause__ or cause.__context__
-    return (
-        f"The model {name!r} could not be loaded as a Stable Diffusion (1.x, 2.x or XL) "
-        f"inpainting model: {_first_line(exc)}"
-    )
+    return f"The model {name!r} could not be loaded as {expected}: {_first_line(exc)}"
 
 
 def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:
@@ -217,10 +267,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | None) -> Dif
 
 def _is_sdxl_checkpoint(path: Path) -> bool:
     """Reads only the .safetensors header: SDXL checkpoints have a second text encoder."""
-    if path.suffix != ".safetensors":
-        raise ModelLoadError(
-            f"{path.name}: only .safetensors checkpoints are accepted (.ckpt pickle files can run code)."
-        )
+    _require_safetensors(path)
     try:
         with safe_open(str(path), framework="pt") as checkpoint:
             return any(key.startswith(_SDXL_KEY_PREFIX) for key in checkpoint.keys())  # noqa: SIM118
@@ -228,6 +275,13 @@ def _is_sdxl_checkpoint(path: Path) -> bool:
         raise ModelLoadError(
             f"{path.name} is not a readable .safetensors file: {_first_line(exc)}"
         ) from None
+
+
+def _require_safetensors(path: Path) -> None:
+    if path.suffix != ".safetensors":
+        raise ModelLoadError(
+            f"{path.name}: only .safetensors checkpoints are accepted (.ckpt pickle files can run code)."
+        )
 
 
 def _checked(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:

@@ -46,6 +46,19 @@ class AutoMask(StrEnum):
     FACE = "face"
 
 
+class ControlNet(StrEnum):
+    """A1111's ControlNet units for inpainting: Tile (``tile_resample``) and Inpaint (``inpaint_only``)."""
+
+    NONE = "none"
+    TILE = "tile"
+    INPAINT = "inpaint"
+
+
+# Masked-content modes that replace the start latents: diffusers' ControlNet pipelines encode the
+# picture themselves, so the engine has no latents to change there (see engine.controlnet).
+_LATENT_CONTENT = (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING)
+
+
 class InpaintSettings(BaseModel):
     """Everything that decides what a job produces, except the input pictures."""
 
@@ -69,6 +82,11 @@ class InpaintSettings(BaseModel):
     model: str | None = Field(None, min_length=1, max_length=500)
     auto_mask: AutoMask | None = None
     max_faces: int = Field(0, ge=0, le=16)
+    controlnet: ControlNet = ControlNet.NONE
+    control_weight: float = Field(1.0, ge=0.0, le=2.0)
+    control_start: float = Field(0.0, ge=0.0, le=1.0)
+    control_end: float = Field(1.0, ge=0.0, le=1.0)
+    tile_downsample: float = Field(1.0, ge=1.0, le=8.0)
 
     @model_validator(mode="before")
     @classmethod
@@ -90,6 +108,20 @@ class InpaintSettings(BaseModel):
         if value is not None and value % 8:
             raise ValueError(f"resolution must be a multiple of 8 (got {value})")
         return value
+
+    @model_validator(mode="after")
+    def _controlnet_combinations(self) -> InpaintSettings:
+        if self.control_start >= self.control_end:
+            raise ValueError(
+                f"control_start ({self.control_start:g}) must be less than control_end "
+                f"({self.control_end:g}): the ControlNet guides the steps between them."
+            )
+        if self.controlnet is not ControlNet.NONE and self.masked_content in _LATENT_CONTENT:
+            raise ValueError(
+                f"masked_content {self.masked_content.value} cannot be combined with a ControlNet: "
+                "use original or fill."
+            )
+        return self
 
     @classmethod
     def parse(cls, **values: Any) -> InpaintSettings:
@@ -133,7 +165,8 @@ def describe_validation_error(exc: ValidationError) -> str:
             parts.append(f"{name} has the wrong type (got {got!r}).")
         else:
             message = error["msg"].removeprefix("Value error, ")
-            parts.append(message if message.startswith(name) else f"{name}: {message}")
+            whole = not error["loc"]  # a rule about several settings names them itself
+            parts.append(message if whole or message.startswith(name) else f"{name}: {message}")
     return " ".join(parts)
 
 

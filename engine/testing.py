@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
     EulerAncestralDiscreteScheduler,
     StableDiffusionInpaintPipeline,
     StableDiffusionXLInpaintPipeline,
@@ -179,6 +180,28 @@ def build_tiny_sdxl(folder: Path, *, inpainting: bool = False, seed: int = 0) ->
         force_zeros_for_empty_prompt=False,
     )
     pipe.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_controlnet(folder: Path, base: Path, *, seed: int = 0) -> Path:
+    """Save a tiny ControlNet for the (regular) tiny pipeline folder ``base``, as Tile and Inpaint are.
+
+    ``from_unet`` copies the UNet's encoder and starts the layers that feed the UNet at zero, as
+    training does; random ones here make the ControlNet change the picture, so tests can see it act.
+    """
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet")
+    controlnet: Any = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 8))
+    zero_initialised = [
+        controlnet.controlnet_cond_embedding.conv_out,
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+    ]
+    with torch.no_grad():
+        for layer in zero_initialised:
+            layer.weight.normal_(0, 0.5)
+            layer.bias.normal_(0, 0.1)
+    controlnet.save_pretrained(folder)
     return folder
 
 

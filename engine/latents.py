@@ -1,0 +1,24 @@
+"""Pixels to latents, the engine's one way: deterministic, so a seed reproduces an image exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def encode(vae: Any, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """VAE-encode pixels in [-1, 1] to scaled latents, taking the distribution's mode.
+
+    diffusers' pipelines sample the distribution with the job's generator instead, which both adds
+    noise and shifts the generator's stream: the ControlNet pipelines are made to use this one too.
+    """
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:  # the SDXL VAE overflows in fp16
+        vae.to(torch.float32)
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+    if upcast:
+        vae.to(torch.float16)
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((latents - shift) * vae.config.scaling_factor).to(dtype)
