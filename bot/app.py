@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 
@@ -16,8 +17,11 @@ import yarl
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from bot import health
 from bot.config import BotConfig
 from bot.delivery import EDIT_INTERVAL, Delivery
+from bot.guards import admit
+from bot.logs import JobLog
 from bot.queue.base import (
     CancelledEvent,
     DoneEvent,
@@ -35,7 +39,13 @@ from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.cogs.inpaint", "bot.cogs.results")
+EXTENSIONS = (
+    "bot.cogs.inpaint",
+    "bot.cogs.results",
+    "bot.cogs.jobs",
+    "bot.cogs.presets",
+    "bot.cogs.server",
+)
 RETENTION_INTERVAL_HOURS = 1
 # What the bot needs in a channel; the invite URL asks for exactly these.
 PERMISSIONS = discord.Permissions(
@@ -84,6 +94,8 @@ def error_message(cause: Exception) -> str:
         return str(cause)
     if isinstance(cause, app_commands.TransformerError):
         return f"{cause.value!r} is not a valid value here."
+    if isinstance(cause, app_commands.CheckFailure):  # e.g. not allowed to use it: written for them
+        return str(cause)
     error_id = secrets.token_hex(4)
     log.error("command failed, error id %s", error_id, exc_info=cause)
     return f"Something went wrong on the bot's side (error id `{error_id}`). Try again later."
@@ -130,6 +142,8 @@ class InpaintBot(commands.Bot):
         self.deliveries: dict[int, Delivery] = {}
         self._events: EventStream | None = None
         self._dispatcher: asyncio.Task[None] | None = None
+        self._job_log = JobLog()
+        self._heartbeat_path = health.heartbeat_path(config.data_dir)
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
@@ -145,6 +159,7 @@ class InpaintBot(commands.Bot):
         await self.queue.start()
         self._dispatcher = asyncio.create_task(self._dispatch(self._events), name="queue-events")
         self.retention.start()
+        self.heartbeat.start()
 
     @tasks.loop(hours=RETENTION_INTERVAL_HOURS)
     async def retention(self) -> None:
@@ -162,8 +177,25 @@ class InpaintBot(commands.Bot):
                 report.freed_bytes,
             )
 
+    @tasks.loop(seconds=health.INTERVAL)
+    async def heartbeat(self) -> None:
+        """Tell the health check the bot is working: only while connected (the model is loaded and
+        the queue started before the bot connects)."""
+        if self.is_closed() or self.ws is None or not self.ws.open:
+            return
+        try:
+            health.beat(self._heartbeat_path)
+        except OSError:
+            log.warning("could not write the heartbeat %s", self._heartbeat_path, exc_info=True)
+
+    @heartbeat.before_loop
+    async def _until_ready(self) -> None:
+        await self.wait_until_ready()
+
     async def close(self) -> None:
         self.retention.cancel()
+        self.heartbeat.cancel()
+        health.clear(self._heartbeat_path)
         # discord.py may call close twice (``close`` and the ending ``connect``); stop routing once.
         events, self._events = self._events, None
         if events is not None:
@@ -182,8 +214,14 @@ class InpaintBot(commands.Bot):
         *,
         reply_to: int | None = None,
     ) -> QueuedEvent:
-        """Queue a job and show its progress and result through ``interaction`` (or in its channel,
-        replying to message ``reply_to``)."""
+        """Queue a job, if the server's rules allow it here (``bot.guards.admit``), and show its
+        progress and result through ``interaction`` (or in its channel, replying to message
+        ``reply_to``)."""
+        if interaction is not None and self.config.progress_previews:
+            submission = dataclasses.replace(submission, previews=True)  # only shown in a response
+        channel = interaction.channel if interaction is not None else None
+        checked = self.config.safety_checker is not None
+        submission = await admit(self, self.store, submission, channel, checked=checked)
         queued = await self.queue.submit(submission)
         # No await between submit and track: the job's first event must find its delivery.
         self.track(
@@ -215,6 +253,7 @@ class InpaintBot(commands.Bot):
                 log.exception("routing %s failed", event)
 
     async def _route(self, event: JobEvent) -> None:
+        self._job_log.record(event)
         delivery = self.deliveries.get(event.job_id)
         if delivery is None and isinstance(event, DoneEvent | FailedEvent | CancelledEvent):
             # A job from before a restart: its interaction is gone, so it goes to its channel.
@@ -243,10 +282,13 @@ async def build_bot(config: BotConfig, **options: float) -> InpaintBot:
     from bot.queue.local import LocalJobQueue
     from bot.store.database import open_store
     from engine.engine import Engine
+    from engine.safety import safety_checker
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = await open_store(config)
-    return InpaintBot(config, LocalJobQueue(Engine(config), store, config), store, **options)
+    engine = Engine(config)
+    safety = safety_checker(config, engine.models.device, engine.models.dtype)
+    return InpaintBot(config, LocalJobQueue(engine, store, config, safety=safety), store, **options)
 
 
 async def run_bot(config: BotConfig) -> None:

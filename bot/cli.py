@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from bot.config import BotConfig
     from engine.job import Progress
 
 EXIT_USER_ERROR = 2
@@ -47,7 +48,7 @@ def _fail(message: str) -> NoReturn:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.settings import Area, MaskedContent, Sampler
+    from engine.settings import Area, ControlNet, MaskedContent, Sampler
 
     parser = _Parser(prog="inpaintbot", description="Stable Diffusion inpainting for Discord servers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -81,9 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--resolution", type=int, help="processing long side in px (model's native size)"
     )
     inpaint.add_argument("--model", help="Hub id, local diffusers folder or .safetensors file")
+    inpaint.add_argument(
+        "--controlnet", choices=[c.value for c in ControlNet], help="tile or inpaint (none)"
+    )
+    inpaint.add_argument("--control-weight", type=float, help="ControlNet weight 0-2 (1)")
+    inpaint.add_argument("--control-start", type=float, help="ControlNet from this step fraction (0)")
+    inpaint.add_argument("--control-end", type=float, help="ControlNet until this step fraction (1)")
+    inpaint.add_argument("--tile-downsample", type=float, help="tile down-sampling rate 1-8 (1)")
     inpaint.add_argument("--device", choices=["auto", "cuda", "cpu"])
 
     commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    commands.add_parser(
+        "check", help="check configuration, database, GPU, model and token; print the invite URL"
+    )
+    commands.add_parser("health", help="exit 0 while the running bot is connected and ready")
 
     database = commands.add_parser("db", help="manage the database (INPAINTBOT_DATABASE_URL)")
     db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
@@ -106,26 +118,67 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(_database(args))
     if args.command == "run":
         raise SystemExit(_run())
+    if args.command == "check":
+        raise SystemExit(_check())
+    if args.command == "health":
+        raise SystemExit(_health())
 
 
 def _run() -> int:
     import asyncio
 
+    import discord
+
     from bot.app import invite_url, run_bot
-    from bot.config import BotConfig
+    from bot.check import TOKEN_REFUSED
+    from bot.logs import configure_logging
     from engine.errors import EngineError
 
-    config = BotConfig()
-    if config.discord_token is None:
+    config = _config()
+    if not config.discord_token:  # unset, or `DISCORD_TOKEN=` left empty in .env
         print(NO_TOKEN_MESSAGE.format(invite=invite_url("APPLICATION_ID")), file=sys.stderr)
         return EXIT_USER_ERROR
-    logging.getLogger().setLevel(logging.INFO)  # an operator watches a long-running bot's log
+    configure_logging(config.log_level, [config.discord_token.get_secret_value()])
     try:
         asyncio.run(run_bot(config))
     except EngineError as exc:  # e.g. the default model cannot be loaded
         _fail(str(exc))
+    except discord.LoginFailure:
+        _fail(TOKEN_REFUSED)
     except KeyboardInterrupt:
         return EXIT_CANCELLED
+    return 0
+
+
+def _config() -> BotConfig:
+    from pydantic import ValidationError
+
+    from bot.check import describe_config_error
+    from bot.config import BotConfig
+
+    try:
+        return BotConfig()
+    except ValidationError as exc:
+        _fail(f"bad configuration: {describe_config_error(exc)}")
+
+
+def _check() -> int:
+    import asyncio
+
+    from bot.check import print_checks
+
+    return asyncio.run(print_checks())
+
+
+def _health() -> int:
+    """The container's health check (see ``bot.health``): 0 healthy, 1 not, as Docker expects."""
+    from bot.health import heartbeat_path, problem
+
+    reason = problem(heartbeat_path(_config().data_dir))
+    if reason is not None:
+        print(f"unhealthy: {reason}", file=sys.stderr)
+        return 1
+    print("healthy")
     return 0
 
 
@@ -200,6 +253,11 @@ def _inpaint(args: argparse.Namespace) -> int:
             model=args.model,
             auto_mask=args.auto_mask,
             max_faces=args.max_faces,
+            controlnet=args.controlnet,
+            control_weight=args.control_weight,
+            control_start=args.control_start,
+            control_end=args.control_end,
+            tile_downsample=args.tile_downsample,
         )
         request = InpaintRequest(
             image=_read(args.image, "image"),

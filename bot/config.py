@@ -7,7 +7,7 @@ the README's configuration tables.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -29,6 +29,9 @@ class BotConfig(EngineConfig):
         None, ge=1, description="Most images in one pipeline call; unset means 4 on CUDA, 1 on the CPU."
     )
     job_timeout: float = Field(600.0, gt=0, description="Seconds one job may run before it is stopped.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least important log lines `inpaintbot run` writes."
+    )
     shutdown_timeout: float = Field(
         30.0, ge=0, description="Seconds shutdown waits for the running job before re-queueing it."
     )
@@ -39,6 +42,9 @@ class BotConfig(EngineConfig):
         20.0, gt=0, description="Disk budget for stored pictures; the least recently used go first."
     )
     max_presets_per_user: int = Field(25, ge=1)
+    progress_previews: bool = Field(
+        True, description="Show a small preview of the picture being painted with the progress."
+    )
     discord_token: SecretStr | None = Field(
         None,
         # Discord's own conventional name, without the prefix; SecretStr keeps it out of logs and reprs.
@@ -71,6 +77,11 @@ class BotConfig(EngineConfig):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     def allowed_models(self) -> list[str]:
         """Members may only name these: any other name would let them make the bot download or

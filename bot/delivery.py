@@ -21,6 +21,7 @@ import discord
 from PIL import Image
 
 from bot.buttons import result_view, status_view
+from bot.guards import screen
 from bot.queue.base import (
     CancelledEvent,
     DoneEvent,
@@ -33,6 +34,7 @@ from bot.queue.base import (
 )
 from bot.store import jobs
 from bot.store.database import Store
+from engine.settings import ControlNet
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +43,18 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 LOSSY_QUALITY = 90
 DOWNSCALE_MARGIN = 0.9  # aim a little below the limit: sizes do not scale exactly with pixels
 REROLL_EMOJI = "🔁"
+PREVIEW_FILENAME = "preview.jpg"
 
 
 @dataclass(frozen=True)
 class FittedFile:
     data: bytes
     filename: str
+    spoiler: bool = False  # a server's NSFW policy hides it (``bot.guards.Screening``)
 
     def to_file(self) -> discord.File:
         """A fresh ``discord.File`` each time: one is consumed by the request that sends it."""
-        return discord.File(io.BytesIO(self.data), self.filename)
+        return discord.File(io.BytesIO(self.data), self.filename, spoiler=self.spoiler)
 
 
 def fit_image(png: bytes, stem: str, limit: int) -> FittedFile:
@@ -104,12 +108,23 @@ def settings_embed(event: DoneEvent) -> discord.Embed:
         "Masked content": s.masked_content.value,
         "Mask": f"blur {s.mask_blur}, grow {s.mask_grow}" + (", inverted" if s.invert_mask else ""),
     }
+    if s.controlnet is not ControlNet.NONE:
+        tile = f", downsample {s.tile_downsample:g}" if s.controlnet is ControlNet.TILE else ""
+        fields["ControlNet"] = (
+            f"{s.controlnet.value}, weight {s.control_weight:g}, "
+            f"steps {s.control_start:g}–{s.control_end:g}{tile}"
+        )
     for name, value in fields.items():
         embed.add_field(name=name, value=value)
     embed.add_field(name="Model", value=event.model[:1024], inline=False)
     source = f"mask: {event.mask_source.value} · " if event.mask_source else ""
     embed.set_footer(text=f"{source}{event.seconds:.1f} s · job {event.job_id}")
     return embed
+
+
+def preview_file(preview: Image.Image) -> discord.File:
+    """The picture as it is being painted: a small JPEG, cheap to upload every couple of seconds."""
+    return discord.File(io.BytesIO(_encode(preview.convert("RGB"), "JPEG")), PREVIEW_FILENAME)
 
 
 def status_text(event: QueuedEvent | StartedEvent | ProgressEvent) -> str:
@@ -126,6 +141,29 @@ def _eta(seconds: float | None) -> str:
     return (
         f", about {math.ceil(seconds)} s" if seconds < 90 else f", about {math.ceil(seconds / 60)} min"
     )
+
+
+@dataclass(frozen=True)
+class ResultMessage:
+    """What a result post carries: the pictures fitted to the upload limit, the settings, the buttons."""
+
+    files: list[FittedFile]
+    embed: discord.Embed
+    view: discord.ui.View
+
+
+async def result_message(event: DoneEvent, limit: int) -> ResultMessage:
+    """Built the same way for a job's own delivery and for ``/show``, which posts a result again."""
+    fitted = await asyncio.to_thread(_fit_all, event, limit)
+    return ResultMessage(fitted, settings_embed(event), result_view(event.job_id))
+
+
+async def offer_reroll(message: discord.Message, job_id: int) -> None:
+    """The 🔁 reaction on a result, for members to click (see ``Results.on_raw_reaction_add``)."""
+    try:
+        await message.add_reaction(REROLL_EMOJI)
+    except discord.HTTPException as exc:
+        log.info("could not add %s to job %s: %s", REROLL_EMOJI, job_id, exc)
 
 
 class Delivery:
@@ -204,9 +242,12 @@ class Delivery:
     async def _show_status(self, event: QueuedEvent | StartedEvent | ProgressEvent) -> None:
         if self.interaction is None or self.interaction.is_expired():
             return
+        extra: dict[str, Any] = {}
+        if isinstance(event, ProgressEvent) and event.preview is not None:
+            extra["attachments"] = [await asyncio.to_thread(preview_file, event.preview)]
         try:
             message = await self.interaction.edit_original_response(
-                content=status_text(event), view=status_view(self.job_id)
+                content=status_text(event), view=status_view(self.job_id), **extra
             )
         except discord.HTTPException as exc:
             log.info("progress edit of job %s refused: %s", self.job_id, exc)
@@ -219,14 +260,12 @@ class Delivery:
         mention = f"<@{self.user_id}>"
         if isinstance(event, DoneEvent):
             limit = self.interaction.filesize_limit if self.interaction else DEFAULT_UPLOAD_LIMIT
-            fitted = await asyncio.to_thread(_fit_all, event, limit)
-            embed, view = settings_embed(event), result_view(self.job_id)
-            message = await self._send(f"{mention} done.", fitted, embed, view)
+            result = await result_message(event, limit)
+            shown = await screen(self.store, self.job_id, self._where())
+            content = f"{mention} done. {shown.note}".rstrip()
+            message = await self._send(content, shown.apply(result.files), result.embed, result.view)
             await self._remember(message)
-            try:
-                await message.add_reaction(REROLL_EMOJI)
-            except discord.HTTPException as exc:
-                log.info("could not add %s to job %s: %s", REROLL_EMOJI, self.job_id, exc)
+            await offer_reroll(message, self.job_id)
         elif isinstance(event, FailedEvent):
             await self._remember(await self._send(f"{mention} ❌ {event.message}", [], None, None))
         elif isinstance(event, CancelledEvent):
@@ -267,6 +306,12 @@ class Delivery:
         await jobs.set_job_message(
             self.store, self.job_id, message_id=message.id, channel_id=message.channel.id
         )
+
+    def _where(self) -> object:
+        """The channel the result goes to, as far as it is known without asking Discord."""
+        if self.interaction is not None:
+            return self.interaction.channel
+        return self.client.get_channel(self.channel_id) if self.channel_id is not None else None
 
     async def _channel(self) -> discord.abc.Messageable:
         channel_id = self.channel_id

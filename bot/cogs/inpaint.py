@@ -6,7 +6,6 @@ an interaction that is not answered within 3 seconds.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import discord
@@ -14,18 +13,14 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
+from bot import options
 from bot.errors import BotError
+from bot.guards import check_channel
+from bot.options import check_model, given_settings, settings_options
 from bot.queue.base import JobSubmission
+from bot.store.models import Preset
 from bot.store.presets import resolve_settings, visible_presets
 from engine.job import InpaintRequest
-from engine.settings import (
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    Area,
-    AutoMask,
-    MaskedContent,
-    Sampler,
-)
 
 if TYPE_CHECKING:
     from bot.app import InpaintBot
@@ -35,12 +30,6 @@ MAX_CHOICES = 25  # Discord's limit for autocomplete answers
 # Larger than any picture worth inpainting; refuses huge files before they are read into memory.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 PICTURE_TYPES = "PNG, JPEG, WebP, GIF, BMP or TIFF"
-
-Prompt = Range[str, 1, MAX_PROMPT_CHARS]
-
-
-def _choices(values: type[StrEnum]) -> list[Choice[str]]:
-    return [Choice(name=value.value, value=value.value) for value in values]
 
 
 async def download(attachment: discord.Attachment, what: str) -> bytes:
@@ -68,75 +57,46 @@ class Inpaint(commands.Cog):
         self.bot = bot
 
     @app_commands.command(description="Repaint the marked part of a picture")
+    @settings_options
     @app_commands.describe(
         image="The picture to change; its transparent pixels are repainted if there is no mask",
         mask="White (or opaque strokes) = repaint, black = keep",
-        prompt="What to paint in the masked area",
-        negative_prompt="What to avoid",
-        auto_mask="Find and repaint faces instead of using a mask",
         preset="One of your or this server's presets; options you set here win",
-        strength="Denoising strength: 0 keeps the original, 1 ignores it (0.75; faces 0.4)",
-        steps="Sampling steps (25)",
-        guidance="CFG scale: how closely to follow the prompt (7)",
-        seed="-1 or empty for a random one",
-        sampler="Sampling method (euler_a)",
-        area="Repaint at full resolution around the mask only, or the whole picture (masked)",
-        padding="Pixels of context around the mask when the area is 'masked' (32)",
-        masked_content="What the masked area starts from (original)",
-        mask_blur="Softens the mask edge, in pixels (4)",
-        invert_mask="Repaint what is NOT masked",
-        mask_grow="Grow (positive) or shrink (negative) the mask, in pixels (0; faces 4)",
-        count="How many pictures (1)",
-        model="A model other than the default",
-    )
-    @app_commands.choices(
-        auto_mask=_choices(AutoMask),
-        sampler=_choices(Sampler),
-        area=_choices(Area),
-        masked_content=_choices(MaskedContent),
     )
     async def inpaint(
         self,
         interaction: discord.Interaction,
         image: discord.Attachment,
         mask: discord.Attachment | None = None,
-        prompt: Prompt | None = None,
-        negative_prompt: Prompt | None = None,
+        prompt: options.Prompt | None = None,
+        negative_prompt: options.Prompt | None = None,
         auto_mask: Choice[str] | None = None,
         preset: Range[str, 1, 100] | None = None,
-        strength: Range[float, 0.0, 1.0] | None = None,
-        steps: Range[int, 1, 150] | None = None,
-        guidance: Range[float, 1.0, 30.0] | None = None,
-        seed: Range[int, -1, MAX_SEED] | None = None,
+        strength: options.Strength | None = None,
+        steps: options.Steps | None = None,
+        guidance: options.Guidance | None = None,
+        seed: options.Seed | None = None,
         sampler: Choice[str] | None = None,
         area: Choice[str] | None = None,
-        padding: Range[int, 0, 256] | None = None,
+        padding: options.Padding | None = None,
         masked_content: Choice[str] | None = None,
-        mask_blur: Range[int, 0, 64] | None = None,
+        mask_blur: options.MaskBlur | None = None,
         invert_mask: bool | None = None,
-        mask_grow: Range[int, -64, 64] | None = None,
-        count: Range[int, 1, 4] | None = None,
-        model: Range[str, 1, 500] | None = None,
+        mask_grow: options.MaskGrow | None = None,
+        count: options.Count | None = None,
+        model: options.ModelName | None = None,
+        controlnet: Choice[str] | None = None,
+        control_weight: options.ControlWeight | None = None,
+        control_start: options.ControlFraction | None = None,
+        control_end: options.ControlFraction | None = None,
+        tile_downsample: options.TileDownsample | None = None,
     ) -> None:
+        values = given_settings(locals())
         await interaction.response.defer(thinking=True)
-        values = {
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "auto_mask": auto_mask and auto_mask.value,
-            "strength": strength,
-            "steps": steps,
-            "guidance": guidance,
-            "seed": seed,
-            "sampler": sampler and sampler.value,
-            "area": area and area.value,
-            "padding": padding,
-            "masked_content": masked_content and masked_content.value,
-            "mask_blur": mask_blur,
-            "invert_mask": invert_mask,
-            "mask_grow": mask_grow,
-            "count": count,
-            "model": model,
-        }
+        # Before the downloads: a job refused here costs nothing (``submit`` checks again, for all).
+        await check_channel(
+            self.bot, self.bot.store, interaction.guild_id, interaction.channel_id, interaction.channel
+        )
         user_id = interaction.user.id
         settings = await resolve_settings(
             self.bot.store,
@@ -145,9 +105,7 @@ class Inpaint(commands.Cog):
             preset=preset,
             options=values,
         )
-        allowed = self.bot.config.allowed_models()
-        if settings.model is not None and settings.model not in allowed:
-            raise BotError(f"Unknown model {settings.model!r}. This bot offers: {', '.join(allowed)}.")
+        check_model(settings.model, self.bot.config.allowed_models())
         request = InpaintRequest(
             image=await download(image, "image"),
             mask=await download(mask, "mask") if mask else None,
@@ -164,20 +122,14 @@ class Inpaint(commands.Cog):
     @inpaint.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
         presets = await visible_presets(self.bot.store, interaction.user.id, interaction.guild_id)
-        return _matching(
-            [preset.name for preset in presets],
-            current,
-            labels=[f"{p.name} (server)" if p.guild_id else p.name for p in presets],
-        )
+        return preset_choices(presets, current)
 
     @inpaint.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
         return _matching(self.bot.config.allowed_models(), current)
 
 
-def _matching(
-    names: list[str], current: str, *, labels: list[str] | None = None
-) -> list[Choice[str]]:
+def _matching(names: list[str], current: str, *, labels: list[str] | None = None) -> list[Choice[str]]:
     """Autocomplete answers: names containing what was typed, at most Discord's 25 (and 100 chars).
     ``labels`` are what the member sees for each name, if not the name itself."""
     found = [
@@ -186,6 +138,12 @@ def _matching(
         if current.casefold() in name.casefold() and len(name) <= 100
     ]
     return found[:MAX_CHOICES]
+
+
+def preset_choices(presets: list[Preset], current: str) -> list[Choice[str]]:
+    """Autocomplete answers for a preset name; the server's presets are marked as such."""
+    labels = [f"{p.name} (server)" if p.guild_id is not None else p.name for p in presets]
+    return _matching([p.name for p in presets], current, labels=labels)
 
 
 async def setup(bot: InpaintBot) -> None:

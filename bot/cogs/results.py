@@ -21,11 +21,12 @@ from bot.app import error_message, refuse
 from bot.buttons import Action, JobButton
 from bot.delivery import REROLL_EMOJI
 from bot.errors import BotError
+from bot.preset_ui import save_or_ask
 from bot.queue.base import JobSubmission
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
-from bot.store.presets import save_preset
+from bot.store.presets import MAX_NAME_LENGTH
 from engine.job import InpaintRequest
 from engine.settings import MAX_PROMPT_CHARS, AutoMask, InpaintSettings
 
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_PRESET_NAME = 32
 MODAL_TIMEOUT = 600.0  # modals live in memory only; one left open is forgotten after this
 NOTICE_SECONDS = 60.0  # how long a refused reaction's note stays in the channel
 N = TypeVar("N", int, float)
@@ -146,7 +146,8 @@ class EditModal(discord.ui.Modal):
 
 
 class PresetModal(discord.ui.Modal):
-    """Saves the job's settings, less its seed (a preset should not pin one), under a name."""
+    """Saves the job's settings, less its seed (a preset should not pin one), under a name; a taken
+    name asks before replacing (``save_or_ask``)."""
 
     def __init__(self, results: Results, job: Job, interaction_id: int) -> None:
         super().__init__(
@@ -154,7 +155,7 @@ class PresetModal(discord.ui.Modal):
         )
         self.results, self.job = results, job
         self.name: discord.ui.TextInput[PresetModal] = discord.ui.TextInput(
-            label="Preset name", custom_id="name", min_length=1, max_length=MAX_PRESET_NAME
+            label="Preset name", custom_id="name", min_length=1, max_length=MAX_NAME_LENGTH
         )
         self.add_item(self.name)
 
@@ -162,23 +163,10 @@ class PresetModal(discord.ui.Modal):
         await guarded(interaction, lambda: self._submit(interaction))
 
     async def _submit(self, interaction: discord.Interaction) -> None:
-        name = self.name.value.strip()
-        if not 1 <= len(name) <= MAX_PRESET_NAME:
-            raise BotError(f"A preset name must be 1 to {MAX_PRESET_NAME} characters long.")
         settings = InpaintSettings.model_validate(
             {key: value for key, value in self.job.settings.items() if key != "seed"}
         )
-        bot = self.results.bot
-        await save_preset(
-            bot.store,
-            interaction.user.id,
-            name,
-            settings,
-            max_per_user=bot.config.max_presets_per_user,
-        )
-        await interaction.response.send_message(
-            f"Saved preset **{name}**: use it with `/inpaint preset:{name}`.", ephemeral=True
-        )
+        await save_or_ask(interaction, self.results.bot, self.name.value, settings)
 
 
 class Results(commands.Cog):

@@ -103,6 +103,23 @@ class CancelledEvent(JobEvent):
     pass
 
 
+@dataclass(frozen=True)
+class QueueEntry:
+    """A live job in a ``QueueSnapshot``. ``eta``: seconds until its result, ``None`` while unknown."""
+
+    job_id: int
+    user_id: int
+    eta: float | None
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The live jobs at one moment: those running, and those waiting in the order they will start."""
+
+    running: tuple[QueueEntry, ...]
+    waiting: tuple[QueueEntry, ...]
+
+
 class EventStream:
     """One subscriber's events, in the order they happened; iterate with ``async for``.
 
@@ -149,6 +166,10 @@ class JobQueue(Protocol):
 
     async def cancel(self, job_id: int) -> bool:
         """Take a queued job out, or stop a running one within a step; False if it is not live."""
+        ...
+
+    async def snapshot(self) -> QueueSnapshot:
+        """What is running and waiting now, for ``/queue``; changes nothing."""
         ...
 
     async def acknowledge(self, job_id: int) -> None:

@@ -10,6 +10,7 @@ starts while the previous result is still being stored.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -33,6 +34,8 @@ from bot.queue.base import (
     OutputImage,
     ProgressEvent,
     QueuedEvent,
+    QueueEntry,
+    QueueSnapshot,
     StartedEvent,
 )
 from bot.queue.eta import EtaEstimator
@@ -42,6 +45,7 @@ from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
 from engine.errors import EngineError, JobCancelled, OutOfMemoryError
 from engine.job import InpaintRequest, InpaintResult, MaskSource, Progress, ProgressCallback
+from engine.safety import SafetyChecker
 from engine.settings import InpaintSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,8 @@ class PreparedJob(Protocol):
 
 
 P = TypeVar("P", bound=PreparedJob)
+# A job's result with the safety checker's verdict on each of its pictures (None: not checked).
+_Checked = tuple[InpaintResult, list[bool | None]]
 
 
 class InpaintEngine(Protocol[P]):
@@ -198,8 +204,16 @@ class _Writer:
 class LocalJobQueue(Generic[P]):
     """``JobQueue`` on this machine's GPU: fair order, caps, batching, durability."""
 
-    def __init__(self, engine: InpaintEngine[P], store: Store, config: BotConfig) -> None:
+    def __init__(
+        self,
+        engine: InpaintEngine[P],
+        store: Store,
+        config: BotConfig,
+        *,
+        safety: SafetyChecker | None = None,
+    ) -> None:
         self._engine = engine
+        self._safety = safety  # None: outputs are stored unchecked
         self._store = store
         self._max_per_user = config.queue_max_per_user
         self._max_total = config.queue_max_total
@@ -243,7 +257,7 @@ class LocalJobQueue(Generic[P]):
         self._started = True
         self._writer_task = asyncio.create_task(self._writer.run(), name="queue-writer")
         for row in await jobs.undelivered_jobs(self._store):
-            self._emit(_final_event(self._store, row))
+            self._emit(final_event(self._store, row))
         for row in await jobs.live_jobs(self._store):
             await self._resume(row)
         self._changed()
@@ -295,6 +309,17 @@ class LocalJobQueue(Generic[P]):
         running.cancelled = True
         batch.cancel.set()
         return True
+
+    async def snapshot(self) -> QueueSnapshot:
+        """Running jobs share their batch's time left; waiting ones are in fair order (see ``_etas``)."""
+        batch = self._running
+        running = batch.jobs if batch else []
+        remaining = batch.remaining() if batch else None
+        etas = self._etas()
+        return QueueSnapshot(
+            running=tuple(QueueEntry(job.id, job.user_id, remaining) for job in running),
+            waiting=tuple(QueueEntry(job.id, job.user_id, etas[job.id]) for job in self._waiting),
+        )
 
     async def acknowledge(self, job_id: int) -> None:
         await jobs.mark_delivered(self._store, job_id)
@@ -414,7 +439,7 @@ class LocalJobQueue(Generic[P]):
                 self._writer.write(partial(jobs.start_job, self._store, job.id))
                 self._emit(StartedEvent(job.id, job.user_id, batch.estimate))
             try:
-                outcome: list[InpaintResult] | BaseException = await self._run(batch, prepared)
+                outcome: list[_Checked] | BaseException = await self._run(batch, prepared)
             except Exception as exc:
                 outcome = exc
             self._running = None
@@ -464,7 +489,7 @@ class LocalJobQueue(Generic[P]):
             self._report(job, partial(jobs.fail_job, self._store, job.id, failed.message), failed)
         return prepared
 
-    async def _run(self, batch: _Batch[P], prepared: list[P]) -> list[InpaintResult]:
+    async def _run(self, batch: _Batch[P], prepared: list[P]) -> list[_Checked]:
         loop = asyncio.get_running_loop()
 
         def on_progress(progress: Progress) -> None:  # runs in the GPU thread
@@ -481,7 +506,26 @@ class LocalJobQueue(Generic[P]):
         _, late = await asyncio.wait({running}, timeout=self._job_timeout * len(batch.jobs))
         if late:
             batch.stop(_Stop.TIMEOUT)
-        return await running
+        results = await running
+        verdicts = await loop.run_in_executor(self._gpu, self._screen, results)
+        return list(zip(results, verdicts, strict=True))
+
+    def _screen(self, results: list[InpaintResult]) -> list[list[bool | None]]:
+        """The safety checker's verdict on every output, per job; runs in the GPU thread. A picture the
+        checker fails on counts as flagged: a server that hides flagged pictures would not want an
+        unchecked one shown openly (with the policy off it is posted all the same)."""
+        pictures = [output.image for result in results for output in result.images]
+        verdicts: list[bool | None] = [None] * len(pictures)
+        if self._safety is not None and pictures:
+            try:
+                verdicts = list(self._safety.flags(pictures))
+                if len(verdicts) != len(pictures):
+                    raise ValueError(f"{len(verdicts)} verdicts for {len(pictures)} pictures")
+            except Exception:
+                log.exception("the safety checker failed; %d pictures count as flagged", len(pictures))
+                verdicts = [True] * len(pictures)
+        each = iter(verdicts)
+        return [list(itertools.islice(each, len(result.images))) for result in results]
 
     def _progressed(self, batch: _Batch[P], progress: Progress) -> None:
         batch.step = progress.step
@@ -489,7 +533,7 @@ class LocalJobQueue(Generic[P]):
             preview = progress.preview if job.previews else None
             self._emit(ProgressEvent(job.id, job.user_id, progress.step, progress.total, preview))
 
-    def _settle(self, batch: _Batch[P], outcome: list[InpaintResult] | BaseException) -> None:
+    def _settle(self, batch: _Batch[P], outcome: list[_Checked] | BaseException) -> None:
         """Decide every job's fate now (put-backs must precede the next pick); store and report later."""
         if isinstance(outcome, list):
             first = batch.jobs[0]
@@ -500,8 +544,8 @@ class LocalJobQueue(Generic[P]):
                 images=sum(job.images for job in batch.jobs),
                 seconds=time.monotonic() - batch.started,
             )
-            for job, result in zip(batch.jobs, outcome, strict=True):
-                self._report(job, partial(jobs.finish_job, self._store, job.id, result))
+            for job, (result, nsfw) in zip(batch.jobs, outcome, strict=True):
+                self._report(job, partial(jobs.finish_job, self._store, job.id, result, nsfw=nsfw))
             return
         if isinstance(outcome, OutOfMemoryError) and len(batch.jobs) > 1:
             log.warning("a batch of %d jobs ran out of memory; running them one by one", len(batch.jobs))
@@ -549,7 +593,7 @@ class LocalJobQueue(Generic[P]):
             if event is not None:
                 self._emit(event)
             elif isinstance(stored, Job):
-                self._emit(_final_event(self._store, stored))
+                self._emit(final_event(self._store, stored))
             else:
                 log.error("job %s was no longer running when its result came", job.id)
 
@@ -617,8 +661,8 @@ def _retrieve_exception(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _final_event(store: Store, row: Job) -> JobEvent:
-    """The event for a finished job row, fresh or found undelivered after a restart."""
+def final_event(store: Store, row: Job) -> JobEvent:
+    """The event for a finished job row, fresh, found undelivered after a restart, or shown again."""
     if row.status is not JobStatus.DONE:
         return FailedEvent(row.id, row.user_id, row.error or UNEXPECTED_FAILURE)
     outputs = tuple(

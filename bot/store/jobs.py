@@ -7,10 +7,11 @@ or cancelled at most once however the steps interleave.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -134,8 +135,12 @@ async def cancel_job(store: Store, job_id: int) -> bool:
     )
 
 
-async def finish_job(store: Store, job_id: int, result: InpaintResult) -> Job | None:
-    """Store the output pictures and mark the job done; ``None`` if it was no longer running."""
+async def finish_job(
+    store: Store, job_id: int, result: InpaintResult, *, nsfw: Sequence[bool | None] | None = None
+) -> Job | None:
+    """Store the output pictures and mark the job done; ``None`` if it was no longer running.
+    ``nsfw``: the safety checker's verdict on each picture (unchecked when not given)."""
+    verdicts = list(nsfw) if nsfw is not None else [None] * len(result.images)
     # The engine encodes PNGs lazily; a big photo takes a while, so here, off the loop and the GPU.
     pngs = await asyncio.to_thread(lambda: [output.png for output in result.images])
     async with store.files.lock, store.sessions.begin() as session:
@@ -144,10 +149,17 @@ async def finish_job(store: Store, job_id: int, result: InpaintResult) -> Job | 
         )
         if job is None:
             return None
-        for position, (output, png) in enumerate(zip(result.images, pngs, strict=True)):
+        outputs = zip(result.images, pngs, verdicts, strict=True)
+        for position, (output, png, flagged) in enumerate(outputs):
             picture = await add_image(session, store.files, png)
             job.images.append(
-                JobImage(role=ImageRole.OUTPUT, position=position, image=picture, seed=output.seed)
+                JobImage(
+                    role=ImageRole.OUTPUT,
+                    position=position,
+                    image=picture,
+                    seed=output.seed,
+                    nsfw=flagged,
+                )
             )
         job.status = JobStatus.DONE
         job.finished_at = utcnow()
@@ -211,6 +223,22 @@ async def user_jobs(
         query = query.where(Job.id < before_id)
     async with store.sessions() as session:
         return list(await session.scalars(_with_images(query.order_by(Job.id.desc()).limit(limit))))
+
+
+async def history_page(store: Store, user_id: int, *, offset: int, limit: int) -> tuple[list[Job], int]:
+    """``limit`` of a user's jobs from ``offset``, newest first, and how many they have in all."""
+    mine = Job.user_id == user_id
+    async with store.sessions() as session:
+        total = await session.scalar(select(func.count()).select_from(Job).where(mine))
+        query = select(Job).where(mine).order_by(Job.id.desc()).offset(offset).limit(limit)
+        return list(await session.scalars(query)), total or 0
+
+
+async def live_user_jobs(store: Store, user_id: int) -> list[Job]:
+    """A user's queued and running jobs, newest first."""
+    query = select(Job).where(Job.user_id == user_id, Job.status.in_(LIVE_STATUSES))
+    async with store.sessions() as session:
+        return list(await session.scalars(query.order_by(Job.id.desc())))
 
 
 async def job_shown_by(store: Store, message_id: int) -> Job | None:

@@ -71,6 +71,7 @@ async def save_preset(
         preset = await session.scalar(select(Preset).where(owner, Preset.name_key == name.casefold()))
         if preset is not None:
             if not replace:
+                session.expunge(preset)  # keeps its loaded values through the rollback
                 raise PresetExistsError(preset)
             preset.name, preset.settings = name, values
             return preset

@@ -20,6 +20,7 @@ def bot_config(tmp_path: Path) -> BotConfig:
         queue_max_total=100,
         job_timeout=600,
         shutdown_timeout=30,
+        safety_checker=None,  # tests inject a stub checker into the queue where they need one
         _env_file=None,
     )
 

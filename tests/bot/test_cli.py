@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
+from engine.testing import build_tiny_controlnet
 from tests.pictures import photo, rect_mask
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +82,30 @@ def test_single_image_goes_to_the_named_file(
     assert Image.open(io.BytesIO(out.read_bytes())).size == (96, 64)
 
 
+def test_controlnet_options(
+    inputs: tuple[Path, Path],
+    tmp_path: Path,
+    tiny_sd_regular_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    tile = build_tiny_controlnet(tmp_path / "my-tile", tiny_sd_regular_path)
+    monkeypatch.setenv("INPAINTBOT_CONTROLNET_TILE", str(tile))
+    image, mask = inputs
+    out = tmp_path / "tile.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inpaint", str(image), "-o", str(out), "--mask", str(mask), "--steps", "2", "--resolution", "64",
+              "--seed", "3", "--model", str(tiny_sd_regular_path), "--device", "cpu", "--controlnet", "tile",
+              "--control-weight", "0.5", "--control-start", "0.1", "--control-end", "0.9",
+              "--tile-downsample", "2"])  # fmt: skip
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    parameters = Image.open(out).text["parameters"]
+    assert parameters.endswith(
+        'ControlNet 0: "Module: tile_resample, Model: my-tile, Weight: 0.5, Resize Mode: Crop and Resize, '
+        'Threshold A: 2, Guidance Start: 0.1, Guidance End: 0.9, Control Mode: Balanced"'
+    )
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -92,6 +117,13 @@ def test_single_image_goes_to_the_named_file(
         (["--sampler", "plms"], "error: argument --sampler: invalid choice: 'plms'"),
         (["--steps", "many"], "error: argument --steps: invalid int value: 'many'"),
         (["--auto-mask", "face"], "error: argument --auto-mask: not allowed with argument --mask"),
+        (["--controlnet", "canny"], "error: argument --controlnet: invalid choice: 'canny'"),
+        (["--control-weight", "3"], "error: control_weight must be between 0.0 and 2.0 (got 3.0)."),
+        (["--tile-downsample", "9"], "error: tile_downsample must be between 1.0 and 8.0 (got 9.0)."),
+        (
+            ["--control-start", "0.8", "--control-end", "0.2"],
+            "error: control_start (0.8) must be less than control_end (0.2)",
+        ),
     ],
 )
 def test_bad_settings(

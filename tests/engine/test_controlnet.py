@@ -160,16 +160,18 @@ def test_controlnet_pipeline_is_resident_and_shares_the_base_weights(
     assert pipe.text_encoder is model.pipe.text_encoder
 
 
-def test_parameters_line_has_a1111_controlnet_unit(cn_engine: Engine) -> None:
+def test_parameters_line_has_a1111_controlnet_unit(
+    cn_engine: Engine, tiny_tile: Path, tiny_inpaint: Path
+) -> None:
     _, tile = inpaint(cn_engine, controlnet="tile", tile_downsample=2.5, control_weight=0.8)
     assert tile.splitlines()[-1].endswith(
-        ', ControlNet 0: "Module: tile_resample, Model: tile0, Weight: 0.8, Resize Mode: Crop and '
-        'Resize, Threshold A: 2.5, Guidance Start: 0, Guidance End: 1, Control Mode: Balanced"'
+        f', ControlNet 0: "Module: tile_resample, Model: {tiny_tile.name}, Weight: 0.8, Resize Mode: '
+        'Crop and Resize, Threshold A: 2.5, Guidance Start: 0, Guidance End: 1, Control Mode: Balanced"'
     )
     _, unit = inpaint(cn_engine, controlnet="inpaint", control_start=0.1, control_end=0.9)
     assert unit.splitlines()[-1].endswith(
-        ', ControlNet 0: "Module: inpaint_only, Model: inpaint0, Weight: 1, Resize Mode: Crop and '
-        'Resize, Guidance Start: 0.1, Guidance End: 0.9, Control Mode: Balanced"'
+        f', ControlNet 0: "Module: inpaint_only, Model: {tiny_inpaint.name}, Weight: 1, Resize Mode: '
+        'Crop and Resize, Guidance Start: 0.1, Guidance End: 0.9, Control Mode: Balanced"'
     )
     _, plain = inpaint(cn_engine)
     assert "ControlNet" not in plain

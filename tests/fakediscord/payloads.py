@@ -21,6 +21,9 @@ EPHEMERAL = 64
 LOADING = 128
 # Application command option types the fake can infer from a Python value.
 SUB_COMMAND, SUB_COMMAND_GROUP, STRING, INTEGER, BOOLEAN, NUMBER, ATTACHMENT = 1, 2, 3, 4, 5, 10, 11
+CHANNEL = 7
+PUBLIC_THREAD = 11  # channel type
+DM = 1  # channel type
 
 MEMBER_PERMISSIONS = discord.Permissions(
     view_channel=True,
@@ -90,7 +93,8 @@ def member(user: JSON, roles: Sequence[JSON] = ()) -> JSON:
     }
 
 
-def text_channel(guild_id: str, name: str, position: int) -> JSON:
+def text_channel(guild_id: str, name: str, position: int, *, nsfw: bool = False) -> JSON:
+    """`nsfw`: age-restricted."""
     return {
         "id": snowflake(),
         "type": 0,
@@ -98,10 +102,44 @@ def text_channel(guild_id: str, name: str, position: int) -> JSON:
         "name": name,
         "position": position,
         "permission_overwrites": [],
-        "nsfw": False,
+        "nsfw": nsfw,
         "parent_id": None,
         "topic": None,
         "rate_limit_per_user": 0,
+        "last_message_id": None,
+        "flags": 0,
+    }
+
+
+def thread(parent: JSON, name: str, owner_id: str) -> JSON:
+    """A public thread in a text channel; GUILD_CREATE lists it under `threads`."""
+    return {
+        "id": snowflake(),
+        "type": PUBLIC_THREAD,
+        "guild_id": parent["guild_id"],
+        "parent_id": parent["id"],
+        "owner_id": owner_id,
+        "name": name,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 1,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": now(),
+            "locked": False,
+        },
+    }
+
+
+def dm_channel(recipient: JSON) -> JSON:
+    """The direct-message channel between the bot and `recipient` (a user payload)."""
+    return {
+        "id": snowflake(),
+        "type": DM,
+        "recipients": [recipient],
         "last_message_id": None,
         "flags": 0,
     }
@@ -120,9 +158,9 @@ def guild(
         "member_count": len(members),
         "joined_at": now(),
         "roles": roles,
-        "channels": channels,
+        "channels": [c for c in channels if c["type"] != PUBLIC_THREAD],
         "members": members,
-        "threads": [],
+        "threads": [c for c in channels if c["type"] == PUBLIC_THREAD],
         "emojis": [],
         "stickers": [],
         "features": [],
@@ -203,7 +241,8 @@ def command_options(
     """`options` (nested for `group sub` paths) and `resolved` of a slash command's `data`.
 
     Option types come from the synced definition when there is one, else from the Python value
-    (a dict is an attachment from `FakeDiscord.add_attachment`).
+    (a dict is an attachment from `FakeDiscord.add_attachment`). Channel options take the channel's
+    payload (`FakeDiscord.channel`, `add_channel`).
     """
     names = path.split()
     definitions = definition.get("options", []) if definition else []
@@ -211,11 +250,15 @@ def command_options(
         definitions = next((d.get("options", []) for d in definitions if d["name"] == name), [])
     declared = {d["name"]: d["type"] for d in definitions}
     attachments: JSON = {}
+    channels: JSON = {}
     built: list[JSON] = []
     for name, value in options.items():
         option_type = declared.get(name) or _option_type(value)
         if option_type == ATTACHMENT:
             attachments[value["id"]] = value
+            value = value["id"]
+        elif option_type == CHANNEL:
+            channels[value["id"]] = value | {"permissions": str(MEMBER_PERMISSIONS.value)}
             value = value["id"]
         option = {"name": name, "type": option_type, "value": value}
         if name == focused:
@@ -224,7 +267,7 @@ def command_options(
     for depth in range(len(names) - 1, 0, -1):
         kind = SUB_COMMAND if depth == len(names) - 1 else SUB_COMMAND_GROUP
         built = [{"name": names[depth], "type": kind, "options": built}]
-    return {"options": built, "resolved": {"attachments": attachments}}
+    return {"options": built, "resolved": {"attachments": attachments, "channels": channels}}
 
 
 def _option_type(value: object) -> int:

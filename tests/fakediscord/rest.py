@@ -42,6 +42,9 @@ Handler = Callable[["FakeDiscord", web.Request, Body], Awaitable[web.Response]]
 
 
 async def get_me(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
+    """Login: another token than the fake's is refused, as Discord refuses a wrong or reset one."""
+    if request.headers.get("Authorization") != f"Bot {fake.token}":
+        raise DiscordError(401, 0, "401: Unauthorized")
     return json_response(fake.bot_user)
 
 
@@ -237,7 +240,7 @@ def _interaction_message(fake: "FakeDiscord", it: "FakeInteraction", message_typ
     message["interaction_metadata"] = {
         "id": it.id,
         "type": it.type,
-        "user": it.payload["member"]["user"],
+        "user": it.user,
         "authorizing_integration_owners": {"0": fake.guild_id},
     }
     return message

@@ -63,6 +63,11 @@ class FakeInteraction:
     def channel_id(self) -> str:
         return self.payload["channel_id"]
 
+    @property
+    def user(self) -> JSON:
+        """Who interacted: the member's user in a guild, the user in a DM."""
+        return self.payload["member"]["user"] if "member" in self.payload else self.payload["user"]
+
     def owns(self, record: Recorded) -> bool:
         """Whether a request used this interaction's token (callback, followups, @original edits)."""
         return record.params.get("token") == self.token
@@ -152,8 +157,22 @@ class FakeDiscord:
             self.roles += roles
         return self._add(payloads.member(payloads.user(username, bot=bot), roles))
 
-    def add_channel(self, name: str) -> JSON:
-        channel = payloads.text_channel(self.guild_id, name, position=len(self.channels))
+    def add_channel(self, name: str, *, nsfw: bool = False) -> JSON:
+        """A text channel; `nsfw`: age-restricted."""
+        channel = payloads.text_channel(self.guild_id, name, position=len(self.channels), nsfw=nsfw)
+        self.channels[channel["id"]] = channel
+        return channel
+
+    def add_thread(self, parent: JSON, name: str) -> JSON:
+        """A public thread in `parent`, started by the owner; pass it as `channel=` like a channel."""
+        thread = payloads.thread(parent, name, self.owner["user"]["id"])
+        self.channels[thread["id"]] = thread
+        return thread
+
+    def add_dm(self, member: JSON) -> JSON:
+        """The bot's direct-message channel with `member`; pass it as `channel=` for interactions there
+        (they come without a guild, and with the user instead of a member)."""
+        channel = payloads.dm_channel(member["user"])
         self.channels[channel["id"]] = channel
         return channel
 
@@ -349,6 +368,15 @@ class FakeDiscord:
             "context": 0,
             "attachment_size_limit": self.upload_limit,
         }
+        if channel["type"] == payloads.DM:
+            for key in ("guild_id", "guild", "member", "guild_locale"):
+                del payload[key]
+            payload |= {
+                "user": member["user"],
+                "channel": channel,
+                "context": 1,  # BOT_DM
+                "authorizing_integration_owners": {"1": member["user"]["id"]},
+            }
         if message is not None:
             payload["message"] = message
         interaction = FakeInteraction(payload, at=time.monotonic())

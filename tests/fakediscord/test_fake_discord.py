@@ -252,3 +252,13 @@ async def test_buttons_survive_a_restart_and_shutdown_is_clean(caplog: pytest.Lo
     gc.collect()  # unclosed aiohttp sessions would complain now
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_interactions_in_direct_messages(fake_discord: FakeDiscord, bot: SmokeBot) -> None:
+    seen = bot.wait_for("interaction", timeout=5)
+    it = await fake_discord.slash("ask", channel=fake_discord.add_dm(fake_discord.alice))
+    interaction = await seen
+    assert interaction.guild_id is None and isinstance(interaction.channel, discord.DMChannel)
+    assert interaction.user.id == int(fake_discord.alice["user"]["id"])
+    assert not isinstance(interaction.user, discord.Member)
+    assert (await fake_discord.wait_for("callback", it.owns)).json["type"] == 9

@@ -13,6 +13,7 @@ from bot.queue.local import LocalJobQueue
 from bot.store.database import Store
 from engine.engine import Engine, PreparedJob
 from engine.job import InpaintRequest, InpaintResult
+from engine.safety import SafetyChecker
 from tests.fakediscord import FakeDiscord, run_client
 from tests.fakediscord.fixtures import fake_discord as fake_discord
 
@@ -52,12 +53,15 @@ def gated_engine(engine: Engine) -> GatedEngine:
 async def start_bot(
     fake_discord: FakeDiscord, gated_engine: GatedEngine, store: Store, bot_config: BotConfig
 ) -> AsyncIterator[StartBot]:
-    """Start the bot with config overrides (and ``edit_interval``); it is closed after the test."""
+    """Start the bot with config overrides (and ``edit_interval``, a ``safety`` checker); it is closed
+    after the test."""
     async with AsyncExitStack() as stack:
 
-        async def start(edit_interval: float = 2.0, **overrides: object) -> InpaintBot:
+        async def start(
+            edit_interval: float = 2.0, safety: SafetyChecker | None = None, **overrides: object
+        ) -> InpaintBot:
             config = bot_config.model_copy(update=overrides)
-            queue = LocalJobQueue(gated_engine, store, config)
+            queue = LocalJobQueue(gated_engine, store, config, safety=safety)
             bot = InpaintBot(config, queue, store, guild_ready_timeout=0.05, edit_interval=edit_interval)
             stack.push_async_callback(queue.close)
             await stack.enter_async_context(run_client(fake_discord, bot))

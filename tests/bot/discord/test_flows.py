@@ -17,7 +17,14 @@ from bot.store.database import Store
 from engine.engine import PreparedJob
 from engine.job import MaskSource
 from tests.bot.discord.conftest import GatedEngine, StartBot
-from tests.bot.discord.test_inpaint import JOB_TIMEOUT, embed_fields, inpaint, refusal, result
+from tests.bot.discord.test_inpaint import (
+    JOB_TIMEOUT,
+    embed_fields,
+    has_result,
+    inpaint,
+    refusal,
+    result,
+)
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded, run_client
 from tests.pictures import photo, png_bytes, rect_mask
 
@@ -37,9 +44,7 @@ async def results(fake: FakeDiscord, kind: str, count: int) -> list[Recorded]:
     found: list[Recorded] = []
     while len(found) < count:
         after = found[-1] if found else None
-        found.append(
-            await fake.wait_for(kind, lambda r: bool(r.files), after=after, timeout=JOB_TIMEOUT)
-        )
+        found.append(await fake.wait_for(kind, has_result, after=after, timeout=JOB_TIMEOUT))
     return found
 
 
@@ -150,16 +155,25 @@ async def test_many_users_at_once_are_all_served_in_fair_turns(
     users = [fake_discord.add_member(f"user{i}") for i in range(10)]
     gated_engine.gate.clear()
     await start_bot(edit_interval=0)
-    # Each user's three jobs in a row: first come, first served would finish user0's third job before
-    # user9's first; fair turns finish every first job before any third.
-    asked = [(await inpaint_as(fake_discord, user), turn) for user in users for turn in range(3)]
+    # Three jobs per user, all at once: first come, first served would finish some user's third job
+    # before another user's first; fair turns finish every first job before any third.
+    asked = [
+        (await inpaint_as(fake_discord, user), user["user"]["id"]) for user in users for _ in range(3)
+    ]
     for it, _ in asked:  # all thirty are queued before the first may finish
         await fake_discord.wait_for("edit_webhook_message", it.owns)
     gated_engine.gate.set()
 
     finished = await results(fake_discord, "edit_webhook_message", len(asked))
-    turn_of = {it.token: turn for it, turn in asked}
-    turns = [turn_of[record.params["token"]] for record in finished]
+    assert all(record.status == 200 for record in finished)
+    # Commands are handled concurrently, so a user's turns are counted in the order the queue took
+    # them: by job id.
+    owner = {it.token: user_id for it, user_id in asked}
+    job_ids = {record.params["token"]: job_of(record) for record in finished}
+    turns_of_user: dict[str, list[int]] = {}
+    for token in sorted(job_ids, key=job_ids.__getitem__):
+        turns_of_user.setdefault(owner[token], []).append(job_ids[token])
+    turn_of_job = {job: turn for jobs in turns_of_user.values() for turn, job in enumerate(jobs)}
+    turns = [turn_of_job[job_of(record)] for record in finished]
     assert sorted(turns) == [0] * 10 + [1] * 10 + [2] * 10
     assert max(i for i, turn in enumerate(turns) if turn == 0) < turns.index(2)
-    assert all(record.status == 200 for record in finished)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.delivery import DEFAULT_UPLOAD_LIMIT
+from bot.delivery import DEFAULT_UPLOAD_LIMIT, PREVIEW_FILENAME
 from bot.store.presets import save_preset
 from bot.store.retention import BYTES_PER_GB, CleanupReport, RetentionPolicy
 from engine.engine import NO_MASK_MESSAGE
@@ -33,9 +33,18 @@ async def inpaint(fake: FakeDiscord, mask: bool = True, **options: Any) -> FakeI
     return await fake.slash("inpaint", {**values, "steps": 3, **options})
 
 
+def has_result(record: Recorded) -> bool:
+    """Carries a result picture (progress edits carry a preview instead)."""
+    return any(f.filename != PREVIEW_FILENAME for f in record.files)
+
+
+def has_preview(record: Recorded) -> bool:
+    return [f.filename for f in record.files] == [PREVIEW_FILENAME]
+
+
 async def result(fake: FakeDiscord, it: FakeInteraction) -> Recorded:
     return await fake.wait_for(
-        "edit_webhook_message", lambda r: it.owns(r) and bool(r.files), timeout=JOB_TIMEOUT
+        "edit_webhook_message", lambda r: it.owns(r) and has_result(r), timeout=JOB_TIMEOUT
     )
 
 
@@ -75,8 +84,35 @@ async def test_progress_edits_are_coalesced(fake_discord: FakeDiscord, start_bot
     await start_bot(edit_interval=60)
     it = await inpaint(fake_discord, steps=6)
     await result(fake_discord, it)
-    statuses = fake_discord.recorded("edit_webhook_message", lambda r: it.owns(r) and not r.files)
+    statuses = fake_discord.recorded("edit_webhook_message", lambda r: it.owns(r) and not has_result(r))
     assert len(statuses) == 1, "one status edit, then nothing until the result"
+
+
+async def test_progress_shows_a_preview_of_the_picture_being_painted(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    await start_bot(edit_interval=0)
+    it = await inpaint(fake_discord, steps=4)
+    done = await result(fake_discord, it)
+    steps = fake_discord.recorded(
+        "edit_webhook_message", lambda r: it.owns(r) and r.json["content"].startswith("🎨 Step")
+    )
+    assert steps and all(has_preview(r) for r in steps)
+    preview = Image.open(io.BytesIO(steps[-1].files[0].data))
+    assert preview.format == "JPEG" and max(preview.size) <= 256
+    # The result replaces the preview: only the result's own file is left on the message.
+    assert it.original_id is not None
+    names = [a["filename"] for a in fake_discord.message(it.original_id)["attachments"]]
+    assert names == [done.files[0].filename]
+
+
+async def test_previews_can_be_turned_off(fake_discord: FakeDiscord, start_bot: StartBot) -> None:
+    await start_bot(edit_interval=0, progress_previews=False)
+    it = await inpaint(fake_discord, steps=4)
+    await result(fake_discord, it)
+    statuses = fake_discord.recorded("edit_webhook_message", lambda r: it.owns(r) and not has_result(r))
+    assert any(r.json["content"].startswith("🎨 Step") for r in statuses)
+    assert not any(r.files for r in statuses)
 
 
 async def test_the_images_transparency_is_the_mask(
@@ -167,12 +203,14 @@ async def test_commands_sync_to_the_listed_guilds_instantly(
 ) -> None:
     await start_bot(guild_ids=[int(fake_discord.guild_id)])
     assert None not in fake_discord.commands
-    (command,) = fake_discord.commands[fake_discord.guild_id]
+    commands = {command["name"]: command for command in fake_discord.commands[fake_discord.guild_id]}
+    command = commands["inpaint"]
     options = {option["name"] for option in command["options"]}
     assert options == {
         "image", "mask", "prompt", "negative_prompt", "auto_mask", "preset", "strength", "steps",
         "guidance", "seed", "sampler", "area", "padding", "masked_content", "mask_blur", "invert_mask",
-        "mask_grow", "count", "model",
+        "mask_grow", "count", "model", "controlnet", "control_weight", "control_start", "control_end",
+        "tile_downsample",
     }  # fmt: skip
 
 

@@ -198,6 +198,34 @@ async def test_cancel_while_queued(
     await result(fake_discord, first)
 
 
+async def test_cancel_while_running_and_again_after_it_ended(
+    fake_discord: FakeDiscord, start_bot: StartBot, gated_engine: GatedEngine, store: Store
+) -> None:
+    gated_engine.gate.clear()
+    await start_bot(edit_interval=0)
+    it = await inpaint(fake_discord)
+    await fake_discord.wait_for(
+        "edit_webhook_message", lambda r: it.owns(r) and r.json["content"].startswith("🎨 Running")
+    )
+    assert gated_engine.waiting.wait(JOB_TIMEOUT) and (await job(store, 1)).status is JobStatus.RUNNING
+    assert it.original_id is not None
+    status_buttons = fake_discord.message(it.original_id)["components"]
+    click = await fake_discord.click(it.original_id, "job:cancel:1")
+    assert (await fake_discord.wait_for("callback", click.owns)).json["type"] == DEFERRED_UPDATE
+    assert gated_engine.cancel is not None and gated_engine.cancel.is_set()  # the run is told to stop
+    gated_engine.gate.set()
+    cancelled = await fake_discord.wait_for(
+        "edit_webhook_message", lambda r: it.owns(r) and "cancelled" in r.json["content"]
+    )
+    assert cancelled.json["components"] == [] and not cancelled.files
+    assert (await job(store, 1)).status is JobStatus.CANCELLED
+
+    # A ✖ pressed on a device that still shows the old status is answered, not ignored.
+    fake_discord.message(it.original_id)["components"] = status_buttons
+    again = await fake_discord.click(it.original_id, "job:cancel:1")
+    assert await ephemeral_answer(fake_discord, again) == "Job 1 is no longer queued or running."
+
+
 async def test_a_reroll_reaction_by_a_member_replies_with_their_own_job(
     fake_discord: FakeDiscord, start_bot: StartBot, store: Store
 ) -> None:

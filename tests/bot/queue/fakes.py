@@ -135,6 +135,26 @@ class FakeEngine:
         ]
 
 
+def flag_everything(image: Image.Image) -> bool:
+    return True
+
+
+@dataclass
+class StubSafetyChecker:
+    """A ``SafetyChecker`` that flags the pictures ``flagged`` picks; with ``error`` every check fails.
+    Records each check's number of pictures and the thread it ran in."""
+
+    flagged: Callable[[Image.Image], bool] = flag_everything
+    error: Exception | None = None
+    checks: list[tuple[int, str]] = field(default_factory=list)
+
+    def flags(self, images: Sequence[Image.Image]) -> list[bool]:
+        self.checks.append((len(images), threading.current_thread().name))
+        if self.error is not None:
+            raise self.error
+        return [self.flagged(image) for image in images]
+
+
 E = TypeVar("E", bound=JobEvent)
 
 

@@ -1,0 +1,293 @@
+"""``inpaintbot check``: is this installation ready to run the bot?
+
+Checks, in order, what ``inpaintbot run`` needs: the configuration, the data directory, the database,
+the device, the model(s) and the Discord token, then prints the invite URL. One line per check,
+``ok``, ``warn`` or ``FAIL`` and what was found, so an operator fixes everything in one pass; the exit
+status is 1 when anything failed. The database is read, not migrated; the token is never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from bot.config import BotConfig
+
+EXIT_FAILED = 1
+TOKEN_REFUSED = "Discord refused DISCORD_TOKEN; reset it on the application's Bot page and copy it again"
+GIB = 1024**3
+# Below this much free GPU memory even an SD1.x model in fp16 is tight (README: VRAM guidance).
+LOW_VRAM_BYTES = 4 * GIB
+
+Status = Literal["ok", "warn", "FAIL"]
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    name: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.status:<4} {self.name}: {self.detail}"
+
+
+def describe_config_error(error: ValidationError) -> str:
+    """One line naming each bad variable as the operator wrote it; the input is left out (it may be
+    the token)."""
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]).upper() if item["loc"] else ""
+        name = field if field == "DISCORD_TOKEN" else f"INPAINTBOT_{field}"
+        problems.append(f"{name}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def application_id_from_token(token: str) -> str | None:
+    """A bot token starts with its bot's user id in base64, which is the application id."""
+    head = token.split(".", 1)[0]
+    try:
+        decoded = base64.b64decode(head + "=" * (-len(head) % 4), validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded if decoded.isdigit() else None
+
+
+async def run_checks(load_config: Callable[[], BotConfig] = BotConfig) -> AsyncIterator[Check]:
+    """Every check in order, each as soon as it is done (loading a model can take minutes)."""
+    try:
+        config = load_config()
+    except ValidationError as exc:
+        yield Check("FAIL", "config", describe_config_error(exc))
+        return
+    source = "the environment and .env" if Path(".env").is_file() else "the environment (no .env here)"
+    yield Check("ok", "config", f"read from {source}")
+    token = config.discord_token.get_secret_value() if config.discord_token else None
+    yield (
+        Check("ok", "token", "DISCORD_TOKEN is set")
+        if token
+        else Check(
+            "FAIL",
+            "token",
+            "DISCORD_TOKEN is not set: create the bot at https://discord.com/developers/applications "
+            "(README: Create the Discord application)",
+        )
+    )
+    yield check_data_dir(config)
+    yield await check_database(config)
+    device = check_device(config)
+    yield device
+    if device.status == "FAIL":
+        yield Check("FAIL", "model", "not loaded: the device is not usable")
+    else:
+        yield await asyncio.to_thread(check_model, config)
+        if config.models:
+            yield await asyncio.to_thread(check_other_models, config)
+    application_id = None
+    if token:
+        discord_check, application_id = await check_discord(config, token)
+        yield discord_check
+        application_id = application_id or application_id_from_token(token)
+    yield invite_check(application_id)
+
+
+def check_data_dir(config: BotConfig) -> Check:
+    """The bot writes its database and pictures here; in Docker a volume owned by another user is the
+    usual mistake."""
+    for folder in (config.data_dir, config.images_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            return Check("FAIL", "data", f"cannot write to {folder.resolve()}: {exc.strerror or exc}")
+    return Check("ok", "data", f"{config.data_dir.resolve()} is writable")
+
+
+async def check_database(config: BotConfig) -> Check:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.store.database import create_engine
+    from bot.store.migrate import alembic_config
+
+    shown = make_url(config.database_url).render_as_string(hide_password=True)
+    try:
+        scripts = ScriptDirectory.from_config(alembic_config(config.database_url))
+    except FileNotFoundError as exc:
+        return Check("FAIL", "database", str(exc))
+    head = scripts.get_current_head()
+    engine = None
+    try:
+        engine = create_engine(config.database_url)
+        async with engine.connect() as connection:
+            current = await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+    except ImportError as exc:
+        return Check("FAIL", "database", f"cannot open {shown}: {exc}; install the database's driver")
+    except (SQLAlchemyError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        return Check("FAIL", "database", f"cannot open {shown}: {reason}")
+    finally:
+        if engine is not None:
+            await engine.dispose()
+    if current == head:
+        return Check("ok", "database", f"{shown} is at the newest revision {head}")
+    if current is None:
+        return Check("ok", "database", f"{shown} is new; the bot creates its tables when it starts")
+    try:
+        scripts.get_revision(current)
+    except CommandError:
+        return Check(
+            "FAIL",
+            "database",
+            f"{shown} is at revision {current}, which this version of inpaintbot does not know: it was "
+            "written by a newer version. Run that version, or restore the backup taken before the upgrade.",
+        )
+    return Check(
+        "ok",
+        "database",
+        f"{shown} is at revision {current}; the bot migrates it to {head} when it starts "
+        "(or run `inpaintbot db upgrade`)",
+    )
+
+
+def check_device(config: BotConfig) -> Check:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        free, total = torch.cuda.mem_get_info()
+        detail = f"cuda: {name}, {free / GIB:.1f} of {total / GIB:.1f} GiB free"
+        if config.device == "cpu":
+            return Check("warn", "device", f"cpu, as INPAINTBOT_DEVICE says, although there is {detail}")
+        if free < LOW_VRAM_BYTES:
+            return Check(
+                "warn", "device", f"{detail}: SD1.x models need about 3-4 GB, SDXL about 8-10 GB"
+            )
+        return Check("ok", "device", detail)
+    if torch.version.cuda is None:
+        why = f"this PyTorch ({torch.__version__}) is a CPU-only build"
+    else:
+        why = (
+            f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) finds no GPU: is the NVIDIA driver "
+            "installed, and in Docker, does the container have a GPU (compose's device reservation)?"
+        )
+    if config.device == "cuda":
+        return Check("FAIL", "device", f"INPAINTBOT_DEVICE is cuda, but {why}")
+    if config.device == "cpu":
+        return Check("warn", "device", "cpu, as INPAINTBOT_DEVICE says: each job takes minutes")
+    return Check("warn", "device", f"no CUDA GPU, so the CPU (each job takes minutes): {why}")
+
+
+def check_model(config: BotConfig) -> Check:
+    """Load the default model exactly as the bot does at start-up (downloading it if needed)."""
+    from engine.engine import Engine
+    from engine.errors import EngineError
+
+    started = time.perf_counter()
+    try:
+        model = Engine(config).load()
+    except EngineError as exc:
+        return Check("FAIL", "model", str(exc))
+    kind = "SDXL" if model.sdxl else "SD 1.x/2.x"
+    channels = "inpainting (9-channel)" if model.inpainting else "regular (4-channel)"
+    return Check(
+        "ok",
+        "model",
+        f"{model.name}: {kind} {channels}, {model.native_size} px, loaded on {model.device} "
+        f"({str(model.dtype).removeprefix('torch.')}) in {time.perf_counter() - started:.1f} s",
+    )
+
+
+def check_other_models(config: BotConfig) -> Check:
+    """The models members may pick are loaded on first use; here only their config files are read,
+    which finds wrong names and paths without filling the GPU."""
+    from engine.errors import EngineError
+    from engine.models import ModelManager, resolve_device
+
+    manager = ModelManager(resolve_device(config.device), single_file_config=config.single_file_config)
+    others = [name for name in config.allowed_models() if name != config.model]
+    problems = []
+    for name in others:
+        try:
+            manager.native_size(name)
+        except EngineError as exc:
+            problems.append(str(exc))
+    if problems:
+        return Check("FAIL", "models", " ".join(problems))
+    return Check("ok", "models", f"found the {len(others)} other model(s) in INPAINTBOT_MODELS")
+
+
+async def check_discord(config: BotConfig, token: str) -> tuple[Check, str | None]:
+    """Log in over REST (no gateway connection): Discord itself says whether the token is good.
+    Returns the check and the application id."""
+    import aiohttp
+    import discord
+
+    from bot.app import point_at_discord
+
+    point_at_discord(config)
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        await client.login(token)
+        application = await client.application_info()
+        user = str(client.user)
+    except discord.LoginFailure:
+        return Check("FAIL", "discord", TOKEN_REFUSED), None
+    except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+        return Check("FAIL", "discord", f"cannot reach Discord: {exc}"), None
+    finally:
+        await client.close()
+    application_id = str(application.id)
+    if application.interactions_endpoint_url:
+        return Check(
+            "FAIL",
+            "discord",
+            "the application has an Interactions Endpoint URL set in the developer portal, so slash "
+            "commands go there instead of to the bot: clear it",
+        ), application_id
+    return Check("ok", "discord", f"logged in as {user} (application {application_id})"), application_id
+
+
+def invite_check(application_id: str | None) -> Check:
+    from bot.app import PERMISSIONS, SCOPES, invite_url
+
+    if application_id is None:
+        return Check(
+            "FAIL",
+            "invite",
+            f"no application id without a good token; use {invite_url('APPLICATION_ID')} with the "
+            "Application ID from the developer portal's General Information page",
+        )
+    permissions = ", ".join(name.replace("_", " ").title() for name, value in PERMISSIONS if value)
+    return Check(
+        "ok",
+        "invite",
+        f"{invite_url(application_id)} (scopes {' '.join(SCOPES)}; permissions {permissions})",
+    )
+
+
+async def print_checks(load_config: Callable[[], BotConfig] = BotConfig) -> int:
+    """``inpaintbot check``: print each result as it comes; the exit status."""
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()
+    failed = False
+    async for check in run_checks(load_config):
+        print(check.line(), flush=True)
+        failed = failed or check.status == "FAIL"
+    return EXIT_FAILED if failed else 0

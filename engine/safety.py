@@ -1,0 +1,82 @@
+"""Telling whether a result picture is NSFW, so a server's policy can hide it behind a spoiler or
+withhold it (``bot.guards``).
+
+``SafetyChecker`` is the seam: the queue calls ``flags`` on each job's outputs in the GPU thread, right
+after the engine. ``DiffusersSafetyChecker`` is Stable Diffusion's own checker (CLIP image embeddings
+compared with fixed concept embeddings); ``INPAINTBOT_SAFETY_CHECKER`` names its weights, or turns
+checking off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from engine.config import EngineConfig
+
+log = logging.getLogger(__name__)
+
+
+class SafetyChecker(Protocol):
+    def flags(self, images: Sequence[Image.Image]) -> list[bool]:
+        """One verdict per picture, in order: ``True`` means flagged as NSFW. May raise; the caller
+        decides what an unchecked picture becomes."""
+        ...
+
+
+class DiffusersSafetyChecker:
+    """``StableDiffusionSafetyChecker`` with its ``CLIPImageProcessor``, both read from ``source`` (a
+    Hub id or a folder holding ``config.json``, the weights and ``preprocessor_config.json``).
+
+    Loaded on first use, in the thread that calls ``flags`` (the GPU thread), on the engine's device
+    and dtype. Not thread-safe, like the engine.
+    """
+
+    def __init__(self, source: str, device: torch.device, dtype: torch.dtype) -> None:
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self._model: Any = None
+        self._processor: Any = None
+
+    def flags(self, images: Sequence[Image.Image]) -> list[bool]:
+        if not images:
+            return []
+        model, processor = self._load()
+        pictures = [image.convert("RGB") for image in images]
+        pixels = processor(images=pictures, return_tensors="pt").pixel_values
+        pixels = pixels.to(self.device, self.dtype)
+        with torch.inference_mode():
+            # ``images`` is only blacked out where flagged; the pixels are a throwaway stand-in.
+            _, flagged = model(clip_input=pixels, images=pixels.clone())
+        return [bool(verdict) for verdict in flagged]
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._model is None:
+            from diffusers.pipelines.stable_diffusion.safety_checker import (
+                StableDiffusionSafetyChecker,
+            )
+            from transformers import CLIPImageProcessor
+
+            log.info("loading the safety checker %s on %s (%s)", self.source, self.device, self.dtype)
+            self._processor = CLIPImageProcessor.from_pretrained(self.source)
+            # Typed Any: transformers' ``to`` overloads confuse static checkers on this subclass.
+            model: Any = StableDiffusionSafetyChecker.from_pretrained(
+                self.source, torch_dtype=self.dtype
+            )
+            self._model = model.to(self.device).eval()
+        return self._model, self._processor
+
+
+def safety_checker(
+    config: EngineConfig, device: torch.device, dtype: torch.dtype
+) -> SafetyChecker | None:
+    """The checker ``INPAINTBOT_SAFETY_CHECKER`` asks for, on the engine's device and dtype; ``None``
+    when the operator turned checking off."""
+    if config.safety_checker is None:
+        return None
+    return DiffusersSafetyChecker(config.safety_checker, device, dtype)

@@ -1,0 +1,54 @@
+"""The running bot as its operator sees it: the health heartbeat and one log line per job event."""
+
+import asyncio
+import logging
+import re
+
+import pytest
+
+from bot import health
+from bot.config import BotConfig
+from tests.bot.discord.conftest import StartBot
+from tests.bot.discord.test_inpaint import inpaint, result
+from tests.fakediscord import FakeDiscord
+
+
+async def test_heartbeat_while_connected_and_removed_on_close(
+    fake_discord: FakeDiscord, start_bot: StartBot, bot_config: BotConfig
+) -> None:
+    path = health.heartbeat_path(bot_config.data_dir)
+    bot = await start_bot()
+    for _ in range(100):  # the first beat follows the ready event
+        if path.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert health.problem(path) is None
+    path.unlink()
+    with pytest.MonkeyPatch.context() as disconnected:
+        disconnected.setattr(bot, "ws", None)  # between the gateway dropping and reconnecting
+        await bot.heartbeat()
+    assert not path.exists()
+    await bot.heartbeat()
+    assert health.problem(path) is None
+    await bot.close()
+    assert not path.exists()
+    assert health.problem(path) is not None
+
+
+async def test_each_job_event_is_one_log_line_and_the_token_is_never_logged(
+    fake_discord: FakeDiscord, start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # the most a library would ever say, login included
+    await start_bot()
+    it = await inpaint(fake_discord, seed=5)
+    await result(fake_discord, it)
+    lines = [record.getMessage() for record in caplog.records if record.name == "bot.jobs"]
+    user = it.payload["member"]["user"]["id"]
+    patterns = [
+        rf"job=(\d+) user={user} event=queued position=1 eta=\?",
+        rf"job=\1 user={user} event=started waited=\d+\.\d\ds eta=\?",
+        rf"job=\1 user={user} event=done run=\d+\.\d\ds total=\d+\.\d\ds images=1 "
+        r"prepare=\d+\.\d\ds denoise=\d+\.\d\ds model=\S+",
+    ]
+    assert re.fullmatch("\n".join(patterns), "\n".join(lines)), lines
+    assert FakeDiscord.token not in caplog.text

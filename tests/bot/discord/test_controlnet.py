@@ -1,0 +1,88 @@
+"""ControlNet from Discord: the options of /inpaint and /preset save reach the engine and come back in
+the result's settings, on the tiny model with a tiny Tile ControlNet."""
+
+from pathlib import Path
+
+import pytest
+
+from bot.store import jobs
+from bot.store.database import Store
+from engine.config import EngineConfig
+from engine.engine import Engine
+from engine.settings import ControlNet
+from engine.testing import build_tiny_controlnet
+from tests.bot.discord.conftest import StartBot
+from tests.bot.discord.test_inpaint import embed_fields, inpaint, refusal, result
+from tests.bot.discord.test_presets import preset
+from tests.fakediscord import FakeDiscord
+
+
+@pytest.fixture(scope="module")
+def engine(
+    tiny_sd_path: Path, tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Engine:
+    """The bot's default model is an inpainting checkpoint, so ControlNet jobs switch to the
+    configured regular base model, as an operator would set it up."""
+    tile = build_tiny_controlnet(tmp_path_factory.mktemp("tile"), tiny_sd_regular_path, seed=1)
+    config = EngineConfig(
+        model=str(tiny_sd_path),
+        device="cpu",
+        data_dir=tmp_path_factory.mktemp("data"),
+        controlnet_tile=str(tile),
+        controlnet_base_model=str(tiny_sd_regular_path),
+        _env_file=None,
+    )
+    return Engine(config)
+
+
+async def test_inpaint_with_tile_controlnet_runs_on_the_base_model_and_says_so(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store, tiny_sd_regular_path: Path
+) -> None:
+    await start_bot()
+    it = await inpaint(
+        fake_discord,
+        strength=1.0,
+        controlnet="tile",
+        control_weight=0.5,
+        control_end=0.8,
+        tile_downsample=2.0,
+    )
+    fields = embed_fields(await result(fake_discord, it))
+    assert fields["ControlNet"] == "tile, weight 0.5, steps 0–0.8, downsample 2"
+    assert fields["Model"] == str(tiny_sd_regular_path)
+    row = await jobs.get_job(store, 1)
+    assert row is not None
+    settings = row.inpaint_settings()
+    assert (settings.controlnet, settings.control_weight, settings.tile_downsample) == (
+        ControlNet.TILE,
+        0.5,
+        2.0,
+    )
+
+
+async def test_controlnet_settings_round_trip_through_a_preset(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    await preset(fake_discord, "save", name="keep pose", controlnet="tile", control_weight=1.5)
+    it = await inpaint(fake_discord, preset="keep pose")
+    await result(fake_discord, it)
+    row = await jobs.get_job(store, 1)
+    assert row is not None
+    assert (row.inpaint_settings().controlnet, row.inpaint_settings().control_weight) == (
+        ControlNet.TILE,
+        1.5,
+    )
+
+
+async def test_bad_controlnet_options_are_refused(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    await start_bot()
+    it = await inpaint(fake_discord, controlnet="tile", control_start=0.9, control_end=0.1)
+    assert "control_start (0.9) must be less than control_end (0.1)" in await refusal(fake_discord, it)
+    it = await inpaint(fake_discord, control_weight=3.0)
+    assert await refusal(fake_discord, it) == "control_weight must be between 0.0 and 2.0 (got 3.0)."
+    it = await inpaint(fake_discord, controlnet="tile", masked_content="latent-noise")
+    assert "cannot be combined with a ControlNet" in await refusal(fake_discord, it)
+    await result(fake_discord, await inpaint(fake_discord))  # and the bot still serves

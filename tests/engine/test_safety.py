@@ -1,0 +1,94 @@
+"""The diffusers safety checker wrapper, on a tiny random-weight checker built in code.
+
+The tiny checker's first concept embedding is the embedding of a red picture, so red is flagged and
+blue is not: this checks that verdicts flow through the loader and the wrapper in order, not the
+real model's judgement.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from PIL import Image
+from transformers import CLIPConfig, CLIPImageProcessor
+
+from engine.config import DEFAULT_SAFETY_CHECKER, EngineConfig
+from engine.safety import DiffusersSafetyChecker, safety_checker
+
+RED = Image.new("RGB", (40, 40), (255, 0, 0))
+BLUE = Image.new("RGB", (40, 40), (0, 0, 255))
+CPU = torch.device("cpu")
+
+
+def build_tiny_checker(folder: Path) -> Path:
+    """A ``StableDiffusionSafetyChecker`` on a tiny CLIP vision tower, saved with its processor."""
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    model = StableDiffusionSafetyChecker(config).eval()
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+
+    def embed(image: Image.Image) -> torch.Tensor:
+        pixels = processor(images=[image], return_tensors="pt").pixel_values
+        return model.visual_projection(model.vision_model(pixels)[1])[0]
+
+    with torch.no_grad():
+        red, blue = embed(RED), embed(BLUE)
+        similarity = torch.nn.functional.cosine_similarity(red, blue, dim=0).item()
+        assert similarity < 0.99, "the tiny model must tell red from blue"
+        model.concept_embeds[0] = red
+        model.concept_embeds_weights.fill_(2.0)  # cosine similarity never exceeds 1: never flagged
+        model.concept_embeds_weights[0] = (1 + similarity) / 2  # red: 1 > threshold > blue
+        model.special_care_embeds_weights.fill_(2.0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_checker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checker(tmp_path_factory.mktemp("tiny-safety-checker"))
+
+
+def test_verdicts_follow_the_pictures_in_order(tiny_checker_path: Path) -> None:
+    checker = DiffusersSafetyChecker(str(tiny_checker_path), CPU, torch.float32)
+    assert checker.flags([RED, BLUE, RED]) == [True, False, True]
+    assert checker.flags([BLUE.convert("RGBA")]) == [False]  # any mode is converted to RGB first
+
+
+def test_loads_lazily_and_fails_on_use(tmp_path: Path) -> None:
+    checker = DiffusersSafetyChecker(str(tmp_path / "missing"), CPU, torch.float32)
+    assert checker.flags([]) == []  # nothing to check: nothing loaded
+    with pytest.raises(OSError):
+        checker.flags([RED])
+
+
+def test_configured_by_safety_checker_variable(
+    tiny_checker_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert EngineConfig(_env_file=None).safety_checker == DEFAULT_SAFETY_CHECKER
+    for off in ("none", "None", ""):
+        monkeypatch.setenv("INPAINTBOT_SAFETY_CHECKER", off)
+        config = EngineConfig(_env_file=None)
+        assert config.safety_checker is None
+        assert safety_checker(config, CPU, torch.float32) is None
+    monkeypatch.setenv("INPAINTBOT_SAFETY_CHECKER", str(tiny_checker_path))
+    checker = safety_checker(EngineConfig(_env_file=None), CPU, torch.float32)
+    assert isinstance(checker, DiffusersSafetyChecker)
+    assert checker.flags([BLUE, RED]) == [False, True]
