@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 
 import discord
 import yarl
@@ -99,6 +100,15 @@ def error_message(cause: Exception) -> str:
     error_id = secrets.token_hex(4)
     log.error("command failed, error id %s", error_id, exc_info=cause)
     return f"Something went wrong on the bot's side (error id `{error_id}`). Try again later."
+
+
+async def guarded(interaction: discord.Interaction, work: Callable[[], Awaitable[None]]) -> None:
+    """Run a button's or modal's work; any failure ends in an ephemeral message (views and modals
+    would only log it)."""
+    try:
+        await work()
+    except Exception as exc:
+        await refuse(interaction, error_message(exc))
 
 
 class InpaintTree(app_commands.CommandTree["InpaintBot"]):

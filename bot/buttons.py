@@ -61,10 +61,18 @@ class JobButton(
         return cls(Action(match["action"]), int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = cast(commands.Bot, interaction.client).get_cog("Results")
-        if cog is None:
-            raise RuntimeError("the bot.cogs.results extension is not loaded")
-        await cast("Results", cog).on_button(interaction, self.action, self.job_id)
+        await cast("Results", handler(interaction, "Results")).on_button(
+            interaction, self.action, self.job_id
+        )
+
+
+def handler(interaction: discord.Interaction, cog_name: str) -> commands.Cog:
+    """The cog that does a persistent button's work. Looked up at click time, not kept: the button
+    may outlive a reload of its extension."""
+    cog = cast(commands.Bot, interaction.client).get_cog(cog_name)
+    if cog is None:
+        raise RuntimeError(f"the {cog_name} cog is not loaded")
+    return cog
 
 
 def _view(job_id: int, actions: tuple[Action, ...]) -> discord.ui.View:

@@ -17,6 +17,7 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 
 from bot.errors import BotError
+from bot.store.models import Preset
 from engine.settings import (
     MAX_PROMPT_CHARS,
     MAX_SEED,
@@ -79,6 +80,8 @@ CHOICES = {
     "controlnet": _choices(ControlNet),
 }
 
+MAX_CHOICES = 25  # Discord's limit for autocomplete answers
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -100,3 +103,20 @@ def check_model(model: str | None, allowed: list[str]) -> None:
     """Members may only name the configured models (see ``BotConfig.allowed_models``)."""
     if model is not None and model not in allowed:
         raise BotError(f"Unknown model {model!r}. This bot offers: {', '.join(allowed)}.")
+
+
+def matching(names: list[str], current: str, *, labels: list[str] | None = None) -> list[Choice[str]]:
+    """Autocomplete answers: names containing what was typed, at most Discord's 25 (and 100 chars).
+    ``labels`` are what the member sees for each name, if not the name itself."""
+    found = [
+        Choice(name=label, value=name)
+        for name, label in zip(names, labels or names, strict=True)
+        if current.casefold() in name.casefold() and len(name) <= 100
+    ]
+    return found[:MAX_CHOICES]
+
+
+def preset_choices(presets: list[Preset], current: str) -> list[Choice[str]]:
+    """Autocomplete answers for a preset name; the server's presets are marked as such."""
+    labels = [f"{p.name} (server)" if p.guild_id is not None else p.name for p in presets]
+    return matching([p.name for p in presets], current, labels=labels)

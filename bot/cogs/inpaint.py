@@ -16,16 +16,14 @@ from discord.ext import commands
 from bot import options
 from bot.errors import BotError
 from bot.guards import check_channel
-from bot.options import check_model, given_settings, settings_options
+from bot.options import check_model, given_settings, matching, preset_choices, settings_options
 from bot.queue.base import JobSubmission
-from bot.store.models import Preset
 from bot.store.presets import resolve_settings, visible_presets
 from engine.job import InpaintRequest
 
 if TYPE_CHECKING:
     from bot.app import InpaintBot
 
-MAX_CHOICES = 25  # Discord's limit for autocomplete answers
 
 # Larger than any picture worth inpainting; refuses huge files before they are read into memory.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
@@ -126,24 +124,7 @@ class Inpaint(commands.Cog):
 
     @inpaint.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
-        return _matching(self.bot.config.allowed_models(), current)
-
-
-def _matching(names: list[str], current: str, *, labels: list[str] | None = None) -> list[Choice[str]]:
-    """Autocomplete answers: names containing what was typed, at most Discord's 25 (and 100 chars).
-    ``labels`` are what the member sees for each name, if not the name itself."""
-    found = [
-        Choice(name=label, value=name)
-        for name, label in zip(names, labels or names, strict=True)
-        if current.casefold() in name.casefold() and len(name) <= 100
-    ]
-    return found[:MAX_CHOICES]
-
-
-def preset_choices(presets: list[Preset], current: str) -> list[Choice[str]]:
-    """Autocomplete answers for a preset name; the server's presets are marked as such."""
-    labels = [f"{p.name} (server)" if p.guild_id is not None else p.name for p in presets]
-    return _matching([p.name for p in presets], current, labels=labels)
+        return matching(self.bot.config.allowed_models(), current)
 
 
 async def setup(bot: InpaintBot) -> None:

@@ -15,11 +15,12 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.cogs.inpaint import MAX_CHOICES
-from bot.cogs.results import guarded
+from bot.app import guarded
+from bot.buttons import handler
 from bot.delivery import offer_reroll, result_message, status_text
 from bot.errors import BotError
 from bot.guards import screen
+from bot.options import MAX_CHOICES
 from bot.queue.base import DoneEvent, QueuedEvent, StartedEvent
 from bot.queue.local import final_event
 from bot.store import jobs
@@ -102,10 +103,7 @@ class HistoryPage(
         return cls(int(match["user_id"]), int(match["page"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        cog = cast(commands.Bot, interaction.client).get_cog("Jobs")
-        if cog is None:
-            raise RuntimeError("the bot.cogs.jobs extension is not loaded")
-        await cast(Jobs, cog).on_page(interaction, self.user_id, self.page)
+        await cast(Jobs, handler(interaction, "Jobs")).on_page(interaction, self.user_id, self.page)
 
 
 class Jobs(commands.Cog):

@@ -16,9 +16,8 @@ from discord.ext import commands
 from discord.utils import escape_markdown
 
 from bot import options
-from bot.cogs.inpaint import _matching, preset_choices
 from bot.errors import PresetError
-from bot.options import check_model, given_settings, settings_options
+from bot.options import check_model, given_settings, matching, preset_choices, settings_options
 from bot.preset_ui import OwnedView, clip, label, save_or_ask, summary, value_text
 from bot.store.guilds import get_guild_settings
 from bot.store.models import Preset
@@ -79,7 +78,7 @@ async def _preset_names(interaction: discord.Interaction, current: str) -> list[
 
 
 async def _model_names(interaction: discord.Interaction, current: str) -> list[Choice[str]]:
-    return _matching(_bot(interaction).config.allowed_models(), current)
+    return matching(_bot(interaction).config.allowed_models(), current)
 
 
 def _marks(preset: Preset, user_default: Preset | None, server_default_id: int | None) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import discord
 from discord.ext import commands
 
-from bot.app import error_message, refuse
+from bot.app import error_message, guarded
 from bot.buttons import Action, JobButton
 from bot.delivery import REROLL_EMOJI
 from bot.errors import BotError
@@ -38,15 +38,6 @@ log = logging.getLogger(__name__)
 MODAL_TIMEOUT = 600.0  # modals live in memory only; one left open is forgotten after this
 NOTICE_SECONDS = 60.0  # how long a refused reaction's note stays in the channel
 N = TypeVar("N", int, float)
-
-
-async def guarded(interaction: discord.Interaction, work: Callable[[], Awaitable[None]]) -> None:
-    """Run a button's or modal's work; any failure ends in an ephemeral message (views and modals
-    would only log it)."""
-    try:
-        await work()
-    except Exception as exc:
-        await refuse(interaction, error_message(exc))
 
 
 def reroll_settings(job: Job) -> InpaintSettings:

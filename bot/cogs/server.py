@@ -16,9 +16,9 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 from discord.utils import escape_markdown
 
-from bot.cogs.inpaint import preset_choices
 from bot.errors import BotError
 from bot.guards import channel_list
+from bot.options import preset_choices
 from bot.store.guilds import get_guild_settings, update_guild_settings
 from bot.store.models import GuildSettings, NsfwPolicy
 from bot.store.presets import get_preset, list_presets

@@ -1,5 +1,6 @@
 """Golden flows of a result's buttons and 🔁 reactions, against the fake Discord and the tiny model."""
 
+import asyncio
 from PIL import Image
 from skimage import data
 
@@ -207,7 +208,8 @@ async def test_cancel_while_running_and_again_after_it_ended(
     await fake_discord.wait_for(
         "edit_webhook_message", lambda r: it.owns(r) and r.json["content"].startswith("🎨 Running")
     )
-    assert gated_engine.waiting.wait(JOB_TIMEOUT) and (await job(store, 1)).status is JobStatus.RUNNING
+    assert await asyncio.to_thread(gated_engine.waiting.wait, JOB_TIMEOUT)
+    assert (await job(store, 1)).status is JobStatus.RUNNING
     assert it.original_id is not None
     status_buttons = fake_discord.message(it.original_id)["components"]
     click = await fake_discord.click(it.original_id, "job:cancel:1")
