@@ -92,6 +92,7 @@ async def run_checks(load_config: Callable[[], BotConfig] = BotConfig) -> AsyncI
         yield await asyncio.to_thread(check_model, config)
         if config.models:
             yield await asyncio.to_thread(check_other_models, config)
+        yield await asyncio.to_thread(check_safety_checker, config)
     application_id = None
     if token:
         discord_check, application_id = await check_discord(config, token)
@@ -211,6 +212,36 @@ def check_model(config: BotConfig) -> Check:
         f"{model.name}: {kind} {channels}, {model.native_size} px, loaded on {model.device} "
         f"({str(model.dtype).removeprefix('torch.')}) in {time.perf_counter() - started:.1f} s",
     )
+
+
+def check_safety_checker(config: BotConfig) -> Check:
+    """Load the NSFW checker as the bot does and let it judge one picture. One that cannot load makes
+    every result count as flagged, which servers with the default policy never see."""
+    from PIL import Image
+
+    from engine.models import ModelManager, resolve_device
+    from engine.safety import safety_checker
+
+    models = ModelManager(resolve_device(config.device))  # only for the device and dtype the bot uses
+    checker = safety_checker(config, models.device, models.dtype)
+    if checker is None:
+        return Check(
+            "warn",
+            "safety",
+            "INPAINTBOT_SAFETY_CHECKER is none: results are not checked, so the servers' NSFW "
+            "policies have no effect",
+        )
+    try:
+        checker.flags([Image.new("RGB", (64, 64))])
+    except Exception as exc:
+        return Check(
+            "FAIL",
+            "safety",
+            f"the safety checker {config.safety_checker} does not load ({exc}); until it does, every "
+            "result counts as flagged and is withheld where a server's NSFW policy is block (the "
+            "default). Set INPAINTBOT_SAFETY_CHECKER=none to turn checking off.",
+        )
+    return Check("ok", "safety", f"the safety checker {config.safety_checker} loads and runs")
 
 
 def check_other_models(config: BotConfig) -> Check:

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class SafetyChecker(Protocol):
+    def load(self) -> None:
+        """Make ready now (at start-up), so the first job does not wait for a download. May raise."""
+        ...
+
     def flags(self, images: Sequence[Image.Image]) -> list[bool]:
         """One verdict per picture, in order: ``True`` means flagged as NSFW. May raise; the caller
         decides what an unchecked picture becomes."""
@@ -54,6 +58,9 @@ class DiffusersSafetyChecker:
             # ``images`` is only blacked out where flagged; the pixels are a throwaway stand-in.
             _, flagged = model(clip_input=pixels, images=pixels.clone())
         return [bool(verdict) for verdict in flagged]
+
+    def load(self) -> None:
+        self._load()
 
     def _load(self) -> tuple[Any, Any]:
         if self._model is None:

@@ -254,6 +254,7 @@ class LocalJobQueue(Generic[P]):
         # Loaded in the GPU thread: torch then computes in that one thread only. A second thread with
         # its own OpenMP team (even an idle one) makes CPU inference several times slower.
         await asyncio.get_running_loop().run_in_executor(self._gpu, self._engine.load)
+        await asyncio.get_running_loop().run_in_executor(self._gpu, self._load_safety_checker)
         self._started = True
         self._writer_task = asyncio.create_task(self._writer.run(), name="queue-writer")
         for row in await jobs.undelivered_jobs(self._store):
@@ -509,6 +510,16 @@ class LocalJobQueue(Generic[P]):
         results = await running
         verdicts = await loop.run_in_executor(self._gpu, self._screen, results)
         return list(zip(results, verdicts, strict=True))
+
+    def _load_safety_checker(self) -> None:
+        """Load the checker with the model, not on the first result. One that cannot load does not
+        stop the bot: it is tried again on each result, which counts as flagged meanwhile."""
+        if self._safety is None:
+            return
+        try:
+            self._safety.load()
+        except Exception:
+            log.exception("the safety checker could not load; results count as flagged until it does")
 
     def _screen(self, results: list[InpaintResult]) -> list[list[bool | None]]:
         """The safety checker's verdict on every output, per job; runs in the GPU thread. A picture the

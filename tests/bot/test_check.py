@@ -12,6 +12,7 @@ from bot.check import Check, print_checks, run_checks
 from bot.cli import main
 from bot.config import BotConfig
 from bot.store.migrate import upgrade
+from tests.engine.test_safety import build_tiny_checker
 from tests.fakediscord import FakeDiscord, payloads
 from tests.fakediscord.fixtures import fake_discord as fake_discord
 
@@ -43,11 +44,13 @@ async def test_a_ready_installation(
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "ok   config", "ok   token", "ok   data", "ok   database", "warn device",
-        "ok   model", "ok   discord", "ok   invite",
+        "ok   model", "warn safety", "ok   discord", "ok   invite",
     ]  # fmt: skip
     assert "is new; the bot creates its tables when it starts" in lines[3]
     assert "cpu, as INPAINTBOT_DEVICE says" in lines[4]
     assert "SD 1.x/2.x inpainting (9-channel), 64 px, loaded on cpu (float32)" in lines[5]
+    assert "results are not checked, so the servers' NSFW policies have no effect" in lines[6]
+    lines.pop(6)
     assert f"logged in as inpaintbot (application {fake_discord.app_id})" in lines[6]
     assert (
         f"client_id={fake_discord.app_id}&scope=bot+applications.commands&permissions=116800" in lines[7]
@@ -190,3 +193,13 @@ def test_bad_configuration_names_the_variable_and_hides_the_token(
         "INPAINTBOT_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"
     ]
     assert "secret-token-value" not in out
+
+
+async def test_the_safety_checker_is_loaded_and_run(config: BotConfig, tmp_path: Path) -> None:
+    checker = build_tiny_checker(tmp_path / "checker")
+    results = details(await checks(config.model_copy(update={"safety_checker": str(checker)})))
+    assert results["safety"] == f"ok the safety checker {checker} loads and runs"
+    missing = tmp_path / "no-checker"
+    results = details(await checks(config.model_copy(update={"safety_checker": str(missing)})))
+    assert results["safety"].startswith(f"FAIL the safety checker {missing} does not load")
+    assert "every result counts as flagged" in results["safety"]

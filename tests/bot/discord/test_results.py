@@ -1,6 +1,7 @@
 """Golden flows of a result's buttons and 🔁 reactions, against the fake Discord and the tiny model."""
 
 import asyncio
+
 from PIL import Image
 from skimage import data
 

@@ -147,6 +147,12 @@ class StubSafetyChecker:
     flagged: Callable[[Image.Image], bool] = flag_everything
     error: Exception | None = None
     checks: list[tuple[int, str]] = field(default_factory=list)
+    loads: list[str] = field(default_factory=list)  # the thread of each load
+
+    def load(self) -> None:
+        self.loads.append(threading.current_thread().name)
+        if self.error is not None:
+            raise self.error
 
     def flags(self, images: Sequence[Image.Image]) -> list[bool]:
         self.checks.append((len(images), threading.current_thread().name))

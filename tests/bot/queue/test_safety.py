@@ -100,3 +100,19 @@ def test_the_stub_tells_pictures_apart() -> None:
         False,
         False,
     ]
+
+
+async def test_the_checker_loads_with_the_model_and_a_failed_load_does_not_stop_the_bot(
+    make_queue: MakeQueue, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    checker = painted_with(3)
+    await make_queue(safety=checker)
+    assert len(checker.loads) == 1 and checker.loads[0].startswith("inpaint-gpu")
+    assert checker.checks == []  # loading judged nothing
+
+    broken = StubSafetyChecker(error=RuntimeError("no weights"))
+    queue, events = await make_queue(safety=broken)
+    assert "the safety checker could not load" in caplog.text
+    queued = await queue.submit(JobSubmission(1, request("after a failed load")))
+    await next_event(events, DoneEvent, queued.job_id)
+    assert await verdicts(store, queued.job_id) == [True]
