@@ -8,12 +8,13 @@ every step, which is A1111's inpainting with a regular checkpoint, whatever the 
 Those pipelines encode the picture themselves and take no prepared latents, so the engine hands them
 the processed crops, and they encode it the engine's deterministic way (``engine.latents.encode``): with
 the same seed, a ControlNet at weight 0 paints what the job paints without one. The masked-content
-modes that edit the start latents (latent noise, latent nothing) are therefore refused with a ControlNet
-(see ``engine.settings``).
+modes that edit the start latents (latent noise, latent nothing) are applied right after that encoding
+(``edit_start_latents``), as the engine does without a ControlNet.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,18 @@ class _EngineEncoding:
     """Encode the picture the engine's way instead of sampling with the job's generators."""
 
     vae: Any
+    _start_latents_edit: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def edit_start_latents(self, edit: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Change the next call's start latents with ``edit`` (the masked-content mode). The pipeline
+        encodes the picture first, before drawing its noise, so the generators are used in the same
+        order as on the engine's own path; later encodings (the masked image) are left alone."""
+        self._start_latents_edit = edit
 
     def _encode_vae_image(self, image: torch.Tensor, generator: object) -> torch.Tensor:
-        return latents.encode(self.vae, image, image.dtype)
+        encoded = latents.encode(self.vae, image, image.dtype)
+        edit, self._start_latents_edit = self._start_latents_edit, None
+        return edit(encoded) if edit is not None else encoded
 
 
 class ControlNetInpaintPipeline(_EngineEncoding, StableDiffusionControlNetInpaintPipeline):

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from engine import controlnet, faces, images, latents, masking
@@ -300,6 +298,11 @@ class Engine:
             inputs = _latent_inputs(model, crops, mask, settings, generators)
         else:  # the ControlNet pipelines encode the crops themselves (engine.controlnet)
             inputs = {"image": crops, **control}
+            pipe.edit_start_latents(
+                lambda start: latents.apply_masked_content(
+                    start, mask, settings.masked_content, generators
+                )
+            )
 
         started = time.perf_counter()
         output = pipe(
@@ -381,14 +384,9 @@ def _latent_inputs(
         image_latents = torch.zeros(latent_shape, device=model.device, dtype=model.dtype)
     else:
         image_latents = latents.encode(pipe.vae, pixels, model.dtype)
-    latent_mask = F.interpolate(mask, size=image_latents.shape[-2:])
-    if settings.masked_content is MaskedContent.LATENT_NOISE:
-        noise = randn_tensor(
-            image_latents.shape, generator=generators, device=model.device, dtype=model.dtype
-        )
-        image_latents = image_latents * (1 - latent_mask) + noise * latent_mask
-    elif settings.masked_content is MaskedContent.LATENT_NOTHING:
-        image_latents = image_latents * (1 - latent_mask)
+    image_latents = latents.apply_masked_content(
+        image_latents, mask, settings.masked_content, generators
+    )
     # 9-channel UNets see the picture with the masked part greyed out; 4-channel ones ignore this.
     masked_latents = image_latents
     if model.inpainting:

@@ -54,11 +54,6 @@ class ControlNet(StrEnum):
     INPAINT = "inpaint"
 
 
-# Masked-content modes that replace the start latents: diffusers' ControlNet pipelines encode the
-# picture themselves, so the engine has no latents to change there (see engine.controlnet).
-_LATENT_CONTENT = (MaskedContent.LATENT_NOISE, MaskedContent.LATENT_NOTHING)
-
-
 class InpaintSettings(BaseModel):
     """Everything that decides what a job produces, except the input pictures."""
 
@@ -115,11 +110,6 @@ class InpaintSettings(BaseModel):
             raise ValueError(
                 f"control_start ({self.control_start:g}) must be less than control_end "
                 f"({self.control_end:g}): the ControlNet guides the steps between them."
-            )
-        if self.controlnet is not ControlNet.NONE and self.masked_content in _LATENT_CONTENT:
-            raise ValueError(
-                f"masked_content {self.masked_content.value} cannot be combined with a ControlNet: "
-                "use original or fill."
             )
         return self
 

@@ -112,6 +112,20 @@ def test_weight_zero_paints_what_no_controlnet_paints(cn_engine: Engine, kind: s
     assert np.abs(on - plain).mean() > 1, "at weight 1 the ControlNet steers the picture"
 
 
+@pytest.mark.parametrize("content", ["latent-noise", "latent-nothing"])
+def test_latent_masked_content_works_with_a_controlnet(cn_engine: Engine, content: str) -> None:
+    """At weight 0 the ControlNet path starts from the same edited latents, drawn from the same
+    generators, as the plain path; and the mode changes the picture from ``original``'s."""
+    plain, _ = inpaint(cn_engine, strength=0.5, masked_content=content)
+    off, _ = inpaint(
+        cn_engine, strength=0.5, masked_content=content, controlnet="tile", control_weight=0
+    )
+    original, _ = inpaint(cn_engine, strength=0.5, controlnet="tile", control_weight=0)
+    assert np.abs(off - plain).max() <= 1
+    x0, y0, x1, y1 = BOX
+    assert np.abs(off - original)[y0:y1, x0:x1].max() > 8
+
+
 def test_guidance_window_reaches_the_pipeline(cn_engine: Engine) -> None:
     """Of the 4 steps, control_end 0.2 guides none (as weight 0), control_start 0.5 the last two."""
     plain, _ = inpaint(cn_engine, strength=1.0)
@@ -340,10 +354,6 @@ def test_empty_sdxl_variable_switches_the_default_off(monkeypatch: pytest.Monkey
             {"controlnet": "tile", "control_start": 0.6, "control_end": 0.6},
             "control_start (0.6) must be less than control_end (0.6): the ControlNet guides the "
             "steps between them.",
-        ),
-        (
-            {"controlnet": "inpaint", "masked_content": "latent-noise"},
-            "masked_content latent-noise cannot be combined with a ControlNet: use original or fill.",
         ),
     ],
 )
