@@ -17,7 +17,17 @@ from sqlalchemy.orm import selectinload
 
 from bot.store.database import Store, dialect_insert
 from bot.store.files import ImageFiles
-from bot.store.models import LIVE_STATUSES, Image, ImageRole, Job, JobImage, JobStatus, User, utcnow
+from bot.store.models import (
+    LIVE_STATUSES,
+    Image,
+    ImageRole,
+    Job,
+    JobImage,
+    JobMessage,
+    JobStatus,
+    User,
+    utcnow,
+)
 from engine.job import InpaintResult, MaskSource
 from engine.settings import InpaintSettings
 
@@ -200,12 +210,24 @@ async def mark_delivered(store: Store, job_id: int) -> None:
 async def set_job_message(
     store: Store, job_id: int, *, message_id: int, channel_id: int | None = None
 ) -> None:
-    """Remember the Discord message that shows the job, so buttons and late results find it."""
+    """Remember the Discord message that shows the job now, so buttons and late results find it;
+    every message that ever showed it stays recorded for 🔁 reactions (``job_shown_by``)."""
     values: dict[str, object] = {"message_id": message_id}
     if channel_id is not None:
         values["channel_id"] = channel_id
     async with store.sessions.begin() as session:
         await session.execute(update(Job).where(Job.id == job_id).values(**values))
+        await session.execute(
+            dialect_insert(session, JobMessage)
+            .values(message_id=message_id, job_id=job_id)
+            .on_conflict_do_nothing()
+        )
+
+
+async def hide_job(store: Store, job_id: int) -> None:
+    """Its result was deleted from Discord (🗑): ``/show`` does not post it again for others."""
+    async with store.sessions.begin() as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(hidden=True))
 
 
 async def set_kept(store: Store, job_id: int, kept: bool = True) -> None:
@@ -242,7 +264,9 @@ async def live_user_jobs(store: Store, user_id: int) -> list[Job]:
 
 
 async def job_shown_by(store: Store, message_id: int) -> Job | None:
-    """The job whose result this Discord message shows (recorded by ``set_job_message``)."""
+    """The job this Discord message shows, or showed (recorded by ``set_job_message``)."""
     async with store.sessions() as session:
-        job_id = await session.scalar(select(Job.id).where(Job.message_id == message_id).limit(1))
+        job_id = await session.scalar(
+            select(JobMessage.job_id).where(JobMessage.message_id == message_id)
+        )
     return None if job_id is None else await get_job(store, job_id)

@@ -170,8 +170,9 @@ class Job(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     guild_id: Mapped[int | None] = mapped_column(BigInteger)
     channel_id: Mapped[int | None] = mapped_column(BigInteger)
-    # The Discord message that shows the job; indexed because 🔁 reactions look jobs up by it.
-    message_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    # The Discord message that shows the job now (its status, then its result; /show moves it). Every
+    # message that ever showed it is in ``job_messages``, where 🔁 reactions look jobs up.
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
     settings: Mapped[dict[str, Any]]  # InpaintSettings with the concrete seed, so a re-run is identical
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.QUEUED, index=True)
@@ -180,6 +181,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
     kept: Mapped[bool] = mapped_column(default=False)  # retention never deletes a kept job's pictures
+    hidden: Mapped[bool] = mapped_column(default=False)  # its result was deleted (🗑): not shown again
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -196,6 +198,15 @@ class Job(Base):
 
     def inpaint_settings(self) -> InpaintSettings:
         return InpaintSettings.model_validate(self.settings)
+
+
+class JobMessage(Base):
+    """A Discord message that shows a job: its own result, and each re-post by ``/show``."""
+
+    __tablename__ = "job_messages"
+
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
 
 
 class JobImage(Base):

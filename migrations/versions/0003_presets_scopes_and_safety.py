@@ -29,13 +29,26 @@ def _rename_policies(mapping: dict[str, str]) -> None:
         )
 
 
+def _fill_name_keys() -> None:
+    """``name_key`` is the name case-folded as the code does it (``str.casefold``, all of Unicode). In
+    offline mode (``--sql``) there are no rows to read, so SQL's ``lower`` (ASCII only) stands in."""
+    if op.get_context().as_sql:
+        op.execute(sa.text("UPDATE presets SET name_key = lower(name)"))
+        return
+    presets = sa.table("presets", sa.column("id"), sa.column("name"), sa.column("name_key"))
+    connection = op.get_bind()
+    for preset_id, name in connection.execute(sa.select(presets.c.id, presets.c.name)).all():
+        connection.execute(
+            presets.update().where(presets.c.id == preset_id).values(name_key=name.casefold())
+        )
+
+
 def upgrade() -> None:
     with op.batch_alter_table("presets") as batch:
         batch.add_column(sa.Column("guild_id", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("name_key", sa.String(length=64), nullable=True))
         batch.drop_constraint("uq_presets_user_id_name", type_="unique")
-    # SQL's lower() folds ASCII only; names saved from now on use Python's full case folding.
-    op.execute(sa.text("UPDATE presets SET name_key = lower(name)"))
+    _fill_name_keys()
     with op.batch_alter_table("presets") as batch:
         batch.alter_column("name_key", existing_type=sa.String(length=64), nullable=False)
     op.create_index(

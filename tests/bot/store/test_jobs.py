@@ -118,3 +118,19 @@ async def test_foreign_keys_are_enforced(store: Store) -> None:
         await new_job(store, parent_id=12345)
     async with store.sessions() as session:
         assert list(await session.scalars(select(Job))) == []
+
+
+async def test_every_message_that_showed_a_job_leads_back_to_it(store: Store) -> None:
+    job = await new_job(store, channel_id=5)
+    await jobs.set_job_message(store, job.id, message_id=100)  # its status, later its result
+    await jobs.set_job_message(store, job.id, message_id=100)  # the same message again
+    await jobs.set_job_message(store, job.id, message_id=200, channel_id=6)  # re-posted by /show
+    for message_id in (100, 200):
+        shown = await jobs.job_shown_by(store, message_id)
+        assert shown is not None and shown.id == job.id
+    assert await jobs.job_shown_by(store, 300) is None
+    row = await jobs.get_job(store, job.id)
+    assert row is not None and (row.message_id, row.channel_id, row.hidden) == (200, 6, False)
+    await jobs.hide_job(store, job.id)
+    row = await jobs.get_job(store, job.id)
+    assert row is not None and row.hidden

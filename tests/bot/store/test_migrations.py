@@ -55,18 +55,20 @@ def test_migrations_also_speak_postgresql() -> None:
     assert "CREATE TABLE jobs" in sql and "TIMESTAMP WITH TIME ZONE" in sql and "BIGINT" in sql
 
 
-def test_0003_keeps_existing_presets_and_maps_the_old_nsfw_policies(bot_config: BotConfig) -> None:
+def test_upgrading_keeps_presets_jobs_and_their_messages_and_maps_the_old_nsfw_policies(
+    bot_config: BotConfig,
+) -> None:
     upgrade_database(bot_config, "0002")
     path = bot_config.database_url.removeprefix("sqlite+aiosqlite:///")
     with sqlite3.connect(path) as connection:
         connection.execute("INSERT INTO users (id, created_at) VALUES (1, '2026-01-01')")
         connection.execute(
             "INSERT INTO presets (user_id, name, settings, created_at, updated_at) "
-            "VALUES (1, 'Portrait', '{\"steps\": 40}', '2026-01-01', '2026-01-01')"
+            "VALUES (1, 'Épée', '{\"steps\": 40}', '2026-01-01', '2026-01-01')"
         )
         connection.execute(
-            "INSERT INTO jobs (user_id, settings, status, attempts, kept, created_at) "
-            "VALUES (1, '{}', 'DONE', 1, 0, '2026-01-01')"
+            "INSERT INTO jobs (user_id, settings, status, attempts, kept, created_at, message_id) "
+            "VALUES (1, '{}', 'DONE', 1, 0, '2026-01-01', 77)"
         )
         for guild_id, policy in ((10, "ALLOW"), (11, "AGE_RESTRICTED_CHANNELS"), (12, "BLOCK")):
             connection.execute(
@@ -80,10 +82,12 @@ def test_0003_keeps_existing_presets_and_maps_the_old_nsfw_policies(bot_config: 
         policies = connection.execute(
             "SELECT guild_id, nsfw_policy FROM guild_settings ORDER BY guild_id"
         ).fetchall()
-        jobs = connection.execute("SELECT user_id FROM jobs").fetchall()
-    assert presets == [("Portrait", "portrait", None)]
-    assert jobs == [(1,)]  # rebuilding ``users`` must not cascade into its jobs
+        jobs = connection.execute("SELECT user_id, hidden FROM jobs").fetchall()
+        shown = connection.execute("SELECT message_id, job_id FROM job_messages").fetchall()
+    assert presets == [("Épée", "épée", None)]  # case-folded beyond ASCII
+    assert jobs == [(1, 0)]  # rebuilding ``users`` must not cascade into its jobs
+    assert shown == [(77, 1)]  # 0004: the message that showed the job still finds it
     assert policies == [(10, "OFF"), (11, "BLOCK"), (12, "BLOCK")]
     downgrade_database(bot_config, "0002")
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT name FROM presets").fetchall() == [("Portrait",)]
+        assert connection.execute("SELECT name FROM presets").fetchall() == [("Épée",)]
