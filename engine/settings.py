@@ -85,17 +85,22 @@ class InpaintSettings(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _defaults_that_depend_on_mode(cls, data: Any) -> Any:
-        """Face masks use ADetailer's defaults unless the user set the value themselves."""
-        if isinstance(data, dict) and data.get("auto_mask") == AutoMask.FACE:
-            data = dict(data)
-            if data.get("strength") is None:
-                data["strength"] = FACE_STRENGTH
-            if data.get("mask_grow") is None:
-                data["mask_grow"] = FACE_MASK_GROW
+    def _none_is_unset(cls, data: Any) -> Any:
+        """``None`` means "not given", so the default (or a lower settings layer) applies."""
         if isinstance(data, dict):
             data = {key: value for key, value in data.items() if value is not None}
         return data
+
+    @model_validator(mode="after")
+    def _defaults_that_depend_on_mode(self) -> InpaintSettings:
+        """Face masks use ADetailer's defaults for what the user did not set. They are filled in
+        without counting as set: a preset saved with ``auto_mask: face`` does not pin them, so a
+        default preset's strength still applies under it."""
+        if self.auto_mask is AutoMask.FACE:
+            for name, value in (("strength", FACE_STRENGTH), ("mask_grow", FACE_MASK_GROW)):
+                if name not in self.model_fields_set:
+                    self.__dict__[name] = value  # the model is frozen; this is its own validation
+        return self
 
     @field_validator("resolution")
     @classmethod

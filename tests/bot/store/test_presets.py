@@ -124,3 +124,23 @@ async def test_a_preset_that_no_longer_validates_is_named(store: Store) -> None:
         row.settings = {"steps": 500}  # e.g. stored by an older version with other ranges
     with pytest.raises(PresetError, match="preset 'old' no longer fits the current settings: steps"):
         await resolve_settings(store, user_id=1, guild_id=None, preset="old", options=NO_OPTIONS)
+
+
+async def test_face_defaults_are_not_pinned_by_a_preset(store: Store) -> None:
+    """``auto_mask: face`` brings strength 0.4 and mask grow 4 only where no layer set them."""
+    faces = await presets.save_preset(
+        store, 1, "faces", InpaintSettings.parse(auto_mask="face"), max_per_user=5
+    )
+    assert faces.settings == {"auto_mask": "face"}
+    alone = await resolve_settings(store, user_id=1, guild_id=None, preset="faces", options=NO_OPTIONS)
+    assert (alone.strength, alone.mask_grow) == (0.4, 4)
+    strong = await presets.save_preset(
+        store, 1, "strong", InpaintSettings.parse(strength=0.9), max_per_user=5
+    )
+    await presets.set_default_preset(store, 1, strong)
+    layered = await resolve_settings(store, user_id=1, guild_id=None, preset="faces", options=NO_OPTIONS)
+    assert (layered.strength, layered.mask_grow) == (0.9, 4)
+    typed = await resolve_settings(
+        store, user_id=1, guild_id=None, preset="faces", options={"strength": 0.75}
+    )
+    assert typed.strength == 0.75  # typed explicitly, even though it equals the plain default
