@@ -18,6 +18,7 @@ from discord.app_commands import Choice, Range
 
 from bot.errors import BotError
 from bot.store.models import Preset
+from bot.store.presets import SERVER_PREFIX
 from engine.settings import (
     MAX_PROMPT_CHARS,
     MAX_SEED,
@@ -105,18 +106,33 @@ def check_model(model: str | None, allowed: list[str]) -> None:
         raise BotError(f"Unknown model {model!r}. This bot offers: {', '.join(allowed)}.")
 
 
-def matching(names: list[str], current: str, *, labels: list[str] | None = None) -> list[Choice[str]]:
+def matching(
+    names: list[str],
+    current: str,
+    *,
+    labels: list[str] | None = None,
+    values: list[str] | None = None,
+) -> list[Choice[str]]:
     """Autocomplete answers: names containing what was typed, at most Discord's 25 (and 100 chars).
-    ``labels`` are what the member sees for each name, if not the name itself."""
+    ``labels`` are what the member sees for each name and ``values`` what is sent, if not the name."""
     found = [
-        Choice(name=label, value=name)
-        for name, label in zip(names, labels or names, strict=True)
-        if current.casefold() in name.casefold() and len(name) <= 100
+        Choice(name=label, value=value)
+        for name, label, value in zip(names, labels or names, values or names, strict=True)
+        if current.casefold() in name.casefold() and len(value) <= 100
     ]
     return found[:MAX_CHOICES]
 
 
 def preset_choices(presets: list[Preset], current: str) -> list[Choice[str]]:
     """Autocomplete answers for a preset name; the server's presets are marked as such."""
-    labels = [f"{p.name} (server)" if p.guild_id is not None else p.name for p in presets]
-    return matching([p.name for p in presets], current, labels=labels)
+    own = matching([p.name for p in presets if p.guild_id is None], current)
+    shared = [p.name for p in presets if p.guild_id is not None]
+    server = matching(
+        shared,
+        current,
+        labels=[f"{name} (server)" for name in shared],
+        values=[f"{SERVER_PREFIX}{name}" for name in shared],
+    )
+    # Both kinds stay in sight when there are more than fit: the server's get at least half.
+    room = min(len(server), max(MAX_CHOICES - len(own), MAX_CHOICES // 2))
+    return own[: MAX_CHOICES - room] + server[:room]

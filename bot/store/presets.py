@@ -21,6 +21,9 @@ from engine.errors import SettingsError
 from engine.settings import InpaintSettings
 
 MAX_NAME_LENGTH = 32
+# ``server:<name>`` names this server's preset even when the member has one of that name too; the
+# autocomplete gives server presets such values. Preset names cannot start with it.
+SERVER_PREFIX = "server:"
 
 
 class PresetExistsError(PresetError):
@@ -35,7 +38,15 @@ def clean_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise PresetError(f"A preset name must be 1 to {MAX_NAME_LENGTH} characters long.")
+    if name.casefold().startswith(SERVER_PREFIX):
+        raise PresetError(f"A preset name cannot start with `{SERVER_PREFIX}`: it marks server presets.")
     return name
+
+
+def server_name(name: str) -> str | None:
+    """The server preset's name in ``server:<name>``, else ``None``."""
+    name = name.strip()
+    return name[len(SERVER_PREFIX) :].strip() if name.casefold().startswith(SERVER_PREFIX) else None
 
 
 def _owned_by(user_id: int, guild_id: int | None) -> ColumnElement[bool]:
@@ -90,8 +101,10 @@ async def save_preset(
 
 
 async def get_preset(store: Store, user_id: int, name: str, *, guild_id: int | None = None) -> Preset:
-    """The user's own preset ``name`` or, with ``guild_id``, that server's."""
+    """The user's own preset ``name`` or, with ``guild_id``, that server's (``server:`` optional)."""
     name = name.strip()
+    if guild_id is not None:
+        name = server_name(name) or name
     async with store.sessions() as session:
         preset = await session.scalar(
             select(Preset).where(_owned_by(user_id, guild_id), Preset.name_key == name.casefold())
@@ -103,7 +116,12 @@ async def get_preset(store: Store, user_id: int, name: str, *, guild_id: int | N
 
 
 async def find_preset(store: Store, user_id: int, guild_id: int | None, name: str) -> Preset:
-    """What ``preset:name`` means to this member here: their own preset first, then the server's."""
+    """What ``preset:name`` means to this member here: their own preset first, then the server's;
+    ``server:<name>`` is the server's."""
+    if server_name(name) is not None:
+        if guild_id is None:
+            raise PresetError("Server presets belong to a server: use them there.")
+        return await get_preset(store, user_id, name, guild_id=guild_id)
     try:
         return await get_preset(store, user_id, name)
     except PresetError:

@@ -12,7 +12,7 @@ from bot.store.presets import default_preset, get_preset, list_presets, save_pre
 from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import StartBot
 from tests.bot.discord.test_inpaint import EPHEMERAL, embed_fields, inpaint, result
-from tests.bot.discord.test_results import delivered, ephemeral_answer, open_modal
+from tests.bot.discord.test_results import delivered, ephemeral_answer, job, open_modal
 from tests.fakediscord import FakeDiscord, FakeInteraction
 from tests.fakediscord.payloads import JSON
 
@@ -323,11 +323,52 @@ async def test_name_autocomplete_marks_server_presets_and_follows_the_scope(
         assert reply.json["type"] == 8
         return [(c["name"], c["value"]) for c in reply.json["data"]["choices"]]
 
-    both = [("Style A", "Style A"), ("style B (server)", "style B")]
+    both = [("Style A", "Style A"), ("style B (server)", "server:style B")]
     assert await choices("show", name="STYLE") == both
     assert await choices("default", name="") == both
-    assert await choices("delete", name="style", scope="server") == [("style B (server)", "style B")]
+    assert await choices("delete", name="style", scope="server") == [
+        ("style B (server)", "server:style B")
+    ]
     assert await choices("delete", name="style", scope="user") == [("Style A", "Style A")]
+    # The value the autocomplete gives a server preset works where a name is asked for.
+    shown = await answer(
+        fake_discord, await fake_discord.slash("preset show", {"name": "server:style B"})
+    )
+    assert shown["embeds"][0]["title"] == "Server preset style B"
+
+
+async def test_a_picked_server_preset_wins_over_an_own_one_of_the_same_name(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    alice, owner, guild = uid(fake_discord.alice), uid(fake_discord.owner), int(fake_discord.guild_id)
+    await save_preset(store, alice, "House", InpaintSettings.parse(guidance=5), max_per_user=25)
+    await save_preset(
+        store, owner, "house", InpaintSettings.parse(guidance=7), max_per_user=25, guild_id=guild
+    )
+    await result(fake_discord, await inpaint(fake_discord, preset="server:house"))
+    await result(fake_discord, await inpaint(fake_discord, preset="house"))
+    guidance = [(await job(store, job_id)).inpaint_settings().guidance for job_id in (1, 2)]
+    assert guidance == [7, 5]  # the server's when picked as such, else the member's own first
+    assert await preset(fake_discord, "save", name="server:mine", steps=3) == (
+        "A preset name cannot start with `server:`: it marks server presets."
+    )
+
+
+async def test_server_presets_stay_in_the_autocomplete_of_a_member_with_many(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    alice, owner, guild = uid(fake_discord.alice), uid(fake_discord.owner), int(fake_discord.guild_id)
+    for i in range(25):
+        await save_preset(store, alice, f"mine {i}", InpaintSettings.parse(steps=5), max_per_user=25)
+    await save_preset(
+        store, owner, "shared", InpaintSettings.parse(steps=7), max_per_user=25, guild_id=guild
+    )
+    it = await fake_discord.slash("inpaint", {"preset": ""}, focused="preset")
+    reply = await fake_discord.wait_for("callback", it.owns)
+    values = [c["value"] for c in reply.json["data"]["choices"]]
+    assert len(values) == 25 and values[-1] == "server:shared"
 
 
 async def test_save_preset_button_asks_before_replacing(

@@ -178,11 +178,11 @@ async def test_the_servers_default_preset_applies_to_inpaint(
         "server default-preset", {"name": ""}, user=fake_discord.owner, focused="name"
     )
     choices = await fake_discord.wait_for("callback", it.owns)
-    assert [c["value"] for c in choices.json["data"]["choices"]] == ["Soft"]
+    assert [c["value"] for c in choices.json["data"]["choices"]] == ["server:Soft"]
 
     answer = await server(fake_discord, "default-preset", {"name": "mine"})
     assert answer == "This server has no preset called 'mine'."
-    answer = await server(fake_discord, "default-preset", {"name": "soft"})
+    answer = await server(fake_discord, "default-preset", {"name": "server:soft"})
     assert answer.startswith("Every job here now starts from the server preset **Soft**")
     done = await result(fake_discord, await job_in(fake_discord))
     assert embed_fields(done)["Strength"] == "0.3"
