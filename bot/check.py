@@ -1,9 +1,10 @@
 """``inpaintbot check``: is this installation ready to run the bot?
 
 Checks, in order, what ``inpaintbot run`` needs: the configuration, the data directory, the database,
-the device, the model(s) and the Discord token, then prints the invite URL. One line per check,
-``ok``, ``warn`` or ``FAIL`` and what was found, so an operator fixes everything in one pass; the exit
-status is 1 when anything failed. The database is read, not migrated; the token is never printed.
+the device, the model(s), the ControlNets and the Discord token, then prints the invite URL. One line
+per check, ``ok``, ``warn`` or ``FAIL`` and what was found, so an operator fixes everything in one
+pass; the exit status is 1 when anything failed. The database is read, not migrated; the token is
+never printed.
 """
 
 from __future__ import annotations
@@ -89,9 +90,12 @@ async def run_checks(load_config: Callable[[], BotConfig] = BotConfig) -> AsyncI
     if device.status == "FAIL":
         yield Check("FAIL", "model", "not loaded: the device is not usable")
     else:
-        yield await asyncio.to_thread(check_model, config)
+        model = await asyncio.to_thread(check_model, config)
+        yield model
         if config.models:
             yield await asyncio.to_thread(check_other_models, config)
+        if model.status != "FAIL":
+            yield await asyncio.to_thread(check_controlnets, config)
         yield await asyncio.to_thread(check_safety_checker, config)
     application_id = None
     if token:
@@ -261,6 +265,55 @@ def check_other_models(config: BotConfig) -> Check:
     if problems:
         return Check("FAIL", "models", " ".join(problems))
     return Check("ok", "models", f"found the {len(others)} other model(s) in INPAINTBOT_MODELS")
+
+
+def check_controlnets(config: BotConfig) -> Check:
+    """ControlNets load on a job's first use; here their config files are read, which finds wrong
+    names, things that are not ControlNets and the wrong family, and the base model rule is checked."""
+    from engine import controlnet
+    from engine.engine import Engine
+    from engine.errors import EngineError, SettingsError
+    from engine.settings import ControlNet
+
+    engine = Engine(config)  # loads nothing: only its config reads are used here
+    problems, refused = [], None
+    try:
+        model = runs_on = engine.models.describe(config.model)
+    except EngineError as exc:
+        return Check("FAIL", "controlnets", str(exc))
+    try:
+        runs_on = engine.controlnet_base(model)
+    except SettingsError as exc:
+        if config.controlnet_base_model is not None:
+            problems.append(str(exc))
+        else:
+            refused = (
+                f"the default model {config.model} is an inpainting checkpoint and "
+                "INPAINTBOT_CONTROLNET_BASE_MODEL is not set, so ControlNet jobs on it are refused; "
+                f"set it to a regular {model.family} model"
+            )
+    except EngineError as exc:
+        problems.append(f"INPAINTBOT_CONTROLNET_BASE_MODEL: {exc}")
+    found = []
+    for kind in (ControlNet.TILE, ControlNet.INPAINT):
+        for sdxl in (False, True):
+            name = controlnet.configured(config, kind, sdxl=sdxl)
+            if name is None:
+                continue
+            try:
+                if sdxl == runs_on.sdxl:
+                    engine.models.check_controlnet(name, runs_on)
+                else:  # no model of that family to fit it to here
+                    engine.models.controlnet_width(name)
+            except EngineError as exc:
+                problems.append(f"{controlnet.variable(kind, sdxl=sdxl)}: {exc}")
+            else:
+                found.append(controlnet.variable(kind, sdxl=sdxl))
+    if problems:
+        return Check("FAIL", "controlnets", " ".join([*problems, *([refused] if refused else [])]))
+    if refused:
+        return Check("warn", "controlnets", refused)
+    return Check("ok", "controlnets", f"found {', '.join(found)}; ControlNet jobs run on {runs_on.name}")
 
 
 async def check_discord(config: BotConfig, token: str) -> tuple[Check, str | None]:

@@ -9,12 +9,17 @@ Those pipelines encode the picture themselves and take no prepared latents, so t
 the processed crops, and they encode it the engine's deterministic way (``engine.latents.encode``): with
 the same seed, a ControlNet at weight 0 paints what the job paints without one. The masked-content
 modes that edit the start latents (latent noise, latent nothing) are applied right after that encoding
-(``edit_start_latents``), as the engine does without a ControlNet.
+(``start_latents_edited``), as the engine does without a ControlNet.
+
+The ControlNets are the operator's choice (``INPAINTBOT_CONTROLNET_*``): when one cannot be used, the
+member is told which variable the operator must fix (``unusable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,7 @@ from PIL import Image
 
 from engine import latents
 from engine.config import EngineConfig
-from engine.errors import SettingsError
+from engine.errors import ModelLoadError, SettingsError
 from engine.settings import ControlNet
 
 # A1111's preprocessor names, shown in the parameters line.
@@ -39,24 +44,58 @@ MODULES = {ControlNet.TILE: "tile_resample", ControlNet.INPAINT: "inpaint_only"}
 _MIN_RESAMPLE_RATE = 1.1
 
 
+def variable(kind: ControlNet, *, sdxl: bool) -> str:
+    """The environment variable naming the ControlNet of this kind for the base model's family."""
+    return f"INPAINTBOT_CONTROLNET_{kind.name}{'_SDXL' if sdxl else ''}"
+
+
+def configured(config: EngineConfig, kind: ControlNet, *, sdxl: bool) -> str | None:
+    """The ControlNet the operator named for this kind and family; None when they named none."""
+    name: str | None = getattr(config, variable(kind, sdxl=sdxl).removeprefix("INPAINTBOT_").lower())
+    return name
+
+
 def model_name(config: EngineConfig, kind: ControlNet, *, sdxl: bool) -> str:
     """The configured ControlNet of this kind for the base model's family, or a clear refusal."""
-    names = {
-        (ControlNet.TILE, False): ("INPAINTBOT_CONTROLNET_TILE", config.controlnet_tile),
-        (ControlNet.INPAINT, False): ("INPAINTBOT_CONTROLNET_INPAINT", config.controlnet_inpaint),
-        (ControlNet.TILE, True): ("INPAINTBOT_CONTROLNET_TILE_SDXL", config.controlnet_tile_sdxl),
-        (ControlNet.INPAINT, True): (
-            "INPAINTBOT_CONTROLNET_INPAINT_SDXL",
-            config.controlnet_inpaint_sdxl,
-        ),
-    }
-    variable, name = names[kind, sdxl]
+    name = configured(config, kind, sdxl=sdxl)
     if name is None:
         raise SettingsError(
             f"No {kind.value} ControlNet is set up for SDXL models on this server "
-            f"(the operator sets {variable}). Use an SD 1.x model or controlnet none."
+            f"(the operator sets {variable(kind, sdxl=sdxl)}). Use an SD 1.x model or controlnet none."
         )
     return name
+
+
+@contextmanager
+def operator_setting(kind: ControlNet, *, sdxl: bool) -> Iterator[None]:
+    """Blame a ControlNet that cannot be found or loaded on its variable (see ``unusable``)."""
+    try:
+        yield
+    except ModelLoadError as exc:
+        raise unusable(kind, sdxl=sdxl, problem=str(exc)) from None
+
+
+def unusable(kind: ControlNet, *, sdxl: bool, problem: str) -> ModelLoadError:
+    """Members see this on Discord: which ControlNet, why, and that only the operator can fix it."""
+    name = variable(kind, sdxl=sdxl)
+    return ModelLoadError(
+        f"This server's {kind.value} ControlNet ({name}) cannot be used. {problem} "
+        f"The bot's operator must fix {name}; until then, use controlnet none."
+    )
+
+
+def guidance_window(start: float, end: float, steps: int) -> tuple[float, float] | None:
+    """diffusers' ``control_guidance_start/end`` that guide the steps A1111 guides, or None for none.
+
+    sd-webui-controlnet guides step i (from 0) of n when start <= i/n <= end; diffusers guides it when
+    i/n >= start and (i+1)/n <= end. So end 0.2 of 4 steps guides the first step in A1111 (0/4 <= 0.2)
+    and none in diffusers (1/4 > 0.2). The window returned is made of the same i/n fractions diffusers
+    computes, so float rounding cannot move a step in or out.
+    """
+    guided = [i for i in range(steps) if start <= i / steps <= end]
+    if not guided:
+        return None
+    return guided[0] / steps, (guided[-1] + 1) / steps
 
 
 def short_name(name: str) -> str:
@@ -105,22 +144,48 @@ def as_tensor(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
 
+@dataclass
+class _Call:
+    """The engine's pipeline call under way: the masked-content edit and whether it was applied."""
+
+    edit: Callable[[torch.Tensor], torch.Tensor]
+    start_encoded: bool = False
+
+
 class _EngineEncoding:
     """Encode the picture the engine's way instead of sampling with the job's generators."""
 
     vae: Any
-    _start_latents_edit: Callable[[torch.Tensor], torch.Tensor] | None = None
+    unet: Any
+    vae_scale_factor: int
+    _call: _Call | None = None
 
-    def edit_start_latents(self, edit: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        """Change the next call's start latents with ``edit`` (the masked-content mode). The pipeline
-        encodes the picture first, before drawing its noise, so the generators are used in the same
-        order as on the engine's own path; later encodings (the masked image) are left alone."""
-        self._start_latents_edit = edit
+    @contextmanager
+    def start_latents_edited(self, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Within this, the pipeline's start latents are changed by ``edit`` (the masked-content mode).
+
+        The pipeline encodes the picture first, before drawing its noise, so the generators are used in
+        the same order as on the engine's own path. The next encoding is the masked image, which only
+        9-channel UNets look at. The edit ends with the call, even one that fails before encoding.
+        """
+        self._call = _Call(edit)
+        try:
+            yield
+        finally:
+            self._call = None
 
     def _encode_vae_image(self, image: torch.Tensor, generator: object) -> torch.Tensor:
+        call = self._call
+        if call is not None and call.start_encoded and self.unet.config.in_channels == 4:
+            # The masked image, whose latents a 4-channel UNet never sees: skip a VAE pass.
+            height, width = (side // self.vae_scale_factor for side in image.shape[-2:])
+            shape = (image.shape[0], self.vae.config.latent_channels, height, width)
+            return torch.zeros(shape, device=image.device, dtype=image.dtype)
         encoded = latents.encode(self.vae, image, image.dtype)
-        edit, self._start_latents_edit = self._start_latents_edit, None
-        return edit(encoded) if edit is not None else encoded
+        if call is None or call.start_encoded:
+            return encoded
+        call.start_encoded = True
+        return call.edit(encoded)
 
 
 class ControlNetInpaintPipeline(_EngineEncoding, StableDiffusionControlNetInpaintPipeline):

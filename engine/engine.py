@@ -4,6 +4,8 @@ A job goes through two stages:
 
 1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, faces, or transparency),
    invert/grow/blur it at full resolution and work out the crop box and processing size of each pass.
+   It runs in its own thread beside the GPU worker, so it loads no weights: what it needs to know
+   about models and ControlNets comes from their config files (``ModelManager.describe``).
 2. ``run`` (GPU): for each pass, crop and resize, apply the masked-content mode, denoise with the
    pipeline, and paste the result back over the full-resolution original through the blurred mask, so
    every pixel outside the mask is bit-identical to the input.
@@ -17,6 +19,7 @@ crops, masks and the composite, is the same.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -41,7 +44,7 @@ from engine.job import (
     ProgressCallback,
 )
 from engine.metadata import a1111_parameters
-from engine.models import LoadedModel, ModelManager, resolve_device
+from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
 from engine.preview import latent_preview
 from engine.prompts import PromptEncoder
 from engine.samplers import make_scheduler
@@ -90,7 +93,7 @@ class PreparedJob:
         if len(self.passes) != 1:
             return None
         s = self.settings
-        return (
+        key: tuple[Hashable, ...] = (
             self.model,
             self.processing_size,
             s.steps,
@@ -98,13 +101,11 @@ class PreparedJob:
             s.guidance,
             s.sampler,
             s.masked_content,
-            self.controlnet,
-            s.controlnet,
-            s.control_weight,
-            s.control_start,
-            s.control_end,
-            s.tile_downsample,
         )
+        if s.controlnet is ControlNet.NONE:
+            return key
+        # The rest applies to the whole call; each image's control image (its tile_downsample) is its own.
+        return (*key, self.controlnet, s.controlnet, s.control_weight, s.control_start, s.control_end)
 
 
 def denoising_steps(settings: InpaintSettings) -> int:
@@ -149,12 +150,13 @@ class Engine:
         image = images.load_image(request.image, max_pixels=self.config.max_pixels)
         masks, source = self._find_masks(request, settings, image)
         original = images.flatten(image)
-        model = self.models.get(settings.model or self.config.model)
+        model = self.models.describe(settings.model or self.config.model)
         control = None
         if settings.controlnet is not ControlNet.NONE:
-            model = self._controlnet_base(model)
+            model = self.controlnet_base(model)
             control = controlnet.model_name(self.config, settings.controlnet, sdxl=model.sdxl)
-            self.models.controlnet_pipe(model, control)  # a missing ControlNet fails at submission
+            with controlnet.operator_setting(settings.controlnet, sdxl=model.sdxl):
+                self.models.check_controlnet(control, model)  # a missing one fails at submission
         long_side = settings.resolution or model.native_size
         area = Area.MASKED if source is MaskSource.FACE else settings.area
         passes = []
@@ -178,8 +180,9 @@ class Engine:
             controlnet=control,
         )
 
-    def _controlnet_base(self, model: LoadedModel) -> LoadedModel:
-        """ControlNets are trained on regular checkpoints: swap an inpainting one for the operator's."""
+    def controlnet_base(self, model: ModelFacts) -> ModelFacts:
+        """ControlNets are trained on regular checkpoints: swap an inpainting one for the operator's,
+        of the same family (a job asked of an SDXL model must not quietly run on SD 1.5)."""
         if not model.inpainting:
             return model
         base = self.config.controlnet_base_model
@@ -188,11 +191,17 @@ class Engine:
                 f"ControlNets do not work with inpainting (9-channel) checkpoints like {model.name!r}. "
                 "Choose a regular model, or ask the operator to set INPAINTBOT_CONTROLNET_BASE_MODEL."
             )
-        regular = self.models.get(base)
+        regular = self.models.describe(base)
         if regular.inpainting:
             raise SettingsError(
                 f"INPAINTBOT_CONTROLNET_BASE_MODEL ({base!r}) is an inpainting checkpoint too; "
                 "ControlNets need a regular one."
+            )
+        if regular.family != model.family:
+            raise SettingsError(
+                f"ControlNets do not work with inpainting (9-channel) checkpoints like {model.name!r}, "
+                f"and this server's INPAINTBOT_CONTROLNET_BASE_MODEL ({base!r}) is {regular.family}, not "
+                f"{model.family}. Choose a regular {model.family} model."
             )
         return regular
 
@@ -284,7 +293,8 @@ class Engine:
 
         pipe = model.pipe
         if job.controlnet is not None:
-            pipe = self.models.controlnet_pipe(model, job.controlnet)
+            with controlnet.operator_setting(settings.controlnet, sdxl=model.sdxl):
+                pipe = self.models.controlnet_pipe(model, job.controlnet)
         pipe.scheduler = make_scheduler(settings.sampler, model.base_scheduler_config)
         generators = [torch.Generator("cpu").manual_seed(row.seed + index) for row in rows]
         embeds = PromptEncoder(pipe).encode(
@@ -294,30 +304,35 @@ class Engine:
             model.device, model.dtype
         )
         inputs: dict[str, Any]
+        encoding: contextlib.AbstractContextManager[None]
         if control is None:
             inputs = _latent_inputs(model, crops, mask, settings, generators)
-        else:  # the ControlNet pipelines encode the crops themselves (engine.controlnet)
-            inputs = {"image": crops, **control}
-            pipe.edit_start_latents(
+            inputs["mask_image"] = mask
+            encoding = contextlib.nullcontext()
+        else:
+            # The ControlNet pipelines encode the crops themselves (engine.controlnet), on the CPU
+            # first: the mask goes with them as pictures too, or they would meet on two devices.
+            inputs = {"image": crops, "mask_image": crop_masks, **control}
+            encoding = pipe.start_latents_edited(
                 lambda start: latents.apply_masked_content(
                     start, mask, settings.masked_content, generators
                 )
             )
 
         started = time.perf_counter()
-        output = pipe(
-            **embeds.as_kwargs(),
-            **inputs,
-            mask_image=mask,
-            height=height,
-            width=width,
-            strength=settings.strength,
-            num_inference_steps=_scheduled_steps(settings),
-            guidance_scale=settings.guidance,
-            generator=generators,
-            callback_on_step_end=tracker.on_step_end,
-            callback_on_step_end_tensor_inputs=["latents"],
-        )
+        with encoding, latents.vae_dtype_kept(pipe.vae):
+            output = pipe(
+                **embeds.as_kwargs(),
+                **inputs,
+                height=height,
+                width=width,
+                strength=settings.strength,
+                num_inference_steps=_scheduled_steps(settings),
+                guidance_scale=settings.guidance,
+                generator=generators,
+                callback_on_step_end=tracker.on_step_end,
+                callback_on_step_end_tensor_inputs=["latents"],
+            )
         denoise_seconds = time.perf_counter() - started
         for row, p, generated in zip(rows, mask_pass, output.images, strict=True):
             row.canvas = masking.composite(row.canvas, generated, p.mask, p.box)
@@ -403,11 +418,16 @@ def _control_inputs(
         controlnet.control_image(settings.controlnet, crop, mask, row.job.settings.tile_downsample)
         for row, crop, mask in zip(rows, crops, crop_masks, strict=True)
     ]
+    window = controlnet.guidance_window(
+        settings.control_start, settings.control_end, denoising_steps(settings)
+    )
+    start, end = window or (0.0, 1.0)
     return {
         "control_image": controlnet.as_tensor(images),
-        "controlnet_conditioning_scale": settings.control_weight,
-        "control_guidance_start": settings.control_start,
-        "control_guidance_end": settings.control_end,
+        # No step in the window (e.g. start 0.9 of 4 steps): weight 0 is what A1111 paints then.
+        "controlnet_conditioning_scale": settings.control_weight if window else 0.0,
+        "control_guidance_start": start,
+        "control_guidance_end": end,
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -17,15 +19,27 @@ def encode(vae: Any, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     diffusers' pipelines sample the distribution with the job's generator instead, which both adds
     noise and shifts the generator's stream: the ControlNet pipelines are made to use this one too.
     """
-    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    if upcast:  # the SDXL VAE overflows in fp16
-        vae.to(torch.float32)
-    with torch.no_grad():
+    with vae_dtype_kept(vae), torch.no_grad():
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            vae.to(torch.float32)  # the SDXL VAE overflows in fp16
         latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
-    if upcast:
-        vae.to(torch.float16)
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return ((latents - shift) * vae.config.scaling_factor).to(dtype)
+
+
+@contextmanager
+def vae_dtype_kept(vae: Any) -> Iterator[None]:
+    """Put the VAE back in its dtype afterwards, however the block ends.
+
+    The VAE is shared by a model's pipelines, and diffusers' SDXL ControlNet inpaint pipeline upcasts
+    a float16 one for decoding without casting it back: the next job would then feed it float16.
+    """
+    dtype = vae.dtype
+    try:
+        yield
+    finally:
+        if vae.dtype != dtype:
+            vae.to(dtype)
 
 
 def apply_masked_content(

@@ -7,6 +7,10 @@ load into the matching diffusers inpainting pipeline, SD1.x/2.x and SDXL alike.
 
 ControlNets are named the same ways. Each one is loaded when a job first asks for it and kept with the
 base model it runs on, in a pipeline that shares that model's components, so it goes when the base does.
+
+Weights are loaded only by the GPU worker thread (``get``, ``controlnet_pipe``). ``Engine.prepare`` runs
+beside it and learns what it needs from config files and checkpoint headers (``describe``,
+``check_controlnet``): loading there would compete with the running job for GPU memory and CPU threads.
 """
 
 from __future__ import annotations
@@ -41,19 +45,41 @@ log = logging.getLogger(__name__)
 
 # A key only SDXL single-file checkpoints have (the second, OpenCLIP bigG text encoder).
 _SDXL_KEY_PREFIX = "conditioner.embedders.1."
+# The UNet's first convolution in single-file checkpoints: its input channels are 9 for inpainting ones.
+_CONV_IN_KEY = "model.diffusion_model.input_blocks.0.0.weight"
+# Cross-attention key projections, in both layouts: their input width is the text embeddings' width.
+_CROSS_ATTENTION_KEY_SUFFIX = "attn2.to_k.weight"
+# Keys only ControlNets have: diffusers' layout, then the original one.
+_CONTROLNET_KEY_PARTS = ("controlnet_cond_embedding.", "input_hint_block.")
+_SD2_CROSS_ATTENTION_DIM = 1024
+_INPAINTING_CHANNELS = 9  # latents, mask and masked-image latents
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    """A resident pipeline and the facts the engine needs about it."""
+class ModelFacts:
+    """What the engine needs to know about a model, whether it is loaded or only described."""
 
     name: str
-    # A StableDiffusion(XL)InpaintPipeline. Typed Any: diffusers registers its components at run time,
-    # so static checkers cannot see ``vae``, ``unet`` or ``__call__`` on it.
-    pipe: Any
     sdxl: bool
     inpainting: bool  # 9-channel UNet
     native_size: int  # the long side the model was trained at (512, 768, 1024)
+    cross_attention_dim: int  # the text embeddings' width, which a ControlNet must share
+
+    @property
+    def family(self) -> str:
+        """A ControlNet works with the family it was trained for; SD 2.x is told by its wider text."""
+        if self.sdxl:
+            return "SDXL"
+        return "SD 2.x" if self.cross_attention_dim == _SD2_CROSS_ATTENTION_DIM else "SD 1.x"
+
+
+@dataclass(frozen=True)
+class LoadedModel(ModelFacts):
+    """A resident pipeline and the facts the engine needs about it."""
+
+    # A StableDiffusion(XL)InpaintPipeline. Typed Any: diffusers registers its components at run time,
+    # so static checkers cannot see ``vae``, ``unet`` or ``__call__`` on it.
+    pipe: Any
     base_scheduler_config: Any
     # ControlNet pipelines built on ``pipe``, by ControlNet name (see ModelManager.controlnet_pipe).
     controlnet_pipes: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -87,9 +113,11 @@ class ModelManager:
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._described: dict[str, ModelFacts] = {}  # config reads of models not loaded (tiny)
         self._lock = threading.Lock()
 
     def get(self, name: str) -> LoadedModel:
+        """The resident pipeline, loading it first if needed. Only the GPU worker thread calls this."""
         with self._lock:
             if name in self._loaded:
                 self._loaded.move_to_end(name)
@@ -99,54 +127,95 @@ class ModelManager:
                 log.info("unloading model %s", evicted)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-            model = self._load(name)
+        # Outside the lock: describe() in the prepare thread must not wait for a download.
+        model = self._load(name)
+        with self._lock:
             self._loaded[name] = model
-            return model
+        return model
+
+    def describe(self, name: str) -> ModelFacts:
+        """The model's facts without loading it: from the resident pipeline, or else from its config
+        files (a diffusers folder or Hub repository) or its checkpoint's header (a single file)."""
+        with self._lock:
+            known = self._loaded.get(name) or self._described.get(name)
+        if known is not None:
+            return known
+        path = Path(name).expanduser()
+        try:
+            facts = self._checkpoint_facts(name, path) if path.is_file() else _config_facts(name)
+        except ModelLoadError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(_describe_load_failure(name, exc)) from None
+        with self._lock:
+            self._described[name] = facts
+        return facts
+
+    def native_size(self, name: str) -> int:
+        """The long side the model was trained at, without loading it (see ``describe``)."""
+        return self.describe(name).native_size
+
+    def _checkpoint_facts(self, name: str, path: Path) -> ModelFacts:
+        header = _read_header(path)
+        conv_in = header.get(_CONV_IN_KEY)
+        cross_attention = _cross_attention_dim(header)
+        if conv_in is None or cross_attention is None:
+            raise ModelLoadError(f"{path.name} is not a Stable Diffusion checkpoint (it has no UNet).")
+        sdxl = any(key.startswith(_SDXL_KEY_PREFIX) for key in header)
+        if self.single_file_config is not None:
+            native_size = _config_facts(self.single_file_config).native_size
+        else:  # diffusers picks the configs by family: SDXL 1024 px, SD 2.x 768 (but 512 to inpaint)
+            sd2 = cross_attention == _SD2_CROSS_ATTENTION_DIM and not sdxl
+            native_size = 1024 if sdxl else 768 if sd2 and conv_in[1] != _INPAINTING_CHANNELS else 512
+        return ModelFacts(
+            name=name,
+            sdxl=sdxl,
+            inpainting=conv_in[1] == _INPAINTING_CHANNELS,
+            native_size=native_size,
+            cross_attention_dim=cross_attention,
+        )
+
+    def check_controlnet(self, name: str, model: ModelFacts) -> None:
+        """Find the ControlNet and check it fits ``model``'s family, reading only its config file (or
+        a single file's header); its weights are loaded by ``controlnet_pipe``, in the GPU thread."""
+        width = self.controlnet_width(name)
+        if width is not None and width != model.cross_attention_dim:
+            raise ModelLoadError(_misfit(name, model))
+
+    def controlnet_width(self, name: str) -> int | None:
+        """The cross-attention width of a ControlNet, which must be its model's; None when a single
+        file does not show it. Finds missing files and things that are not ControlNets."""
+        path = Path(name).expanduser()
+        try:
+            if path.is_file():
+                return _controlnet_checkpoint_width(path)
+            return _controlnet_config_width(name, path)
+        except ModelLoadError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(
+                _describe_load_failure(name, exc, "a ControlNet", "ControlNet")
+            ) from None
 
     def controlnet_pipe(self, model: LoadedModel, name: str) -> Any:
-        """The ControlNet inpainting pipeline on ``model``'s components, loading the ControlNet once."""
-        with self._lock:
-            if name not in model.controlnet_pipes:
-                model.controlnet_pipes[name] = self._controlnet_pipe(model, name)
-            return model.controlnet_pipes[name]
+        """The ControlNet inpainting pipeline on ``model``'s components, loading the ControlNet once.
+        Only the GPU worker thread calls this: ``from_pipe`` casts the shared components."""
+        if name not in model.controlnet_pipes:
+            model.controlnet_pipes[name] = self._controlnet_pipe(model, name)
+        return model.controlnet_pipes[name]
 
     def _controlnet_pipe(self, model: LoadedModel, name: str) -> Any:
         log.info("loading ControlNet %s for %s", name, model.name)
         controlnet = _load_controlnet(name, self.dtype)
         # The ControlNet's residuals enter the UNet's blocks: the widths of both must match.
-        if controlnet.config.cross_attention_dim != model.pipe.unet.config.cross_attention_dim:
-            raise ModelLoadError(
-                f"The ControlNet {name!r} does not fit the model {model.name!r}: a ControlNet only "
-                "works with the family it was trained for (SD 1.x, SD 2.x or SDXL)."
-            )
+        if controlnet.config.cross_attention_dim != model.cross_attention_dim:
+            raise ModelLoadError(_misfit(name, model))
         controlnet.to(self.device)
         pipeline_class = ControlNetInpaintXLPipeline if model.sdxl else ControlNetInpaintPipeline
         # from_pipe casts every component to its dtype (float32 unless told): the shared ones too.
         pipe = pipeline_class.from_pipe(model.pipe, controlnet=controlnet, dtype=self.dtype)
         pipe.set_progress_bar_config(disable=True)
         return pipe
-
-    def native_size(self, name: str) -> int:
-        """The long side the model was trained at, from its config files when it is not loaded yet.
-
-        ``Engine.prepare`` runs beside the GPU worker: loading weights there would compete with the
-        running job for GPU memory and CPU threads, so only small config files are read.
-        """
-        with self._lock:
-            if name in self._loaded:
-                return self._loaded[name].native_size
-        path = Path(name).expanduser()
-        try:
-            if path.is_file():
-                if self.single_file_config is not None:
-                    return _native_size(self.single_file_config)
-                # Without configs, the checkpoint's keys tell SDXL (1024 px) from SD1.x/2.x (512 px).
-                return 1024 if _is_sdxl_checkpoint(path) else 512
-            return _native_size(name)
-        except ModelLoadError:
-            raise
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(_describe_load_failure(name, exc)) from None
 
     def _load(self, name: str) -> LoadedModel:
         log.info("loading model %s on %s (%s)", name, self.device, self.dtype)
@@ -160,25 +229,85 @@ class ModelManager:
             name=name,
             pipe=pipe,
             sdxl=isinstance(pipe, StableDiffusionXLInpaintPipeline),
-            inpainting=pipe.unet.config.in_channels == 9,
+            inpainting=pipe.unet.config.in_channels == _INPAINTING_CHANNELS,
             native_size=_size_from_configs(pipe.unet.config, pipe.vae.config),
+            cross_attention_dim=_width(pipe.unet.config.cross_attention_dim),
             base_scheduler_config=pipe.scheduler.config,
         )
 
 
-def _native_size(name: str) -> int:
-    """Native size from a diffusers folder's or Hub repo's UNet and VAE configs (a few hundred bytes)."""
+def _config_facts(name: str) -> ModelFacts:
+    """Facts from a diffusers folder's or Hub repo's UNet and VAE configs (a few hundred bytes)."""
+    unet, vae = (_read_config(name, f"{component}/config.json") for component in ("unet", "vae"))
+    return ModelFacts(
+        name=name,
+        sdxl=unet.get("addition_embed_type") == "text_time",  # SDXL's size and crop conditioning
+        inpainting=unet["in_channels"] == _INPAINTING_CHANNELS,
+        native_size=_size_from_configs(unet, vae),
+        cross_attention_dim=_width(unet["cross_attention_dim"]),
+    )
+
+
+def _read_config(name: str, filename: str, what: str = "model") -> dict[str, Any]:
     path = Path(name).expanduser()
-    configs = []
-    for component in ("unet", "vae"):
-        if path.is_dir():
-            config_file = path / component / "config.json"
-        elif name.startswith((".", "/", "~")):
-            raise ModelLoadError(f"The model file or folder {name!r} does not exist.")
-        else:
-            config_file = Path(hf_hub_download(name, f"{component}/config.json"))
-        configs.append(json.loads(config_file.read_text(encoding="utf-8")))
-    return _size_from_configs(*configs)
+    if path.is_dir():
+        config_file = path / filename
+    elif name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
+        raise ModelLoadError(f"The {what} file or folder {name!r} does not exist.")
+    else:
+        config_file = Path(hf_hub_download(name, filename))
+    config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
+    return config
+
+
+def _width(cross_attention_dim: int | list[int]) -> int:
+    """Some configs give the width per block; it is the same for all of them in SD models."""
+    return cross_attention_dim[0] if isinstance(cross_attention_dim, list) else cross_attention_dim
+
+
+def _read_header(path: Path) -> dict[str, list[int]]:
+    """Each tensor's shape, from the .safetensors header only."""
+    _require_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as checkpoint:
+            return {key: checkpoint.get_slice(key).get_shape() for key in checkpoint.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path.name} is not a readable .safetensors file: {_first_line(exc)}"
+        ) from None
+
+
+def _cross_attention_dim(header: Mapping[str, list[int]]) -> int | None:
+    key = next((key for key in header if key.endswith(_CROSS_ATTENTION_KEY_SUFFIX)), None)
+    return header[key][-1] if key is not None else None
+
+
+def _controlnet_checkpoint_width(path: Path) -> int | None:
+    """A lone ControlNet file's width; diffusers fetches its config only when it is loaded."""
+    header = _read_header(path)
+    if not any(part in key for key in header for part in _CONTROLNET_KEY_PARTS):
+        raise ModelLoadError(f"{path.name} is not a ControlNet checkpoint.")
+    return _cross_attention_dim(header)
+
+
+def _controlnet_config_width(name: str, path: Path) -> int:
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"The ControlNet folder {name!r} has no config.json: it is not a diffusers ControlNet."
+        )
+    config = _read_config(name, "config.json", "ControlNet")
+    if config.get("_class_name") != "ControlNetModel":
+        raise ModelLoadError(
+            f"{name!r} is not a ControlNet: its config.json describes a {config.get('_class_name')}."
+        )
+    return _width(config["cross_attention_dim"])
+
+
+def _misfit(name: str, model: ModelFacts) -> str:
+    return (
+        f"The ControlNet {name!r} does not fit the model {model.name!r} ({model.family}): a ControlNet "
+        "only works with the family it was trained for (SD 1.x, SD 2.x or SDXL)."
+    )
 
 
 def _size_from_configs(unet: Mapping[str, Any], vae: Mapping[str, Any]) -> int:
@@ -225,28 +354,29 @@ def _load_controlnet(name: str, dtype: torch.dtype) -> Any:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("ControlNet %s failed to load", name, exc_info=True)
-        raise ModelLoadError(_describe_load_failure(name, exc, "a ControlNet")) from None
+        raise ModelLoadError(_describe_load_failure(name, exc, "a ControlNet", "ControlNet")) from None
 
 
 def _describe_load_failure(
     name: str,
     exc: BaseException,
     expected: str = "a Stable Diffusion (1.x, 2.x or XL) inpainting model",
+    what: str = "model",
 ) -> str:
     """diffusers wraps Hub errors in generic ones; the original cause says what the user must fix."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, RepositoryNotFoundError):
-            return f"The model {name!r} was not found on the Hugging Face Hub (or it is private)."
+            return f"The {what} {name!r} was not found on the Hugging Face Hub (or it is private)."
         if isinstance(cause, LocalEntryNotFoundError):
             return (
-                f"The model {name!r} is not in the local Hugging Face cache and the Hub cannot be "
+                f"The {what} {name!r} is not in the local Hugging Face cache and the Hub cannot be "
                 "reached (offline?). Download it once with network access, or use a local folder."
             )
         if isinstance(cause, HfHubHTTPError):
-            return f"The model {name!r} could not be downloaded: {_first_line(cause)}"
+            return f"The {what} {name!r} could not be downloaded: {_first_line(cause)}"
         cause = cause.__cause__ or cause.__context__
-    return f"The model {name!r} could not be loaded as {expected}: {_first_line(exc)}"
+    return f"The {what} {name!r} could not be loaded as {expected}: {_first_line(exc)}"
 
 
 def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:
@@ -267,14 +397,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | None) -> Dif
 
 def _is_sdxl_checkpoint(path: Path) -> bool:
     """Reads only the .safetensors header: SDXL checkpoints have a second text encoder."""
-    _require_safetensors(path)
-    try:
-        with safe_open(str(path), framework="pt") as checkpoint:
-            return any(key.startswith(_SDXL_KEY_PREFIX) for key in checkpoint.keys())  # noqa: SIM118
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path.name} is not a readable .safetensors file: {_first_line(exc)}"
-        ) from None
+    return any(key.startswith(_SDXL_KEY_PREFIX) for key in _read_header(path))
 
 
 def _require_safetensors(path: Path) -> None:

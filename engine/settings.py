@@ -79,6 +79,9 @@ class InpaintSettings(BaseModel):
     max_faces: int = Field(0, ge=0, le=16)
     controlnet: ControlNet = ControlNet.NONE
     control_weight: float = Field(1.0, ge=0.0, le=2.0)
+    # As in A1111: step i (from 0) of the n steps run is guided when start <= i/n <= end; so end 0.2 of
+    # 4 steps guides the first, start 0.8 none (engine.controlnet.guidance_window). diffusers' own rule
+    # differs (i/n >= start and (i+1)/n <= end); A1111 counts one more step when strength < 1.
     control_start: float = Field(0.0, ge=0.0, le=1.0)
     control_end: float = Field(1.0, ge=0.0, le=1.0)
     tile_downsample: float = Field(1.0, ge=1.0, le=8.0)

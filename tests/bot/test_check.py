@@ -12,18 +12,27 @@ from bot.check import Check, print_checks, run_checks
 from bot.cli import main
 from bot.config import BotConfig
 from bot.store.migrate import upgrade
+from engine.testing import build_tiny_controlnet, build_tiny_sdxl
 from tests.engine.test_safety import build_tiny_checker
 from tests.fakediscord import FakeDiscord, payloads
 from tests.fakediscord.fixtures import fake_discord as fake_discord
 
 
+@pytest.fixture(scope="module")
+def tiny_controlnet(tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_controlnet(tmp_path_factory.mktemp("controlnet"), tiny_sd_regular_path)
+
+
 @pytest.fixture
-def config(bot_config: BotConfig, tiny_sd_path: Path) -> BotConfig:
+def config(bot_config: BotConfig, tiny_sd_path: Path, tiny_controlnet: Path) -> BotConfig:
     return bot_config.model_copy(
         update={
             "model": str(tiny_sd_path),
             "device": "cpu",
             "discord_token": SecretStr(FakeDiscord.token),
+            "controlnet_tile": str(tiny_controlnet),
+            "controlnet_inpaint": str(tiny_controlnet),
+            "controlnet_tile_sdxl": None,
         }
     )
 
@@ -44,11 +53,15 @@ async def test_a_ready_installation(
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "ok   config", "ok   token", "ok   data", "ok   database", "warn device",
-        "ok   model", "warn safety", "ok   discord", "ok   invite",
+        "ok   model", "warn controlnets", "warn safety", "ok   discord", "ok   invite",
     ]  # fmt: skip
     assert "is new; the bot creates its tables when it starts" in lines[3]
     assert "cpu, as INPAINTBOT_DEVICE says" in lines[4]
     assert "SD 1.x/2.x inpainting (9-channel), 64 px, loaded on cpu (float32)" in lines[5]
+    assert (
+        "INPAINTBOT_CONTROLNET_BASE_MODEL is not set, so ControlNet jobs on it are refused" in lines[6]
+    )
+    lines.pop(6)
     assert "results are not checked, so the servers' NSFW policies have no effect" in lines[6]
     lines.pop(6)
     assert f"logged in as inpaintbot (application {fake_discord.app_id})" in lines[6]
@@ -114,6 +127,30 @@ async def test_other_models_are_looked_up_without_loading(
     typo = str(tmp_path / "typo.safetensors")
     missing = details(await checks(config.model_copy(update={"models": [typo]})))
     assert missing["models"] == f"FAIL The model file or folder {typo!r} does not exist."
+
+
+async def test_controlnets_are_looked_up_without_loading(
+    config: BotConfig, tiny_sd_regular_path: Path, tiny_controlnet: Path, tmp_path: Path
+) -> None:
+    regular = config.model_copy(update={"controlnet_base_model": str(tiny_sd_regular_path)})
+    assert details(await checks(regular))["controlnets"] == (
+        "ok found INPAINTBOT_CONTROLNET_TILE, INPAINTBOT_CONTROLNET_INPAINT; ControlNet jobs run on "
+        f"{tiny_sd_regular_path}"
+    )
+    typo = str(tmp_path / "no-such-tile")
+    sdxl = build_tiny_sdxl(tmp_path / "xl")
+    broken = regular.model_copy(
+        update={"controlnet_tile": typo, "controlnet_inpaint_sdxl": str(tiny_controlnet)}
+    )
+    assert details(await checks(broken))["controlnets"] == (
+        f"FAIL INPAINTBOT_CONTROLNET_TILE: The ControlNet file or folder {typo!r} does not exist."
+    )
+    wrong_family = regular.model_copy(update={"controlnet_base_model": str(sdxl)})
+    assert details(await checks(wrong_family))["controlnets"] == (
+        "FAIL ControlNets do not work with inpainting (9-channel) checkpoints like "
+        f"{config.model!r}, and this server's INPAINTBOT_CONTROLNET_BASE_MODEL ({str(sdxl)!r}) is "
+        "SDXL, not SD 1.x. Choose a regular SD 1.x model."
+    )
 
 
 async def test_cuda_asked_for_but_absent(config: BotConfig) -> None:

@@ -9,15 +9,25 @@ import cv2
 import huggingface_hub.constants
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from engine import latents
 from engine.config import EngineConfig
-from engine.controlnet import control_image, inpaint_only, short_name, tile_resample
+from engine.controlnet import (
+    ControlNetInpaintPipeline,
+    control_image,
+    guidance_window,
+    inpaint_only,
+    short_name,
+    tile_resample,
+)
 from engine.engine import Engine, PreparedJob
 from engine.errors import ModelLoadError, SettingsError
 from engine.job import Progress
+from engine.models import ModelManager
 from engine.settings import ControlNet, InpaintSettings
-from engine.testing import build_tiny_controlnet
+from engine.testing import build_tiny_controlnet, build_tiny_sdxl, save_single_file
 from tests.engine.test_engine import assert_untouched_outside, far_from, pixels, request
 from tests.pictures import photo, rect_mask
 
@@ -32,6 +42,25 @@ def tiny_tile(tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def tiny_inpaint(tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_controlnet(tmp_path_factory.mktemp("inpaint"), tiny_sd_regular_path, seed=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_tile(tiny_sdxl_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_controlnet(tmp_path_factory.mktemp("tile-xl"), tiny_sdxl_path)
+
+
+@pytest.fixture
+def pipe_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The arguments of each call the engine makes to the SD 1.x ControlNet pipeline."""
+    calls: list[dict[str, Any]] = []
+    call = ControlNetInpaintPipeline.__call__
+
+    def spy(pipe: ControlNetInpaintPipeline, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return call(pipe, **kwargs)
+
+    monkeypatch.setattr(ControlNetInpaintPipeline, "__call__", spy)
+    return calls
 
 
 def make_engine(model: Path, **config: Any) -> Engine:
@@ -126,13 +155,87 @@ def test_latent_masked_content_works_with_a_controlnet(cn_engine: Engine, conten
     assert np.abs(off - original)[y0:y1, x0:x1].max() > 8
 
 
-def test_guidance_window_reaches_the_pipeline(cn_engine: Engine) -> None:
-    """Of the 4 steps, control_end 0.2 guides none (as weight 0), control_start 0.5 the last two."""
+def test_guidance_window_guides_the_steps_a1111_guides(
+    cn_engine: Engine, pipe_calls: list[dict[str, Any]]
+) -> None:
+    """Of 4 steps (at 0, 0.25, 0.5 and 0.75), A1111 guides those whose fraction is in [start, end]:
+    control_end 0.2 guides the first, control_start 0.8 none (as weight 0)."""
     plain, _ = inpaint(cn_engine, strength=1.0)
     early, _ = inpaint(cn_engine, strength=1.0, controlnet="tile", control_end=0.2)
-    late, _ = inpaint(cn_engine, strength=1.0, controlnet="tile", control_start=0.5)
-    assert np.abs(early - plain).max() <= 1
-    assert np.abs(late - plain).max() > 8
+    late, _ = inpaint(cn_engine, strength=1.0, controlnet="tile", control_start=0.8)
+    windows = [
+        (c["control_guidance_start"], c["control_guidance_end"], c["controlnet_conditioning_scale"])
+        for c in pipe_calls
+    ]
+    assert windows == [(0.0, 0.25, 1.0), (0.0, 1.0, 0.0)]
+    assert np.abs(early - plain).max() > 8
+    assert np.abs(late - plain).max() <= 1
+
+
+def test_guidance_window_in_diffusers_terms() -> None:
+    assert guidance_window(0.0, 1.0, 4) == (0.0, 1.0)
+    assert guidance_window(0.0, 0.2, 4) == (0.0, 0.25)
+    assert guidance_window(0.25, 0.5, 4) == (0.25, 0.75)
+    assert guidance_window(0.8, 1.0, 4) is None
+    fractions = [i / 20 for i in range(21)] + [0.1, 0.3, 0.7]
+    for steps in (1, 3, 7, 10, 25):
+        for start in fractions:
+            for end in (end for end in fractions if end > start):
+                a1111 = [start <= i / steps <= end for i in range(steps)]
+                window = guidance_window(start, end, steps)
+                if window is None:
+                    assert not any(a1111)
+                    continue
+                low, high = window
+                # diffusers' rule, as its ControlNet pipelines compute controlnet_keep
+                guided = [not (i / steps < low or (i + 1) / steps > high) for i in range(steps)]
+                assert guided == a1111, (start, end, steps)
+
+
+def test_the_mask_travels_with_the_picture(cn_engine: Engine, pipe_calls: list[dict[str, Any]]) -> None:
+    """The pipeline masks the crops it is given (``image * (mask < 0.5)``) where they are: pictures,
+    on the CPU. A mask already on the GPU beside them failed every ControlNet job on CUDA."""
+
+    def where(values: object) -> set[str]:
+        assert isinstance(values, list)
+        return {"picture" if isinstance(v, Image.Image) else str(v.device) for v in values}
+
+    inpaint(cn_engine, controlnet="inpaint")
+    (call,) = pipe_calls
+    assert where(call["image"]) == where(call["mask_image"]) == {"picture"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [
+        ("tile", {"tile_downsample": 3, "masked_content": "fill"}),
+        ("tile", {"area": "whole"}),
+        ("inpaint", {"masked_content": "fill"}),
+        ("inpaint", {"invert_mask": True}),
+        ("inpaint", {"invert_mask": True, "area": "whole"}),
+    ],
+)
+def test_control_image_is_made_from_the_unfilled_crop(
+    cn_engine: Engine, pipe_calls: list[dict[str, Any]], kind: str, extra: dict[str, object]
+) -> None:
+    image = photo(96, 64)
+    job = cn_engine.prepare(request(image, rect_mask(96, 64, BOX), controlnet=kind, **extra))
+    cn_engine.run([job])
+    (p,) = job.passes
+    crop = image.crop(p.box.as_tuple()).resize(p.size, Image.Resampling.LANCZOS)
+    crop_mask = p.mask.crop(p.box.as_tuple()).resize(p.size, Image.Resampling.BILINEAR)
+    if kind == "tile":
+        expected = np.asarray(tile_resample(crop, job.settings.tile_downsample), np.float32) / 255
+    else:
+        expected = inpaint_only(crop, crop_mask)
+    (call,) = pipe_calls
+    control = call["control_image"]
+    assert control.shape == (1, 3, p.size[1], p.size[0])
+    assert np.array_equal(control[0].permute(1, 2, 0).numpy(), expected)
+    if kind == "inpaint":  # -1 where the job repaints: the box, or all but the box when inverted
+        drawn = rect_mask(96, 64, BOX).crop(p.box.as_tuple()).resize(p.size, Image.Resampling.NEAREST)
+        repainted = (np.asarray(drawn) > 127) != extra.get("invert_mask", False)
+        assert np.mean((expected[..., 0] == -1) == repainted) > 0.9
 
 
 @pytest.mark.parametrize(
@@ -160,6 +263,89 @@ def test_progress_every_step(cn_engine: Engine) -> None:
         on_progress=seen.append,
     )
     assert [(p.step, p.total) for p in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_sdxl_in_float16_keeps_the_shared_vae_in_float16(
+    tiny_sdxl_path: Path, tiny_sdxl_tile: Path
+) -> None:
+    """diffusers' SDXL ControlNet inpaint pipeline upcasts the float16 VAE to decode and leaves it in
+    float32; the VAE is shared, so the next job (with a ControlNet or without) failed on dtypes. The
+    tiny models run in float16 on the CPU too, as real ones do on a GPU."""
+    engine = make_engine(tiny_sdxl_path, controlnet_tile_sdxl=str(tiny_sdxl_tile))
+    engine.models.dtype = torch.float16
+    vae = engine.load().pipe.vae
+    assert vae.dtype == torch.float16 and vae.config.force_upcast
+    image = photo(80, 64)
+    for settings in ({"controlnet": "tile"}, {}, {"controlnet": "tile"}):
+        engine.inpaint(request(image, rect_mask(80, 64, (20, 16, 50, 40)), steps=2, **settings))
+        assert vae.dtype == torch.float16
+
+
+def test_a_failed_call_leaves_no_start_latents_edit(
+    cn_engine: Engine, tiny_tile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that fails before the pipeline encodes the picture must not leave its masked-content
+    edit (and its mask and generators) on the shared pipeline for whatever encodes next."""
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("before any encoding")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ControlNetInpaintPipeline, "check_inputs", fail)
+        with pytest.raises(RuntimeError, match="before any encoding"):
+            inpaint(cn_engine, masked_content="latent-nothing", controlnet="tile")
+    pipe = cn_engine.models.controlnet_pipe(cn_engine.load(), str(tiny_tile))
+    pixels = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    expected = latents.encode(pipe.vae, pixels, torch.float32)
+    assert torch.equal(pipe._encode_vae_image(pixels, generator=None), expected)
+
+
+def test_the_masked_image_is_not_encoded_for_a_4_channel_unet(
+    cn_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only 9-channel UNets see the masked image's latents: one VAE encoding (the start latents)."""
+    encodings: list[tuple[int, ...]] = []
+    encode = latents.encode
+
+    def counted(vae: Any, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        encodings.append(tuple(pixels.shape))
+        return encode(vae, pixels, dtype)
+
+    monkeypatch.setattr(latents, "encode", counted)
+    inpaint(cn_engine, controlnet="tile", count=2)
+    assert encodings == [(2, 3, 64, 64)]
+
+
+def test_prepare_loads_no_weights(
+    tiny_sd_path: Path, tiny_sd_regular_path: Path, tiny_tile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prepare runs beside the GPU worker, so it reads configs only. With one resident model, an
+    inpainting checkpoint's ControlNet job loads the base model and the ControlNet once, on run."""
+    engine = make_engine(
+        tiny_sd_path,
+        controlnet_tile=str(tiny_tile),
+        controlnet_base_model=str(tiny_sd_regular_path),
+        max_loaded_models=1,
+    )
+    loads: list[str] = []
+    load, load_controlnet = ModelManager._load, ModelManager._controlnet_pipe
+
+    def counted(manager: ModelManager, name: str) -> Any:
+        loads.append(name)
+        return load(manager, name)
+
+    def counted_controlnet(manager: ModelManager, model: Any, name: str) -> Any:
+        loads.append(name)
+        return load_controlnet(manager, model, name)
+
+    monkeypatch.setattr(ModelManager, "_load", counted)
+    monkeypatch.setattr(ModelManager, "_controlnet_pipe", counted_controlnet)
+    image, mask = photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40))
+    jobs = [engine.prepare(request(image, mask, controlnet="tile", seed=seed)) for seed in (1, 2)]
+    assert loads == []
+    for job in jobs:
+        engine.run([job])
+    assert loads == [str(tiny_sd_regular_path), str(tiny_tile)]
 
 
 def test_controlnet_pipeline_is_resident_and_shares_the_base_weights(
@@ -197,17 +383,23 @@ def test_controlnet_settings_decide_batching(cn_engine: Engine) -> None:
             request(photo(64, 64, seed=seed), rect_mask(64, 64, (10, 10, 40, 40)), seed=seed, **settings)
         )
 
-    tiles = [job(1, controlnet="tile", tile_downsample=2), job(2, controlnet="tile", tile_downsample=2)]
+    # Each image gets its own control image: the down-sampling rate need not be shared.
+    tiles = [job(1, controlnet="tile", tile_downsample=2), job(2, controlnet="tile", tile_downsample=3)]
     assert tiles[0].batch_key == tiles[1].batch_key is not None
     for other in (
         job(3),
         job(3, controlnet="inpaint"),
-        job(3, controlnet="tile", tile_downsample=3),
-        job(3, controlnet="tile", tile_downsample=2, control_weight=0.5),
-        job(3, controlnet="tile", tile_downsample=2, control_start=0.2),
-        job(3, controlnet="tile", tile_downsample=2, control_end=0.8),
+        job(3, controlnet="tile", control_weight=0.5),
+        job(3, controlnet="tile", control_start=0.2),
+        job(3, controlnet="tile", control_end=0.8),
     ):
         assert other.batch_key != tiles[0].batch_key
+    # Settings that do not apply do not split batches.
+    assert job(3).batch_key == job(4, control_weight=0.5, control_end=0.5, tile_downsample=4).batch_key
+    assert (
+        job(3, controlnet="inpaint").batch_key
+        == job(4, controlnet="inpaint", tile_downsample=4).batch_key
+    )
     together = cn_engine.run(tiles)
     alone = [cn_engine.run([one])[0] for one in tiles]
     for batched, single in zip(together, alone, strict=True):
@@ -242,6 +434,24 @@ def test_inpainting_checkpoint_switches_to_the_configured_base_model(
     assert plain.model == str(tiny_sd_path), "jobs without a ControlNet keep the chosen model"
 
 
+def test_base_model_of_another_family_is_refused(
+    tiny_sd_regular_path: Path, tiny_tile: Path, tmp_path: Path
+) -> None:
+    """An SDXL inpainting model must not quietly become an SD 1.x job (config files only)."""
+    sdxl_inpainting = build_tiny_sdxl(tmp_path / "xl-inpainting", inpainting=True)
+    engine = make_engine(
+        sdxl_inpainting, controlnet_tile=str(tiny_tile), controlnet_base_model=str(tiny_sd_regular_path)
+    )
+    with pytest.raises(SettingsError) as refused:
+        engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), controlnet="tile"))
+    assert str(refused.value) == (
+        f"ControlNets do not work with inpainting (9-channel) checkpoints like {str(sdxl_inpainting)!r}, "
+        f"and this server's INPAINTBOT_CONTROLNET_BASE_MODEL ({str(tiny_sd_regular_path)!r}) is "
+        "SD 1.x, not SDXL. Choose a regular SDXL model."
+    )
+    assert not engine.models._loaded
+
+
 def test_base_model_that_is_an_inpainting_checkpoint_is_refused(tiny_sd_path: Path) -> None:
     engine = make_engine(tiny_sd_path, controlnet_base_model=str(tiny_sd_path))
     with pytest.raises(SettingsError, match="is an inpainting checkpoint too"):
@@ -258,9 +468,18 @@ def test_base_model_that_is_an_inpainting_checkpoint_is_refused(tiny_sd_path: Pa
 def test_missing_controlnet_fails_at_prepare(
     tiny_sd_regular_path: Path, name: str, message: str
 ) -> None:
+    """Members see this on Discord: it names the ControlNet, the variable, and who must fix it."""
     engine = make_engine(tiny_sd_regular_path, controlnet_tile=name)
-    with pytest.raises(ModelLoadError, match=message):
+    with pytest.raises(ModelLoadError, match=message) as refused:
         engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), controlnet="tile"))
+    text = str(refused.value)
+    assert text.startswith(
+        "This server's tile ControlNet (INPAINTBOT_CONTROLNET_TILE) cannot be used. The ControlNet "
+    )
+    assert text.endswith(
+        "The bot's operator must fix INPAINTBOT_CONTROLNET_TILE; until then, use controlnet none."
+    )
+    assert "The model" not in text
 
 
 def test_single_file_controlnet(
@@ -288,10 +507,39 @@ def test_single_file_controlnet(
     assert "Model: my_tile," in parameters
 
 
-def test_folder_that_is_not_a_controlnet(tiny_sd_regular_path: Path, tmp_path: Path) -> None:
-    engine = make_engine(tiny_sd_regular_path, controlnet_inpaint=str(tmp_path))
-    with pytest.raises(ModelLoadError, match="could not be loaded as a ControlNet"):
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        ("empty", "has no config.json: it is not a diffusers ControlNet"),
+        ("unet", "is not a ControlNet: its config.json describes a UNet2DConditionModel"),
+    ],
+)
+def test_folder_that_is_not_a_controlnet(
+    tiny_sd_regular_path: Path, tmp_path: Path, folder: str, message: str
+) -> None:
+    name = str(tiny_sd_regular_path / "unet") if folder == "unet" else str(tmp_path)
+    engine = make_engine(tiny_sd_regular_path, controlnet_inpaint=name)
+    with pytest.raises(ModelLoadError, match=message):
         engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), controlnet="inpaint"))
+
+
+def test_controlnet_that_fails_to_load_fails_the_job(
+    tiny_sd_regular_path: Path, tiny_tile: Path, tmp_path: Path
+) -> None:
+    """Its config is read at submission; broken weights are found when the GPU worker loads them."""
+    shutil.copy(tiny_tile / "config.json", tmp_path / "config.json")
+    (tmp_path / "diffusion_pytorch_model.safetensors").write_bytes(b"truncated")
+    engine = make_engine(tiny_sd_regular_path, controlnet_tile=str(tmp_path))
+    job = engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), controlnet="tile"))
+    with pytest.raises(ModelLoadError) as failed:
+        engine.run([job])
+    assert str(failed.value).startswith(
+        "This server's tile ControlNet (INPAINTBOT_CONTROLNET_TILE) cannot be used. The ControlNet "
+        f"{str(tmp_path)!r} could not be loaded as a ControlNet: "
+    )
+    assert str(failed.value).endswith(
+        "The bot's operator must fix INPAINTBOT_CONTROLNET_TILE; until then, use controlnet none."
+    )
 
 
 def test_pickle_controlnet_refused(tiny_sd_regular_path: Path, tmp_path: Path) -> None:
@@ -303,9 +551,9 @@ def test_pickle_controlnet_refused(tiny_sd_regular_path: Path, tmp_path: Path) -
 
 
 def test_sdxl_uses_the_sdxl_controlnets(
-    tiny_sdxl_path: Path, tiny_tile: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_sdxl_path: Path, tiny_tile: Path, tiny_sdxl_tile: Path
 ) -> None:
-    sdxl_tile = build_tiny_controlnet(tmp_path_factory.mktemp("tile-xl"), tiny_sdxl_path)
+    sdxl_tile = tiny_sdxl_tile
     engine = make_engine(
         tiny_sdxl_path, controlnet_tile=str(tiny_tile), controlnet_tile_sdxl=str(sdxl_tile)
     )
@@ -323,9 +571,28 @@ def test_sdxl_uses_the_sdxl_controlnets(
         engine.prepare(request(image, rect_mask(80, 64, box), controlnet="inpaint"))
 
 
-def test_sd1_controlnet_on_an_sdxl_model_is_refused(tiny_sdxl_path: Path, tiny_tile: Path) -> None:
-    engine = make_engine(tiny_sdxl_path, controlnet_tile_sdxl=str(tiny_tile))
-    with pytest.raises(ModelLoadError, match="does not fit the model"):
+@pytest.mark.parametrize("single_file", [False, True])
+def test_sd1_controlnet_on_an_sdxl_model_is_refused(
+    tiny_sdxl_path: Path, tiny_tile: Path, tmp_path: Path, single_file: bool
+) -> None:
+    """Found from the ControlNet's config (or a lone file's header), before any weights load."""
+    tile = tiny_tile
+    if single_file:
+        tile = tmp_path / "tile.safetensors"
+        shutil.copy(tiny_tile / "diffusion_pytorch_model.safetensors", tile)
+    engine = make_engine(tiny_sdxl_path, controlnet_tile_sdxl=str(tile))
+    with pytest.raises(ModelLoadError, match="INPAINTBOT_CONTROLNET_TILE_SDXL") as refused:
+        engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), controlnet="tile"))
+    assert f"The ControlNet {str(tile)!r} does not fit the model {str(tiny_sdxl_path)!r} (SDXL)" in str(
+        refused.value
+    )
+    assert not engine.models._loaded
+
+
+def test_single_file_that_is_not_a_controlnet(tiny_sd_regular_path: Path, tmp_path: Path) -> None:
+    checkpoint = save_single_file(tiny_sd_regular_path, tmp_path / "model.safetensors")
+    engine = make_engine(tiny_sd_regular_path, controlnet_tile=str(checkpoint))
+    with pytest.raises(ModelLoadError, match=r"model\.safetensors is not a ControlNet checkpoint"):
         engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), controlnet="tile"))
 
 

@@ -1,12 +1,14 @@
 """Model loading: the three ways users name a model, and the errors when that fails."""
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from engine.errors import ModelLoadError
-from engine.models import ModelManager, resolve_device
+from engine.models import ModelFacts, ModelManager, resolve_device
 from engine.testing import save_single_file
 
 
@@ -100,3 +102,39 @@ def test_native_size_of_a_model_that_is_not_there(
 def test_native_size_of_a_folder_that_is_not_a_pipeline(manager: ModelManager, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="could not be loaded"):
         manager.native_size(str(tmp_path))
+
+
+@pytest.mark.parametrize("single_file", [False, True])
+@pytest.mark.parametrize("model", ["sd", "sd-regular", "sdxl"])
+def test_describe_tells_without_loading_what_loading_finds(
+    request: pytest.FixtureRequest, tmp_path: Path, model: str, single_file: bool
+) -> None:
+    """prepare decides on these facts (inpainting or not, family, size) before the GPU worker loads
+    the model: from config files, or a single file's header (configs from single_file_config)."""
+    folder = request.getfixturevalue(f"tiny_{model.replace('-', '_')}_path")
+    name = str(save_single_file(folder, tmp_path / "model.safetensors") if single_file else folder)
+    manager = ModelManager(torch.device("cpu"), single_file_config=str(folder) if single_file else None)
+    described = manager.describe(name)
+    assert not manager._loaded
+    loaded = manager.get(name)
+    assert described == ModelFacts(**{f.name: getattr(loaded, f.name) for f in fields(ModelFacts)})
+    assert (described.inpainting, described.sdxl) == (model == "sd", model == "sdxl")
+
+
+@pytest.mark.parametrize(("channels", "size"), [(4, 768), (9, 512)])
+def test_sd2_checkpoint_sizes_follow_diffusers(
+    manager: ModelManager, tmp_path: Path, channels: int, size: int
+) -> None:
+    """Without configs diffusers takes SD 2.1's (768 px), or SD 2's inpainting model's (512 px)."""
+    checkpoint = tmp_path / "sd2.safetensors"
+    save_file(
+        {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1, channels, 1, 1),
+            "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(
+                1, 1024
+            ),
+        },
+        checkpoint,
+    )
+    facts = manager.describe(str(checkpoint))
+    assert (facts.native_size, facts.family, facts.inpainting) == (size, "SD 2.x", channels == 9)
