@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import discord
 import yarl
@@ -19,6 +19,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot import health
+from bot.buttons import EXPIRED_MESSAGE, MemoryIds
 from bot.config import BotConfig
 from bot.delivery import EDIT_INTERVAL, Delivery
 from bot.guards import admit
@@ -57,6 +58,7 @@ PERMISSIONS = discord.Permissions(
     read_message_history=True,
 )
 SCOPES = ("bot", "applications.commands")
+PRIVATE = "deferred_privately"  # ``Interaction.extras`` key set by ``defer_privately``
 
 
 def invite_url(application_id: str) -> str:
@@ -74,15 +76,25 @@ def point_at_discord(config: BotConfig) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.discord_gateway_url)
 
 
+async def defer_privately(interaction: discord.Interaction) -> None:
+    """An ephemeral "thinking" answer, for work that may take longer than Discord's 3 seconds; the
+    first followup replaces it."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    interaction.extras[PRIVATE] = True
+
+
 async def refuse(interaction: discord.Interaction, message: str) -> None:
-    """Tell only the person who asked. After a public deferral the "thinking" message is removed first,
-    or the first followup would replace it and be public."""
+    """Tell only the person who asked. After a public "thinking" deferral that message is removed
+    first, or the first followup would replace it and be public. After a button's deferral the
+    original response is the message the button is on (a result, a status): it stays."""
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(message, ephemeral=True)
             return
-        with contextlib.suppress(discord.NotFound):
-            await interaction.delete_original_response()
+        thinking = interaction.response.type is discord.InteractionResponseType.deferred_channel_message
+        if thinking and not interaction.extras.get(PRIVATE):
+            with contextlib.suppress(discord.NotFound):
+                await interaction.delete_original_response()
         await interaction.followup.send(message, ephemeral=True)
     except discord.HTTPException:
         log.warning("could not tell user %s: %s", interaction.user.id, message, exc_info=True)
@@ -154,22 +166,55 @@ class InpaintBot(commands.Bot):
         self._dispatcher: asyncio.Task[None] | None = None
         self._job_log = JobLog()
         self._heartbeat_path = health.heartbeat_path(config.data_dir)
+        self.memory_ids = MemoryIds()  # custom ids of in-memory views and modals
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        if self.config.guild_ids:
-            for guild_id in self.config.guild_ids:
-                guild = discord.Object(guild_id)
-                self.tree.copy_global_to(guild=guild)
-                await self.tree.sync(guild=guild)
-        else:
-            await self.tree.sync()
+        await self._sync_commands()
         self._events = self.queue.subscribe()  # before start: recovered jobs report through it too
         await self.queue.start()
         self._dispatcher = asyncio.create_task(self._dispatch(self._events), name="queue-events")
         self.retention.start()
         self.heartbeat.start()
+
+    async def _sync_commands(self) -> None:
+        """Register the slash commands globally, or only in ``guild_ids`` (instantly there). Then the
+        global set is emptied, or members would see every command twice after a switch to guilds; a
+        listed server that refuses (the bot is not in it, or lacks the applications.commands scope)
+        is logged and skipped, so one typo does not stop the bot."""
+        if not self.config.guild_ids:
+            await self.tree.sync()
+            return
+        for guild_id in self.config.guild_ids:
+            guild = discord.Object(guild_id)
+            self.tree.copy_global_to(guild=guild)
+            try:
+                await self.tree.sync(guild=guild)
+            except (discord.Forbidden, discord.NotFound) as exc:
+                log.error(
+                    "could not register the slash commands in server %s from INPAINTBOT_GUILD_IDS "
+                    "(%s): the bot is not in that server, or was invited without the "
+                    "applications.commands scope; invite it again with %s",
+                    guild_id,
+                    exc.text or exc.status,
+                    invite_url(str(self.application_id)),
+                )
+        self.tree.clear_commands(guild=None)
+        await self.tree.sync()
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Answer a click or form of an in-memory view or modal this process no longer knows
+        (discord.py drops those silently): see ``bot.buttons.MemoryIds``."""
+        if interaction.type not in (
+            discord.InteractionType.component,
+            discord.InteractionType.modal_submit,
+        ):
+            return
+        data: Mapping[str, object] = interaction.data or {}
+        custom_id = data.get("custom_id")
+        if isinstance(custom_id, str) and self.memory_ids.is_stale(custom_id):
+            await refuse(interaction, EXPIRED_MESSAGE)
 
     @tasks.loop(hours=RETENTION_INTERVAL_HOURS)
     async def retention(self) -> None:
@@ -269,7 +314,9 @@ class InpaintBot(commands.Bot):
             # A job from before a restart: its interaction is gone, so it goes to its channel.
             row = await jobs.get_job(self.store, event.job_id)
             if row is None or row.channel_id is None:
+                # Nowhere to post it, now or after another restart: do not report it again.
                 log.warning("job %s finished but has no channel to report to", event.job_id)
+                await self.queue.acknowledge(event.job_id)
                 return
             delivery = Delivery(
                 self,
@@ -280,6 +327,7 @@ class InpaintBot(commands.Bot):
                 row.channel_id,
                 row.message_id,
                 store=self.store,
+                status_id=row.message_id,  # its status message, never replaced by a result yet
             )
             self.track(delivery)
         if delivery is not None:

@@ -3,11 +3,15 @@ restart still finds its job in the database; nothing about a message is kept in 
 
 The buttons only route the click to the ``Results`` cog (``bot.cogs.results``), which does the work:
 keeping Discord's wiring here lets ``Delivery`` attach them without importing the cog.
+
+Components and modals that do live in memory (a form, ✅ Replace, ◀ ▶ through presets) get their
+custom ids from ``MemoryIds``, so a click or submission that outlived them is recognised and answered.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from enum import StrEnum
 from typing import TYPE_CHECKING, Self, cast
 
@@ -37,6 +41,39 @@ LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
 }
 RESULT_ACTIONS = (Action.REROLL, Action.EDIT, Action.FIX_FACES, Action.SAVE_PRESET, Action.DELETE)
 _ACTIONS = "|".join(re.escape(action.value) for action in Action)
+MEMORY_PREFIX = "mem:"
+EXPIRED_MESSAGE = (
+    "This was opened before the bot restarted (or has expired), so it no longer works. "
+    "Start again: press the button or run the command once more."
+)
+
+
+class MemoryIds:
+    """Custom ids for in-memory components and modals: ``mem:<process tag>:<random>``.
+
+    discord.py drops a click or submission whose view or modal it no longer holds (a restart, a
+    timeout) without a word, and the member sees "This interaction failed"; the ``mem:`` prefix lets
+    the bot answer those (``InpaintBot.on_interaction``), and the tag tells this process's ids from
+    those of one before a restart without remembering each id.
+    """
+
+    def __init__(self) -> None:
+        self.tag = secrets.token_hex(4)
+
+    def issue(self) -> str:
+        return f"{MEMORY_PREFIX}{self.tag}:{secrets.token_hex(8)}"
+
+    def name(self, view: discord.ui.View) -> None:
+        """Give each of ``view``'s components an id of this process (call before sending it)."""
+        for item in view.children:
+            if isinstance(item, discord.ui.Button) and item.url is None:  # links have no id
+                item.custom_id = self.issue()
+
+    def is_stale(self, custom_id: str) -> bool:
+        """An in-memory component's id that this process did not issue."""
+        return custom_id.startswith(MEMORY_PREFIX) and not custom_id.startswith(
+            f"{MEMORY_PREFIX}{self.tag}:"
+        )
 
 
 class JobButton(

@@ -4,6 +4,10 @@ Progress edits are coalesced (Discord's edit limits are unpublished; one per ~2 
 and a result that outlives the 15-minute interaction token goes to the channel as a reply instead.
 Every message that shows a job is recorded in the database, so its buttons and 🔁 reactions find the
 job after a restart.
+
+A result is acknowledged to the queue once shown, or once Discord refuses it for good (the channel is
+gone, the bot may not post there): only a result that failed for a passing reason (Discord's 5xx, a
+lost connection) is posted again after a restart.
 """
 
 from __future__ import annotations
@@ -44,6 +48,18 @@ LOSSY_QUALITY = 90
 DOWNSCALE_MARGIN = 0.9  # aim a little below the limit: sizes do not scale exactly with pixels
 REROLL_EMOJI = "🔁"
 PREVIEW_FILENAME = "preview.jpg"
+
+
+class UndeliverableError(Exception):
+    """The job has no channel that takes messages: posting again later cannot help."""
+
+
+def is_permanent(error: Exception) -> bool:
+    """Whether a failed post would fail the same way after a restart: Discord's 4xx (403 Missing
+    Permissions, 404 Unknown Channel, ...) but not 429, which discord.py retries itself."""
+    if isinstance(error, UndeliverableError):
+        return True
+    return isinstance(error, discord.HTTPException) and 400 <= error.status < 500 and error.status != 429
 
 
 @dataclass(frozen=True)
@@ -186,6 +202,7 @@ class Delivery:
         *,
         store: Store,
         edit_interval: float = EDIT_INTERVAL,
+        status_id: int | None = None,
     ) -> None:
         self.client = client
         self.queue = queue
@@ -195,6 +212,7 @@ class Delivery:
         self.interaction = interaction
         self.channel_id = channel_id
         self.message_id = message_id
+        self.status_id = status_id  # the job's own status message, once there is one
         self.edit_interval = edit_interval
         self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -253,10 +271,46 @@ class Delivery:
             log.info("progress edit of job %s refused: %s", self.job_id, exc)
             return
         if message.id != self.message_id:
-            self.message_id = message.id
+            self.message_id = self.status_id = message.id
             await jobs.set_job_message(self.store, self.job_id, message_id=message.id)
 
     async def _finish(self, event: JobEvent) -> None:
+        """Post the outcome, then acknowledge it, unless the failure is worth a retry after a restart
+        (``is_permanent``): an unacknowledged result is reported again then."""
+        try:
+            await self._post(event)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            log.warning(
+                "job %s: its outcome cannot be posted in channel %s, so it is dropped: %s",
+                self.job_id,
+                self.channel_id,
+                exc,
+            )
+            await self._tell_owner(event)
+        await self.queue.acknowledge(self.job_id)
+
+    async def _tell_owner(self, event: JobEvent) -> None:
+        """By direct message (if they accept them): otherwise they would never hear of the job."""
+        where = f"<#{self.channel_id}>" if self.channel_id is not None else "its channel"
+        text = (
+            f"I could not post the outcome of job {self.job_id} in {where}: I may not send messages "
+            "or attach files there, or the channel is gone."
+        )
+        if isinstance(event, DoneEvent):
+            text += f" Use `/show job:{self.job_id}` in another channel of that server to see it."
+        elif isinstance(event, FailedEvent):
+            text += f" It failed: {event.message}"
+        elif isinstance(event, CancelledEvent):
+            text += " It was cancelled."
+        try:
+            channel = await self.client.create_dm(discord.Object(self.user_id))
+            await channel.send(text)
+        except discord.HTTPException as exc:
+            log.info("could not tell user %s about job %s: %s", self.user_id, self.job_id, exc)
+
+    async def _post(self, event: JobEvent) -> None:
         mention = f"<@{self.user_id}>"
         if isinstance(event, DoneEvent):
             limit = self.interaction.filesize_limit if self.interaction else DEFAULT_UPLOAD_LIMIT
@@ -271,7 +325,6 @@ class Delivery:
         elif isinstance(event, CancelledEvent):
             content = f"{mention} job {self.job_id} was cancelled."
             await self._remember(await self._send(content, [], None, None))
-        await self.queue.acknowledge(self.job_id)
 
     async def _send(
         self,
@@ -280,7 +333,8 @@ class Delivery:
         embed: discord.Embed | None,
         view: discord.ui.View | None,
     ) -> discord.Message:
-        """Edit the original response; when its token is dead, reply in the channel instead.
+        """Edit the original response; when its token is dead, reply in the channel instead, and end
+        the status message there (it would show its last step and ✖ Cancel forever).
         ``view=None`` removes the status message's ✖ Cancel button."""
         embeds = [embed] if embed else []
         if self.interaction is not None and not self.interaction.is_expired():
@@ -298,7 +352,18 @@ class Delivery:
             )
         if view is not None:
             extra["view"] = view
-        return await channel.send(content, files=[f.to_file() for f in files], embeds=embeds, **extra)
+        message = await channel.send(content, files=[f.to_file() for f in files], embeds=embeds, **extra)
+        await self._end_status(message.id)
+        return message
+
+    async def _end_status(self, result_id: int) -> None:
+        if self.status_id is None or self.status_id == result_id or self.channel_id is None:
+            return
+        status = self.client.get_partial_messageable(self.channel_id).get_partial_message(self.status_id)
+        try:
+            await status.edit(content=f"Job {self.job_id} has finished: see the reply below.", view=None)
+        except discord.HTTPException as exc:
+            log.info("could not end the status message of job %s: %s", self.job_id, exc)
 
     async def _remember(self, message: discord.Message) -> None:
         """The job's final message, so its buttons and reactions lead back to it."""
@@ -316,10 +381,10 @@ class Delivery:
     async def _channel(self) -> discord.abc.Messageable:
         channel_id = self.channel_id
         if channel_id is None:
-            raise RuntimeError(f"job {self.job_id} has no channel to deliver to")
+            raise UndeliverableError(f"job {self.job_id} has no channel to deliver to")
         channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
         if not isinstance(channel, discord.abc.Messageable):
-            raise RuntimeError(f"channel {channel_id} of job {self.job_id} takes no messages")
+            raise UndeliverableError(f"channel {channel_id} of job {self.job_id} takes no messages")
         return channel
 
 

@@ -3,7 +3,8 @@ that never overwrites silently (a taken name gets ✅ Replace / ✖ Keep buttons
 
 The buttons are in-memory views on ephemeral messages, which only the asker sees and which are short
 lived anyway: they stop after ``VIEW_TIMEOUT`` (the buttons are then removed) or a restart (a click
-then fails, and the member simply saves again). Nothing about them is kept in the database.
+is then answered with a note to start again: their ids come from ``bot.buttons.MemoryIds``). Nothing
+about them is kept in the database.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 from discord.utils import escape_markdown
@@ -67,6 +68,7 @@ class OwnedView(discord.ui.View):
     def __init__(self, interaction: discord.Interaction) -> None:
         super().__init__(timeout=VIEW_TIMEOUT)
         self.interaction = interaction
+        cast("InpaintBot", interaction.client).memory_ids.name(self)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id == self.interaction.user.id:

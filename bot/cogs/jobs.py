@@ -15,11 +15,11 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.app import guarded
+from bot.app import defer_privately, guarded
 from bot.buttons import handler
 from bot.delivery import offer_reroll, result_message, status_text
 from bot.errors import BotError
-from bot.guards import screen
+from bot.guards import check_channel, screen
 from bot.options import MAX_CHOICES
 from bot.queue.base import DoneEvent, QueuedEvent, StartedEvent
 from bot.queue.local import final_event
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from bot.app import InpaintBot
 
 PER_PAGE = 10
+QUEUE_LISTED = 10  # of a member's own jobs in /queue: twelve lines of ~150 characters fit in 2000
+JobId = Range[int, 1, 2**31 - 1]  # PostgreSQL's integer ids: a larger number would fail the query
 # Of each job's prompt and error in the history: ten lines of at most ~360 characters stay within
 # the 4096 of an embed's description.
 PROMPT_CHARS = 80
@@ -163,9 +165,17 @@ class Jobs(commands.Cog):
 
     @app_commands.command(description="Post a job's result again, with its buttons")
     @app_commands.describe(job="The job's number (see /history)")
-    async def show(self, interaction: discord.Interaction, job: Range[int, 1]) -> None:
+    async def show(self, interaction: discord.Interaction, job: JobId) -> None:
         await interaction.response.defer(thinking=True)
+        await check_channel(
+            self.bot, self.bot.store, interaction.guild_id, interaction.channel_id, interaction.channel
+        )
         row = await self._job_here(interaction, job)
+        if row.hidden and row.user_id != interaction.user.id:
+            raise BotError(
+                f"Job {job}'s result was deleted from the channel (🗑), so only the member who "
+                "ran it can show it again."
+            )
         if row.status in LIVE_STATUSES:
             raise BotError(
                 f"Job {job} is still {row.status.value}; its result is posted when it is done."
@@ -241,9 +251,11 @@ class Jobs(commands.Cog):
             for position, entry in enumerate(snapshot.waiting, 1)
             if entry.user_id == user_id
         ]
-        for job_id, status in statuses:
+        for job_id, status in statuses[:QUEUE_LISTED]:
             link = job_link(mine[job_id]) if job_id in mine else None
             lines.append(f"[Job {job_id}]({link}): {status}" if link else f"Job {job_id}: {status}")
+        if len(statuses) > QUEUE_LISTED:
+            lines.append(f"…and {len(statuses) - QUEUE_LISTED} more of yours (see /history).")
         if not statuses:
             lines.append("You have no jobs waiting or running.")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
@@ -255,10 +267,10 @@ class Jobs(commands.Cog):
         job="The job's number (your latest waiting or running one if empty); "
         "members who may manage the server can cancel anyone's job here"
     )
-    async def cancel_job(
-        self, interaction: discord.Interaction, job: Range[int, 1] | None = None
-    ) -> None:
+    async def cancel_job(self, interaction: discord.Interaction, job: JobId | None = None) -> None:
         row = await self._cancellable(interaction, job)
+        # Answered first: cancelling waits for the store, which may be busy saving pictures.
+        await defer_privately(interaction)
         if not await self.bot.queue.cancel(row.id):
             raise BotError(f"Job {row.id} is no longer waiting or running.")
         # Its delivery replaces the job's status message with "cancelled".
@@ -267,7 +279,7 @@ class Jobs(commands.Cog):
             if row.status is JobStatus.QUEUED
             else f"Stopping job {row.id}; it ends within a step."
         )
-        await interaction.response.send_message(message, ephemeral=True)
+        await interaction.followup.send(message, ephemeral=True)
 
     async def _cancellable(self, interaction: discord.Interaction, job_id: int | None) -> Job:
         """The member's latest live job, or the named one if they may cancel it (their own, or anyone's

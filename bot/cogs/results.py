@@ -21,6 +21,7 @@ from bot.app import error_message, guarded
 from bot.buttons import Action, JobButton
 from bot.delivery import REROLL_EMOJI
 from bot.errors import BotError
+from bot.options import check_model
 from bot.preset_ui import save_or_ask
 from bot.queue.base import JobSubmission
 from bot.store import jobs
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODAL_TIMEOUT = 600.0  # modals live in memory only; one left open is forgotten after this
 NOTICE_SECONDS = 60.0  # how long a refused reaction's note stays in the channel
 N = TypeVar("N", int, float)
 
@@ -84,13 +84,14 @@ def _number(text: str, kind: Callable[[str], N], name: str) -> N | None:
 
 
 class EditModal(discord.ui.Modal):
-    """Prompt, negative prompt, strength and seed for a new job on the same pictures."""
+    """Prompt, negative prompt, strength and seed for a new job on the same pictures.
 
-    def __init__(self, results: Results, job: Job, interaction_id: int) -> None:
+    Modals live in memory only. Without a timeout one is answered however long the member types; one
+    from before a restart is answered by ``InpaintBot.on_interaction`` (its ``mem:`` id)."""
+
+    def __init__(self, results: Results, job: Job) -> None:
         super().__init__(
-            title=f"Edit job {job.id}",
-            custom_id=f"edit:{job.id}:{interaction_id}",
-            timeout=MODAL_TIMEOUT,
+            title=f"Edit job {job.id}", custom_id=results.bot.memory_ids.issue(), timeout=None
         )
         self.results, self.job = results, job
         s = job.inpaint_settings()
@@ -138,12 +139,10 @@ class EditModal(discord.ui.Modal):
 
 class PresetModal(discord.ui.Modal):
     """Saves the job's settings, less its seed (a preset should not pin one), under a name; a taken
-    name asks before replacing (``save_or_ask``)."""
+    name asks before replacing (``save_or_ask``). In memory like ``EditModal``."""
 
-    def __init__(self, results: Results, job: Job, interaction_id: int) -> None:
-        super().__init__(
-            title="Save as preset", custom_id=f"preset:{job.id}:{interaction_id}", timeout=MODAL_TIMEOUT
-        )
+    def __init__(self, results: Results, job: Job) -> None:
+        super().__init__(title="Save as preset", custom_id=results.bot.memory_ids.issue(), timeout=None)
         self.results, self.job = results, job
         self.name: discord.ui.TextInput[PresetModal] = discord.ui.TextInput(
             label="Preset name", custom_id="name", min_length=1, max_length=MAX_NAME_LENGTH
@@ -183,14 +182,14 @@ class Results(commands.Cog):
         await self.resubmit_for(interaction, job, reroll_settings(job))
 
     async def _edit(self, interaction: discord.Interaction, job: Job) -> None:
-        await interaction.response.send_modal(EditModal(self, job, interaction.id))
+        await interaction.response.send_modal(EditModal(self, job))
 
     async def _fix_faces(self, interaction: discord.Interaction, job: Job) -> None:
         await interaction.response.defer(thinking=True)
         await self.resubmit_for(interaction, job, face_settings(job), role=ImageRole.OUTPUT)
 
     async def _save_preset(self, interaction: discord.Interaction, job: Job) -> None:
-        await interaction.response.send_modal(PresetModal(self, job, interaction.id))
+        await interaction.response.send_modal(PresetModal(self, job))
 
     async def _delete(self, interaction: discord.Interaction, job: Job) -> None:
         if not may_manage(interaction, job):
@@ -200,17 +199,19 @@ class Results(commands.Cog):
         if interaction.message is None:
             raise BotError("This message can no longer be deleted.")
         await interaction.response.defer()
-        await interaction.message.delete()
+        await jobs.hide_job(self.bot.store, job.id)  # /show no longer posts it for others
+        with contextlib.suppress(discord.NotFound):  # clicked twice: it is gone already
+            await interaction.message.delete()
 
     async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
-        # No deferral before the checks: after an update deferral, a refusal would remove the status.
         if not may_manage(interaction, job):
             raise BotError(
                 f"Only the person who ran job {job.id} or someone who may manage messages can cancel it."
             )
+        # Answered first: cancelling waits for the store, which may be busy saving pictures.
+        await interaction.response.defer()  # its delivery replaces the status with "cancelled"
         if not await self.bot.queue.cancel(job.id):
             raise BotError(f"Job {job.id} is no longer queued or running.")
-        await interaction.response.defer()  # its delivery replaces the status with "cancelled"
 
     @property
     def _actions(
@@ -297,6 +298,7 @@ class Results(commands.Cog):
     ) -> None:
         """Queue ``settings`` on a stored job's pictures: its input and mask, or (``role=OUTPUT``) its
         first result. The one place every re-roll, edit and face fix goes through."""
+        check_model(settings.model, self.bot.config.allowed_models())  # the list may have changed
         store = self.bot.store
         image = await picture(store, job, role)
         has_mask = role is ImageRole.INPUT and bool(job.images_with(ImageRole.MASK))

@@ -3,7 +3,7 @@
 import asyncio
 import io
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import discord
 import pytest
@@ -11,7 +11,9 @@ from PIL import Image
 
 from bot.delivery import DEFAULT_UPLOAD_LIMIT, Delivery, fit_image
 from bot.queue.base import FailedEvent, JobQueue
+from bot.store import jobs
 from bot.store.database import Store
+from engine.settings import InpaintSettings
 from tests.pictures import photo, png_bytes
 
 
@@ -66,23 +68,120 @@ class RecordingQueue:
         self.acknowledged.append(job_id)
 
 
+async def stored_job(store: Store) -> int:
+    row = await jobs.create_job(
+        store,
+        user_id=1,
+        settings=InpaintSettings.parse(seed=7),
+        image=png_bytes(photo(8, 8)),
+        channel_id=5,
+    )
+    return row.id
+
+
 async def test_closing_lets_a_result_being_posted_reach_its_acknowledgement(store: Store) -> None:
     """Cancelled between posting and acknowledging, the result would be posted again after a restart."""
     interaction, queue = SlowInteraction(), RecordingQueue()
+    job_id = await stored_job(store)
     delivery = Delivery(
         cast(discord.Client, None),
         cast(JobQueue, queue),
-        job_id=3,
+        job_id=job_id,
         user_id=1,
         interaction=cast(discord.Interaction, interaction),
         channel_id=5,
         store=store,
     )
     delivery.start(on_done=lambda: None)
-    delivery.push(FailedEvent(job_id=3, user_id=1, message="The mask is empty."))
+    delivery.push(FailedEvent(job_id=job_id, user_id=1, message="The mask is empty."))
     await interaction.editing.wait()
     closing = asyncio.create_task(delivery.close())
     interaction.release.set()
     await closing
-    assert queue.acknowledged == [3]
+    assert queue.acknowledged == [job_id]
     assert delivery.message_id == 77
+
+
+def http_error(kind: type[discord.HTTPException], status: int) -> discord.HTTPException:
+    return kind(cast(Any, SimpleNamespace(status=status, reason="")), {"code": 0, "message": "no"})
+
+
+class RefusingChannel(discord.abc.Messageable):
+    """A channel whose every post fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def _get_channel(self) -> Any:
+        return self
+
+    async def send(self, *args: object, **kwargs: object) -> Any:
+        raise self.error
+
+
+class RefusingClient:
+    """Knows one channel (or none); records the direct messages it is asked to send."""
+
+    def __init__(self, channel: RefusingChannel | None) -> None:
+        self.channel = channel
+        self.told: list[str] = []
+
+    def get_channel(self, channel_id: int) -> RefusingChannel | None:
+        return self.channel
+
+    async def fetch_channel(self, channel_id: int) -> object:
+        raise http_error(discord.NotFound, 404)
+
+    async def create_dm(self, user: object) -> SimpleNamespace:
+        async def send(text: str) -> None:
+            self.told.append(text)
+
+        return SimpleNamespace(send=send)
+
+
+async def deliver_failure(store: Store, client: RefusingClient) -> RecordingQueue:
+    """A failed job's outcome, delivered to its channel (no interaction, as after a restart)."""
+    queue, job_id = RecordingQueue(), await stored_job(store)
+    finished = asyncio.Event()
+    delivery = Delivery(
+        cast(discord.Client, client),
+        cast(JobQueue, queue),
+        job_id=job_id,
+        user_id=1,
+        interaction=None,
+        channel_id=5,
+        store=store,
+    )
+    delivery.start(on_done=finished.set)
+    delivery.push(FailedEvent(job_id=job_id, user_id=1, message="The mask is empty."))
+    await finished.wait()
+    return queue
+
+
+@pytest.mark.parametrize(
+    "client",
+    [
+        RefusingClient(RefusingChannel(http_error(discord.Forbidden, 403))),  # Missing Permissions
+        RefusingClient(None),  # the channel was deleted: fetching it is 404
+    ],
+    ids=["forbidden", "deleted"],
+)
+async def test_an_outcome_discord_refuses_for_good_is_acknowledged_and_its_owner_told(
+    store: Store, client: RefusingClient
+) -> None:
+    queue = await deliver_failure(store, client)
+    assert len(queue.acknowledged) == 1, "a restart would post it again, forever"
+    (told,) = client.told
+    assert told.startswith(f"I could not post the outcome of job {queue.acknowledged[0]} in <#5>")
+    assert told.endswith("It failed: The mask is empty.")
+
+
+@pytest.mark.parametrize(
+    "error", [http_error(discord.DiscordServerError, 503), OSError("connection reset")]
+)
+async def test_an_outcome_that_failed_for_a_passing_reason_is_left_for_a_restart(
+    store: Store, error: Exception
+) -> None:
+    client = RefusingClient(RefusingChannel(error))
+    queue = await deliver_failure(store, client)
+    assert queue.acknowledged == [] and client.told == []

@@ -53,7 +53,10 @@ async def get_application(fake: "FakeDiscord", request: web.Request, body: Body)
 
 
 async def put_commands(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
+    """A server the bot is not in refuses its commands, as Discord does (403 Missing Access)."""
     guild_id = request.match_info.get("guild_id")
+    if guild_id is not None and guild_id != fake.guild_id:
+        raise DiscordError(403, 50001, "Missing Access")
     scope = {"application_id": fake.app_id, "version": payloads.snowflake()}
     if guild_id:
         scope["guild_id"] = guild_id
@@ -130,6 +133,8 @@ async def get_channel(fake: "FakeDiscord", request: web.Request, body: Body) -> 
 
 async def post_message(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
     channel_id = _channel(fake, request)["id"]
+    if channel_id in fake.forbidden_channels:
+        raise DiscordError(403, 50013, "Missing Permissions")
     message = payloads.message(channel_id, fake.bot_user)
     if reference := body.json.get("message_reference"):
         referenced = fake.messages.get(str(reference["message_id"]))
@@ -160,6 +165,10 @@ async def edit_message(fake: "FakeDiscord", request: web.Request, body: Body) ->
 async def delete_message(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
     fake.messages.pop(_channel_message(fake, request)["id"])
     return web.Response(status=204)
+
+
+async def create_dm(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
+    return json_response(fake.dm_with(str(body.json["recipient_id"])))
 
 
 async def add_reaction(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
@@ -196,6 +205,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", WEBHOOK_MESSAGE, "get_webhook_message", get_webhook_message),
     ("PATCH", WEBHOOK_MESSAGE, "edit_webhook_message", edit_webhook_message),
     ("DELETE", WEBHOOK_MESSAGE, "delete_webhook_message", delete_webhook_message),
+    ("POST", "/api/v10/users/@me/channels", "create_dm", create_dm),
     ("GET", "/api/v10/channels/{channel_id}", "get_channel", get_channel),
     ("POST", "/api/v10/channels/{channel_id}/messages", "post_message", post_message),
     ("GET", CHANNEL_MESSAGE, "get_message", get_message),

@@ -103,6 +103,7 @@ class FakeDiscord:
         self.commands: dict[str | None, list[JSON]] = {}  # synced commands by guild id (None: global)
         self.files: dict[str, bytes] = {}  # attachment bytes by attachment id
         self.expired_attachments: set[str] = set()
+        self.forbidden_channels: set[str] = set()  # see `forbid`
         self._recorder = Recorder()
         self.gateway = Gateway(
             self._recorder, self._identify_events, lambda: list(self.members.values())
@@ -193,6 +194,10 @@ class FakeDiscord:
         """The 15-minute token ran out: followups get 401/50027, callbacks 404/10062."""
         interaction.expired = True
 
+    def forbid(self, channel: JSON) -> None:
+        """The bot lost Send Messages (or Attach Files) in `channel`: posting there gets 403/50013."""
+        self.forbidden_channels.add(channel["id"])
+
     def expire_attachment(self, attachment: JSON) -> None:
         """Its signed CDN URL ran out: downloads get 404 (discord.NotFound)."""
         self.expired_attachments.add(attachment["id"])
@@ -229,8 +234,9 @@ class FakeDiscord:
         user: JSON | None = None,
         values: Sequence[str] | None = None,
     ) -> FakeInteraction:
-        """A button click on a message the bot sent; with `values`, a string-select choice."""
-        msg = self.message(message)
+        """A button click on a message the bot sent; with `values`, a string-select choice. A message
+        payload is clicked as given, even if deleted since (a member's client that still shows it)."""
+        msg = message if isinstance(message, dict) else self.message(message)
         data: JSON = {"custom_id": custom_id, "component_type": BUTTON}
         if values is not None:
             data |= {"component_type": STRING_SELECT, "values": list(values)}
@@ -321,6 +327,15 @@ class FakeDiscord:
         return self.files[attachment["id"]]
 
     # Internals
+
+    def dm_with(self, user_id: str) -> JSON:
+        """The bot's direct-message channel with a member, opened on first use (POST users/@me/channels)."""
+        for channel in self.channels.values():
+            if channel["type"] == payloads.DM and channel["recipients"][0]["id"] == user_id:
+                return channel
+        if user_id not in self.members:
+            raise rest.DiscordError(400, 50035, "Invalid Form Body (recipient_id: Unknown user)")
+        return self.add_dm(self.members[user_id])
 
     def _add(self, member: JSON) -> JSON:
         self.members[member["user"]["id"]] = member

@@ -262,3 +262,35 @@ async def test_interactions_in_direct_messages(fake_discord: FakeDiscord, bot: S
     assert interaction.user.id == int(fake_discord.alice["user"]["id"])
     assert not isinstance(interaction.user, discord.Member)
     assert (await fake_discord.wait_for("callback", it.owns)).json["type"] == 9
+
+
+async def test_refusals_a_bot_meets_and_direct_messages(
+    fake_discord: FakeDiscord, bot: SmokeBot
+) -> None:
+    fake_discord.forbid(fake_discord.channel)
+    channel = bot.get_channel(int(fake_discord.channel["id"]))
+    assert isinstance(channel, discord.TextChannel)
+    with pytest.raises(discord.Forbidden) as forbidden:
+        await channel.send("hello")
+    assert forbidden.value.code == 50013
+
+    with pytest.raises(discord.Forbidden) as not_in_guild:
+        await bot.tree.sync(guild=discord.Object(4242))
+    assert not_in_guild.value.code == 50001
+
+    dm = await bot.create_dm(discord.Object(int(fake_discord.alice["user"]["id"])))
+    await dm.send("psst")
+    sent = await fake_discord.wait_for("post_message", lambda r: r.params["channel_id"] == str(dm.id))
+    assert fake_discord.dm_with(fake_discord.alice["user"]["id"])["id"] == str(dm.id)
+    assert sent.reply["content"] == "psst"
+
+
+async def test_a_deleted_message_can_still_be_clicked_as_given(
+    fake_discord: FakeDiscord, bot: SmokeBot
+) -> None:
+    _, followup = await run_echo(fake_discord)
+    await fake_discord.wait_for("add_reaction")
+    del fake_discord.messages[followup.reply["id"]]
+    stale = await fake_discord.click(followup.reply, "smoke:again")
+    assert (await fake_discord.wait_for("callback", stale.owns)).json["type"] == 6
+    assert (await fake_discord.wait_for("edit_webhook_message", stale.owns)).status == 404

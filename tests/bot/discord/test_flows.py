@@ -2,7 +2,7 @@
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -14,8 +14,10 @@ from bot.config import BotConfig
 from bot.queue.local import LocalJobQueue
 from bot.store import jobs
 from bot.store.database import Store
+from bot.store.models import Job
 from engine.engine import PreparedJob
 from engine.job import MaskSource
+from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_inpaint import (
     JOB_TIMEOUT,
@@ -25,6 +27,7 @@ from tests.bot.discord.test_inpaint import (
     refusal,
     result,
 )
+from tests.bot.discord.test_results import job
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded, run_client
 from tests.pictures import photo, png_bytes, rect_mask
 
@@ -79,6 +82,19 @@ async def test_no_face_is_refused_and_the_bot_serves_the_next_command(
     assert embed_fields(await result(fake_discord, it))["Seed"] == "11"
 
 
+async def until(store: Store, job_id: int, check: Callable[[Job], bool]) -> None:
+    """Wait for the job's row to pass ``check`` (the queue and the deliveries write in the background)."""
+    async with asyncio.timeout(JOB_TIMEOUT):
+        while (row := await jobs.get_job(store, job_id)) is None or not check(row):
+            await asyncio.sleep(0.01)
+
+
+async def statuses_shown(store: Store, *job_ids: int) -> None:
+    """Each job's status message is shown and recorded in the database."""
+    for job_id in job_ids:
+        await until(store, job_id, lambda row: row.message_id is not None)
+
+
 class AckingQueue(LocalJobQueue[PreparedJob]):
     """Lets a test wait until the bot has confirmed showing results (the last step of a delivery)."""
 
@@ -122,6 +138,7 @@ async def test_jobs_queued_at_a_restart_are_delivered_once_each_to_their_channel
         asked = [await inpaint(fake_discord, seed=seed) for seed in range(3)]
         for it in asked:  # every job is stored and queued once its first status shows
             await fake_discord.wait_for("edit_webhook_message", it.owns)
+        await statuses_shown(store, 1, 2, 3)
         await asyncio.to_thread(gated_engine.waiting.wait, JOB_TIMEOUT)
         await bot.close()
         # The first job is running (held at the gate); shutdown_timeout 0 stops it at its first step.
@@ -142,6 +159,13 @@ async def test_jobs_queued_at_a_restart_are_delivered_once_each_to_their_channel
     assert [row.attempts for row in sorted(rows, key=lambda row: row.id)] == [2, 1, 1]
     assert all(post.json["content"] == f"<@{user}> done." for post in posts)
     assert all(post.params["channel_id"] == fake_discord.channel["id"] for post in posts)
+    # The old status messages say the jobs finished, and lose their ✖ Cancel.
+    ended = fake_discord.recorded("edit_message")
+    assert sorted(r.params["message_id"] for r in ended) == sorted(it.original_id for it in asked)
+    assert sorted(r.json["content"] for r in ended) == [
+        f"Job {row.id} has finished: see the reply below." for row in sorted(rows, key=lambda r: r.id)
+    ]
+    assert all(r.json["components"] == [] for r in ended)
 
     # Shown and acknowledged: another restart sends nothing again, before or after a new job.
     async with running_bot(fake_discord, gated_engine, store, config):
@@ -177,3 +201,39 @@ async def test_many_users_at_once_are_all_served_in_fair_turns(
     turns = [turn_of_job[job_of(record)] for record in finished]
     assert sorted(turns) == [0] * 10 + [1] * 10 + [2] * 10
     assert max(i for i, turn in enumerate(turns) if turn == 0) < turns.index(2)
+
+
+async def test_a_result_the_channel_refuses_is_acknowledged_and_its_owner_told(
+    fake_discord: FakeDiscord, gated_engine: GatedEngine, store: Store, bot_config: BotConfig
+) -> None:
+    gated_engine.gate.clear()
+    async with running_bot(fake_discord, gated_engine, store, bot_config) as bot:
+        it = await inpaint(fake_discord)
+        await fake_discord.wait_for("edit_webhook_message", it.owns)
+        fake_discord.expire(it)  # the result goes to the channel, where the bot lost Send Messages
+        fake_discord.forbid(fake_discord.channel)
+        gated_engine.gate.set()
+        refused = await fake_discord.wait_for("post_message", timeout=JOB_TIMEOUT)
+        assert (refused.status, refused.error_code) == (403, 50013)
+        await cast(AckingQueue, bot.queue).acknowledged(1)
+        told = await fake_discord.wait_for("post_message", lambda r: r.status == 200)
+    dm = fake_discord.dm_with(fake_discord.alice["user"]["id"])
+    assert told.params["channel_id"] == dm["id"]
+    assert told.json["content"] == (
+        f"I could not post the outcome of job 1 in <#{fake_discord.channel['id']}>: I may not send "
+        "messages or attach files there, or the channel is gone. Use `/show job:1` in another "
+        "channel of that server to see it."
+    )
+    assert (await job(store, 1)).delivered_at is not None
+
+
+async def test_a_job_without_a_channel_is_acknowledged_after_a_restart(
+    fake_discord: FakeDiscord, gated_engine: GatedEngine, store: Store, bot_config: BotConfig
+) -> None:
+    settings = InpaintSettings.parse(steps=2, seed=3)
+    image, mask = png_bytes(photo(32, 32)), png_bytes(rect_mask(32, 32, (8, 8, 24, 24)))
+    row = await jobs.create_job(store, user_id=1, settings=settings, image=image, mask=mask)
+    async with running_bot(fake_discord, gated_engine, store, bot_config) as bot:
+        await cast(AckingQueue, bot.queue).acknowledged(1)  # or reported at every start, forever
+    assert not fake_discord.recorded("post_message")
+    assert (await job(store, row.id)).delivered_at is not None

@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import logging
 from typing import Any
 
 import pytest
@@ -184,6 +185,12 @@ async def test_a_result_after_the_token_expired_is_a_reply_in_the_channel(
     assert late.reply["message_reference"]["message_id"] == it.original_id
     assert [f.filename for f in late.files] == ["inpaint-1-5.png"]
     assert embed_fields(late)["Seed"] == "5"
+    # The status message, out of reach of the dead token, is ended through the channel.
+    ended = await fake_discord.wait_for(
+        "edit_message", lambda r: r.params["message_id"] == it.original_id
+    )
+    assert ended.json["content"] == "Job 1 has finished: see the reply below."
+    assert ended.json["components"] == [] and ended.status == 200
 
 
 async def test_a_result_over_the_upload_limit_is_reencoded_to_fit(
@@ -199,10 +206,16 @@ async def test_a_result_over_the_upload_limit_is_reencoded_to_fit(
 
 
 async def test_commands_sync_to_the_listed_guilds_instantly(
-    fake_discord: FakeDiscord, start_bot: StartBot
+    fake_discord: FakeDiscord, start_bot: StartBot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await start_bot(guild_ids=[int(fake_discord.guild_id)])
-    assert None not in fake_discord.commands
+    fake_discord.commands[None] = [{"name": "inpaint"}]  # synced globally before the switch
+    unknown = 4242  # a server the bot is not in: Discord answers 403 Missing Access
+    await start_bot(guild_ids=[unknown, int(fake_discord.guild_id)])
+    assert fake_discord.commands[None] == [], "members would see every command twice"
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.startswith(f"could not register the slash commands in server {unknown} ")
+    assert "the bot is not in that server, or was invited without the applications.commands" in error
+    assert (await result(fake_discord, await inpaint(fake_discord))).status == 200
     commands = {command["name"]: command for command in fake_discord.commands[fake_discord.guild_id]}
     command = commands["inpaint"]
     options = {option["name"] for option in command["options"]}

@@ -1,7 +1,6 @@
 """Golden flows of /history, /show, /queue and /cancel, against the fake Discord and the tiny model."""
 
 import asyncio
-from collections.abc import Callable
 
 import discord
 from sqlalchemy import update
@@ -14,7 +13,7 @@ from bot.store.guilds import update_guild_settings
 from bot.store.models import Image, ImageRole, Job, JobStatus, NsfwPolicy, utcnow
 from engine.settings import MAX_SEED, InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
-from tests.bot.discord.test_flows import inpaint_as, running_bot
+from tests.bot.discord.test_flows import inpaint_as, running_bot, statuses_shown, until
 from tests.bot.discord.test_inpaint import (
     EPHEMERAL,
     JOB_TIMEOUT,
@@ -29,7 +28,7 @@ from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
 from tests.fakediscord.payloads import JSON
 from tests.pictures import photo, png_bytes
 
-UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = 7, 8
+DEFERRED_MESSAGE, UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = 5, 7, 8
 OTHER_GUILD = 4242
 
 
@@ -70,6 +69,18 @@ async def answer(fake: FakeDiscord, it: FakeInteraction) -> Recorded:
     record = await fake.wait_for("callback", it.owns)
     assert record.json["type"] == 4 and record.json["data"]["flags"] & EPHEMERAL, record.json
     return record
+
+
+async def private_reply(fake: FakeDiscord, it: FakeInteraction) -> str:
+    """An ephemeral answer, at once or after an ephemeral deferral (then the deferral is answered
+    first, within Discord's 3 seconds, and the answer follows)."""
+    callback = await fake.wait_for("callback", it.owns)
+    if callback.json["type"] == DEFERRED_MESSAGE:
+        assert callback.json["data"]["flags"] & EPHEMERAL, callback.json
+        followup = await fake.wait_for("followup", it.owns)
+        assert followup.json["flags"] & EPHEMERAL and it.original_id in fake.messages
+        return followup.json["content"]
+    return await ephemeral_answer(fake, it)
 
 
 async def with_embed(fake: FakeDiscord, it: FakeInteraction) -> Recorded:
@@ -311,19 +322,6 @@ async def test_show_suggests_the_members_finished_jobs_of_this_server(
 # -- /queue and /cancel ------------------------------------------------------------------------------
 
 
-async def until(store: Store, job_id: int, check: Callable[[Job], bool]) -> None:
-    """Wait for the job's row to pass ``check`` (the queue and the deliveries write in the background)."""
-    async with asyncio.timeout(JOB_TIMEOUT):
-        while (row := await jobs.get_job(store, job_id)) is None or not check(row):
-            await asyncio.sleep(0.01)
-
-
-async def statuses_shown(store: Store, *job_ids: int) -> None:
-    """Each job's status message is shown and recorded in the database."""
-    for job_id in job_ids:
-        await until(store, job_id, lambda row: row.message_id is not None)
-
-
 async def test_queue_shows_the_counts_and_the_members_own_places(
     fake_discord: FakeDiscord, start_bot: StartBot, gated_engine: GatedEngine, store: Store
 ) -> None:
@@ -369,7 +367,7 @@ async def test_cancel_own_latest_or_named_and_manage_server_may_cancel_any(
     elsewhere = await stored_job(fake_discord, store, fake_discord.alice, guild_id=OTHER_GUILD)
 
     async def cancel(member: JSON, **options: int) -> str:
-        return await ephemeral_answer(
+        return await private_reply(
             fake_discord, await fake_discord.slash("cancel", options, user=member)
         )
 
@@ -407,3 +405,51 @@ async def test_cancel_own_latest_or_named_and_manage_server_may_cancel_any(
     )
     assert stopped.json["content"] == f"{mention(fake_discord.alice)} job 1 was cancelled."
     assert (await job(store, 1)).status is JobStatus.CANCELLED
+
+
+async def test_show_keeps_to_the_allowed_channels_and_to_its_owner_once_deleted(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    art = fake_discord.add_channel("art")
+    await start_bot()
+    _, message = await delivered(fake_discord, await inpaint(fake_discord))
+    await update_guild_settings(store, int(fake_discord.guild_id), allowed_channel_ids=[int(art["id"])])
+    it = await fake_discord.slash("show", {"job": 1})
+    assert await refusal(fake_discord, it) == (
+        f"Jobs don't run in this channel on this server. Use <#{art['id']}> "
+        "(or a thread in one of them)."
+    )
+
+    await fake_discord.click(message, "job:delete:1")  # 🗑 by its owner
+    await fake_discord.wait_for("delete_message", lambda r: r.params["message_id"] == message)
+    it = await fake_discord.slash("show", {"job": 1}, user=fake_discord.owner, channel=art)
+    assert await refusal(fake_discord, it) == (
+        "Job 1's result was deleted from the channel (🗑), so only the member who ran it can show "
+        "it again."
+    )
+    it = await fake_discord.slash("show", {"job": 1}, channel=art)
+    assert (await with_embed(fake_discord, it)).json[
+        "content"
+    ] == f"Job 1 by {mention(fake_discord.alice)}."
+
+
+async def test_queue_lists_at_most_ten_of_a_members_jobs(
+    fake_discord: FakeDiscord, start_bot: StartBot, gated_engine: GatedEngine, store: Store
+) -> None:
+    gated_engine.gate.clear()
+    await start_bot(queue_max_per_user=12)
+    started = [await inpaint_as(fake_discord, fake_discord.alice) for _ in range(12)]
+    await statuses_shown(store, *range(1, 13))
+    it = await fake_discord.slash("queue")
+    content = (await answer(fake_discord, it)).json["data"]["content"]
+    lines = content.split("\n")
+    assert len(lines) == 12 and lines[0] == "**1** running, **11** waiting."
+    assert [line.split("]")[0] for line in lines[1:11]] == [f"[Job {n}" for n in range(1, 11)]
+    assert lines[11] == "…and 2 more of yours (see /history)."
+    options = {
+        c["name"]: c["options"] for c in fake_discord.commands[None] if c["name"] in ("show", "cancel")
+    }
+    assert {o["max_value"] for opts in options.values() for o in opts} == {2**31 - 1}  # int4 ids
+    gated_engine.gate.set()
+    for it in started:
+        await result(fake_discord, it)

@@ -4,12 +4,15 @@ import asyncio
 
 from PIL import Image
 from skimage import data
+from sqlalchemy import update
 
+from bot.buttons import EXPIRED_MESSAGE
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
-from bot.store.presets import get_preset
+from bot.store.presets import get_preset, save_preset
 from engine.job import MaskSource
+from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_inpaint import (
     EPHEMERAL,
@@ -59,6 +62,13 @@ async def ephemeral_answer(fake: FakeDiscord, it: FakeInteraction) -> str:
     record = await fake.wait_for("callback", it.owns)
     assert record.json["type"] == 4 and record.json["data"]["flags"] & EPHEMERAL, record.json
     return record.json["data"]["content"]
+
+
+async def private_followup(fake: FakeDiscord, it: FakeInteraction) -> str:
+    """The ephemeral followup that answers ``it`` after a deferral."""
+    record = await fake.wait_for("followup", it.owns)
+    assert record.json["flags"] & EPHEMERAL, record.json
+    return record.json["content"]
 
 
 async def open_modal(fake: FakeDiscord, message: str, custom_id: str) -> str:
@@ -215,7 +225,8 @@ async def test_cancel_while_running_and_again_after_it_ended(
     status_buttons = fake_discord.message(it.original_id)["components"]
     click = await fake_discord.click(it.original_id, "job:cancel:1")
     assert (await fake_discord.wait_for("callback", click.owns)).json["type"] == DEFERRED_UPDATE
-    assert gated_engine.cancel is not None and gated_engine.cancel.is_set()  # the run is told to stop
+    assert gated_engine.cancel is not None  # the run is told to stop
+    assert await asyncio.to_thread(gated_engine.cancel.wait, JOB_TIMEOUT)
     gated_engine.gate.set()
     cancelled = await fake_discord.wait_for(
         "edit_webhook_message", lambda r: it.owns(r) and "cancelled" in r.json["content"]
@@ -223,10 +234,14 @@ async def test_cancel_while_running_and_again_after_it_ended(
     assert cancelled.json["components"] == [] and not cancelled.files
     assert (await job(store, 1)).status is JobStatus.CANCELLED
 
-    # A ✖ pressed on a device that still shows the old status is answered, not ignored.
+    # A ✖ pressed on a device that still shows the old status is answered, not ignored, and the
+    # message the button is on (the deferral's original response) stays.
     fake_discord.message(it.original_id)["components"] = status_buttons
     again = await fake_discord.click(it.original_id, "job:cancel:1")
-    assert await ephemeral_answer(fake_discord, again) == "Job 1 is no longer queued or running."
+    assert (await fake_discord.wait_for("callback", again.owns)).json["type"] == DEFERRED_UPDATE
+    assert await private_followup(fake_discord, again) == "Job 1 is no longer queued or running."
+    assert not fake_discord.recorded("delete_webhook_message")
+    assert it.original_id in fake_discord.messages
 
 
 async def test_a_reroll_reaction_by_a_member_replies_with_their_own_job(
@@ -287,3 +302,69 @@ async def test_a_reroll_reaction_counts_against_the_reactors_own_limit(
     gated_engine.gate.set()
     await result(fake_discord, pending)
     assert await jobs.get_job(store, 3) is None
+
+
+async def test_a_reroll_of_a_model_no_longer_offered_is_refused(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    bot = await start_bot()
+    _, message = await delivered(fake_discord, await inpaint(fake_discord, seed=42))
+    row = await job(store, 1)
+    async with store.sessions.begin() as session:  # run on a model the operator has since removed
+        settings = {**row.settings, "model": "gone/model"}
+        await session.execute(update(Job).where(Job.id == 1).values(settings=settings))
+    unknown = f"Unknown model 'gone/model'. This bot offers: {bot.config.model}."
+
+    click = await fake_discord.click(message, "job:reroll:1")
+    assert await refusal(fake_discord, click) == unknown
+    await fake_discord.react(message, "🔁", user=fake_discord.owner)
+    notice = await fake_discord.wait_for("post_message")
+    assert notice.json["content"] == f"{mention(fake_discord.owner)} {unknown}"
+    assert await jobs.get_job(store, 2) is None
+
+
+async def test_delete_hides_the_job_and_a_second_click_is_quiet(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    await start_bot()
+    _, message = await delivered(fake_discord, await inpaint(fake_discord))
+    stale = fake_discord.message(message)  # what a second device still shows
+    await fake_discord.click(message, "job:delete:1")
+    await fake_discord.wait_for("delete_message", lambda r: r.params["message_id"] == message)
+    assert (await job(store, 1)).hidden
+
+    second = await fake_discord.click(stale, "job:delete:1")
+    await fake_discord.wait_for("delete_message", lambda r: r.status == 404)  # already gone
+    await asyncio.sleep(0.3)  # an error would be reported right after the refused delete
+    assert not fake_discord.recorded("followup", second.owns)
+    assert [r.json["type"] for r in fake_discord.recorded("callback", second.owns)] == [DEFERRED_UPDATE]
+
+
+async def test_forms_and_buttons_from_before_a_restart_are_answered(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    bot = await start_bot()
+    _, message = await delivered(fake_discord, await inpaint(fake_discord))
+    edit = await open_modal(fake_discord, message, "job:edit:1")
+    save = await open_modal(fake_discord, message, "job:preset:1")
+    alice = int(fake_discord.alice["user"]["id"])
+    for number in range(12):  # two pages: /preset list gets ◀ ▶
+        settings = InpaintSettings.parse(steps=number + 1)
+        await save_preset(store, alice, f"p{number}", settings, max_per_user=25)
+    listing = await fake_discord.slash("preset list")
+    pages = (await fake_discord.wait_for("callback", listing.owns)).json["data"]
+    page_ids = [c["custom_id"] for row in pages["components"] for c in row["components"]]
+    assert all(custom_id.startswith("mem:") for custom_id in [edit, save, *page_ids])
+    await bot.close()
+    await bot.queue.close()
+
+    await start_bot()
+    values = {"prompt": "a blue hat", "negative_prompt": "", "strength": "0.5", "seed": "7"}
+    late_edit = await fake_discord.submit_modal(edit, values, message=message)
+    assert await ephemeral_answer(fake_discord, late_edit) == EXPIRED_MESSAGE
+    late_save = await fake_discord.submit_modal(save, {"name": "scarf"}, message=message)
+    assert await ephemeral_answer(fake_discord, late_save) == EXPIRED_MESSAGE
+    assert listing.original_id is not None
+    late_page = await fake_discord.click(listing.original_id, page_ids[1])
+    assert await ephemeral_answer(fake_discord, late_page) == EXPIRED_MESSAGE
+    assert await jobs.get_job(store, 2) is None
