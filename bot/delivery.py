@@ -314,7 +314,16 @@ class Delivery:
         mention = f"<@{self.user_id}>"
         if isinstance(event, DoneEvent):
             limit = self.interaction.filesize_limit if self.interaction else DEFAULT_UPLOAD_LIMIT
-            result = await result_message(event, limit)
+            try:
+                result = await result_message(event, limit)
+            except OSError as exc:  # the stored pictures are gone: no later try would find them
+                log.warning("job %s: its pictures cannot be read: %s", self.job_id, exc)
+                content = (
+                    f"{mention} ❌ job {self.job_id} finished, but its pictures can no longer be "
+                    "read on the bot's side. Run it again."
+                )
+                await self._remember(await self._send(content, [], None, None))
+                return
             shown = await screen(self.store, self.job_id, self._where())
             content = f"{mention} done. {shown.note}".rstrip()
             message = await self._send(content, shown.apply(result.files), result.embed, result.view)

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from bot.delivery import DEFAULT_UPLOAD_LIMIT, Delivery, fit_image
-from bot.queue.base import FailedEvent, JobQueue
+from bot.queue.base import DoneEvent, FailedEvent, JobQueue, OutputImage
 from bot.store import jobs
 from bot.store.database import Store
+from engine.job import MaskSource
 from engine.settings import InpaintSettings
 from tests.pictures import photo, png_bytes
 
@@ -185,3 +186,46 @@ async def test_an_outcome_that_failed_for_a_passing_reason_is_left_for_a_restart
     client = RefusingClient(RefusingChannel(error))
     queue = await deliver_failure(store, client)
     assert queue.acknowledged == [] and client.told == []
+
+
+class RecordingInteraction:
+    """Records the result edit it is asked for."""
+
+    filesize_limit = DEFAULT_UPLOAD_LIMIT
+
+    def __init__(self) -> None:
+        self.edits: list[dict[str, object]] = []
+
+    def is_expired(self) -> bool:
+        return False
+
+    async def edit_original_response(self, **fields: object) -> SimpleNamespace:
+        self.edits.append(fields)
+        return SimpleNamespace(id=78, channel=SimpleNamespace(id=5))
+
+
+async def test_a_result_whose_pictures_are_gone_is_told_and_acknowledged(
+    store: Store, tmp_path: Any
+) -> None:
+    """Missing files would fail the same way at every restart: say so once, and be done."""
+    interaction, queue = RecordingInteraction(), RecordingQueue()
+    job_id = await stored_job(store)
+    finished = asyncio.Event()
+    delivery = Delivery(
+        cast(discord.Client, None),
+        cast(JobQueue, queue),
+        job_id=job_id,
+        user_id=1,
+        interaction=cast(discord.Interaction, interaction),
+        channel_id=5,
+        store=store,
+    )
+    delivery.start(on_done=finished.set)
+    gone = OutputImage(tmp_path / "gone.png", "0" * 64, seed=7, width=8, height=8)
+    settings = InpaintSettings.parse(seed=7)
+    delivery.push(DoneEvent(job_id, 1, (gone,), settings, "tiny", MaskSource.UPLOADED, 1.0, {}))
+    await finished.wait()
+    (edit,) = interaction.edits
+    assert "its pictures can no longer be read" in str(edit["content"])
+    assert edit["attachments"] == []
+    assert queue.acknowledged == [job_id]
