@@ -92,14 +92,14 @@ class Inpaint(commands.Cog):
         values = given_settings(locals())
         await interaction.response.defer(thinking=True)
         # Before the downloads: a job refused here costs nothing (``submit`` checks again, for all).
-        await check_channel(
+        guild = await check_channel(
             self.bot, self.bot.store, interaction.guild_id, interaction.channel_id, interaction.channel
         )
         user_id = interaction.user.id
         settings = await resolve_settings(
             self.bot.store,
             user_id=user_id,
-            guild_id=interaction.guild_id,
+            guild=guild,
             preset=preset,
             options=values,
         )

@@ -83,6 +83,17 @@ def _number(text: str, kind: Callable[[str], N], name: str) -> N | None:
         raise BotError(f"{name} must be a number (got {text!r}).") from None
 
 
+def _prompt_input(label: str, custom_id: str, default: str) -> discord.ui.TextInput[EditModal]:
+    return discord.ui.TextInput(
+        label=label,
+        custom_id=custom_id,
+        style=discord.TextStyle.paragraph,
+        default=default,
+        required=False,
+        max_length=MAX_PROMPT_CHARS,
+    )
+
+
 class EditModal(discord.ui.Modal):
     """Prompt, negative prompt, strength and seed for a new job on the same pictures.
 
@@ -95,22 +106,8 @@ class EditModal(discord.ui.Modal):
         )
         self.results, self.job = results, job
         s = job.inpaint_settings()
-        self.prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Prompt",
-            custom_id="prompt",
-            style=discord.TextStyle.paragraph,
-            default=s.prompt,
-            required=False,
-            max_length=MAX_PROMPT_CHARS,
-        )
-        self.negative_prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-            label="Negative prompt",
-            custom_id="negative_prompt",
-            style=discord.TextStyle.paragraph,
-            default=s.negative_prompt,
-            required=False,
-            max_length=MAX_PROMPT_CHARS,
-        )
+        self.prompt = _prompt_input("Prompt", "prompt", s.prompt)
+        self.negative_prompt = _prompt_input("Negative prompt", "negative_prompt", s.negative_prompt)
         self.strength: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
             label="Strength (0 to 1)", custom_id="strength", default=f"{s.strength:g}", required=False
         )

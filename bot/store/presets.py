@@ -14,9 +14,8 @@ from sqlalchemy import ColumnElement, and_, delete, func, select, update
 
 from bot.errors import PresetError
 from bot.store.database import Store
-from bot.store.guilds import get_guild_settings
 from bot.store.jobs import ensure_user
-from bot.store.models import Preset, User
+from bot.store.models import GuildSettings, Preset, User
 from engine.errors import SettingsError
 from engine.settings import InpaintSettings
 
@@ -184,19 +183,19 @@ async def resolve_settings(
     store: Store,
     *,
     user_id: int,
-    guild_id: int | None,
+    guild: GuildSettings | None,
     preset: str | None,
     options: dict[str, Any],
 ) -> InpaintSettings:
     """The settings of a new job: ``options`` (``None`` = not given) over the named preset, over the
-    user's default preset, over the server's default preset, over the built-in defaults."""
+    user's default preset, over the server's default preset (``guild``: the server's settings, as
+    the caller already read them; ``None`` in direct messages), over the built-in defaults."""
+    guild_id = guild.guild_id if guild is not None else None
     layers: list[Preset] = []
-    if guild_id is not None:
-        guild = await get_guild_settings(store, guild_id)
-        if guild.default_preset_id is not None:
-            async with store.sessions() as session:
-                server_default = await session.get(Preset, guild.default_preset_id)
-            layers += [server_default] if server_default else []
+    if guild is not None and guild.default_preset_id is not None:
+        async with store.sessions() as session:
+            server_default = await session.get(Preset, guild.default_preset_id)
+        layers += [server_default] if server_default else []
     user_default = await default_preset(store, user_id)
     # A default that is another server's preset does not follow the user here.
     if user_default is not None and user_default.guild_id in (None, guild_id):

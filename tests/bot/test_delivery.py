@@ -69,6 +69,26 @@ class RecordingQueue:
         self.acknowledged.append(job_id)
 
 
+def make_delivery(
+    store: Store,
+    queue: RecordingQueue,
+    job_id: int,
+    *,
+    client: object = None,
+    interaction: object = None,
+) -> Delivery:
+    """A delivery of user 1's job ``job_id`` in channel 5, through ``interaction`` if given."""
+    return Delivery(
+        cast(discord.Client, client),
+        cast(JobQueue, queue),
+        job_id=job_id,
+        user_id=1,
+        interaction=cast(discord.Interaction | None, interaction),
+        channel_id=5,
+        store=store,
+    )
+
+
 async def stored_job(store: Store) -> int:
     row = await jobs.create_job(
         store,
@@ -84,15 +104,7 @@ async def test_closing_lets_a_result_being_posted_reach_its_acknowledgement(stor
     """Cancelled between posting and acknowledging, the result would be posted again after a restart."""
     interaction, queue = SlowInteraction(), RecordingQueue()
     job_id = await stored_job(store)
-    delivery = Delivery(
-        cast(discord.Client, None),
-        cast(JobQueue, queue),
-        job_id=job_id,
-        user_id=1,
-        interaction=cast(discord.Interaction, interaction),
-        channel_id=5,
-        store=store,
-    )
+    delivery = make_delivery(store, queue, job_id, interaction=interaction)
     delivery.start(on_done=lambda: None)
     delivery.push(FailedEvent(job_id=job_id, user_id=1, message="The mask is empty."))
     await interaction.editing.wait()
@@ -144,15 +156,7 @@ async def deliver_failure(store: Store, client: RefusingClient) -> RecordingQueu
     """A failed job's outcome, delivered to its channel (no interaction, as after a restart)."""
     queue, job_id = RecordingQueue(), await stored_job(store)
     finished = asyncio.Event()
-    delivery = Delivery(
-        cast(discord.Client, client),
-        cast(JobQueue, queue),
-        job_id=job_id,
-        user_id=1,
-        interaction=None,
-        channel_id=5,
-        store=store,
-    )
+    delivery = make_delivery(store, queue, job_id, client=client)
     delivery.start(on_done=finished.set)
     delivery.push(FailedEvent(job_id=job_id, user_id=1, message="The mask is empty."))
     await finished.wait()
@@ -211,15 +215,7 @@ async def test_a_result_whose_pictures_are_gone_is_told_and_acknowledged(
     interaction, queue = RecordingInteraction(), RecordingQueue()
     job_id = await stored_job(store)
     finished = asyncio.Event()
-    delivery = Delivery(
-        cast(discord.Client, None),
-        cast(JobQueue, queue),
-        job_id=job_id,
-        user_id=1,
-        interaction=cast(discord.Interaction, interaction),
-        channel_id=5,
-        store=store,
-    )
+    delivery = make_delivery(store, queue, job_id, interaction=interaction)
     delivery.start(on_done=finished.set)
     gone = OutputImage(tmp_path / "gone.png", "0" * 64, seed=7, width=8, height=8)
     settings = InpaintSettings.parse(seed=7)

@@ -18,7 +18,7 @@ async def test_save_load_and_apply_options(store: Store) -> None:
     preset = await presets.get_preset(store, 1, " PORTRAIT ")
     assert preset.settings == {"steps": 40, "sampler": "ddim"}  # only what was set
     settings = await resolve_settings(
-        store, user_id=1, guild_id=None, preset="portrait", options={"steps": None, "prompt": "a hat"}
+        store, user_id=1, guild=None, preset="portrait", options={"steps": None, "prompt": "a hat"}
     )
     assert (settings.steps, settings.sampler, settings.prompt) == (40, Sampler.DDIM, "a hat")
 
@@ -90,7 +90,13 @@ async def test_precedence_options_preset_user_default_server_default_built_in(st
     await save(1, "named", steps=30, guidance=5.0)
 
     async def resolved(preset: str | None, **options: object) -> InpaintSettings:
-        return await resolve_settings(store, user_id=1, guild_id=GUILD, preset=preset, options=options)
+        return await resolve_settings(
+            store,
+            user_id=1,
+            guild=await guilds.get_guild_settings(store, GUILD),
+            preset=preset,
+            options=options,
+        )
 
     chosen = await resolved("named", steps=40)
     assert (chosen.steps, chosen.guidance, chosen.mask_blur, chosen.padding) == (40, 5.0, 12, 64)
@@ -98,7 +104,7 @@ async def test_precedence_options_preset_user_default_server_default_built_in(st
     chosen = await resolved(None)
     assert (chosen.steps, chosen.guidance, chosen.padding) == (20, 4.0, 64)
     # Elsewhere the server default does not apply; in DMs neither does it.
-    chosen = await resolve_settings(store, user_id=1, guild_id=None, preset=None, options=NO_OPTIONS)
+    chosen = await resolve_settings(store, user_id=1, guild=None, preset=None, options=NO_OPTIONS)
     assert (chosen.steps, chosen.padding) == (20, 32)
     await presets.set_default_preset(store, 1, None)
     assert (await resolved(None)).steps == 10
@@ -109,8 +115,20 @@ async def test_a_default_from_another_server_does_not_follow_the_user(store: Sto
         store, 1, "house", InpaintSettings.parse(steps=7), max_per_user=5, guild_id=GUILD + 1
     )
     await presets.set_default_preset(store, 1, preset)
-    here = await resolve_settings(store, user_id=1, guild_id=GUILD, preset=None, options=NO_OPTIONS)
-    there = await resolve_settings(store, user_id=1, guild_id=GUILD + 1, preset=None, options=NO_OPTIONS)
+    here = await resolve_settings(
+        store,
+        user_id=1,
+        guild=await guilds.get_guild_settings(store, GUILD),
+        preset=None,
+        options=NO_OPTIONS,
+    )
+    there = await resolve_settings(
+        store,
+        user_id=1,
+        guild=await guilds.get_guild_settings(store, GUILD + 1),
+        preset=None,
+        options=NO_OPTIONS,
+    )
     assert (here.steps, there.steps) == (25, 7)
 
 
@@ -123,7 +141,7 @@ async def test_a_preset_that_no_longer_validates_is_named(store: Store) -> None:
         assert row is not None
         row.settings = {"steps": 500}  # e.g. stored by an older version with other ranges
     with pytest.raises(PresetError, match="preset 'old' no longer fits the current settings: steps"):
-        await resolve_settings(store, user_id=1, guild_id=None, preset="old", options=NO_OPTIONS)
+        await resolve_settings(store, user_id=1, guild=None, preset="old", options=NO_OPTIONS)
 
 
 async def test_face_defaults_are_not_pinned_by_a_preset(store: Store) -> None:
@@ -132,15 +150,15 @@ async def test_face_defaults_are_not_pinned_by_a_preset(store: Store) -> None:
         store, 1, "faces", InpaintSettings.parse(auto_mask="face"), max_per_user=5
     )
     assert faces.settings == {"auto_mask": "face"}
-    alone = await resolve_settings(store, user_id=1, guild_id=None, preset="faces", options=NO_OPTIONS)
+    alone = await resolve_settings(store, user_id=1, guild=None, preset="faces", options=NO_OPTIONS)
     assert (alone.strength, alone.mask_grow) == (0.4, 4)
     strong = await presets.save_preset(
         store, 1, "strong", InpaintSettings.parse(strength=0.9), max_per_user=5
     )
     await presets.set_default_preset(store, 1, strong)
-    layered = await resolve_settings(store, user_id=1, guild_id=None, preset="faces", options=NO_OPTIONS)
+    layered = await resolve_settings(store, user_id=1, guild=None, preset="faces", options=NO_OPTIONS)
     assert (layered.strength, layered.mask_grow) == (0.9, 4)
     typed = await resolve_settings(
-        store, user_id=1, guild_id=None, preset="faces", options={"strength": 0.75}
+        store, user_id=1, guild=None, preset="faces", options={"strength": 0.75}
     )
     assert typed.strength == 0.75  # typed explicitly, even though it equals the plain default
