@@ -40,9 +40,9 @@ from bot.store.database import open_store
 from engine.config import EngineConfig
 from engine.engine import Engine, PreparedJob
 from engine.job import InpaintRequest, InpaintResult
-from engine.testing import build_tiny_sd
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded, run_client
 from tests.pictures import photo, png_bytes, rect_mask
+from tests.support.tiny_models import build_tiny_sd
 
 LAG_PERIOD = 0.01
 

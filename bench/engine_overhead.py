@@ -6,7 +6,7 @@
 2. Only-masked mode on a 4096x3072 photo against a 512x512 one, same mask size in pixels, both processed
    at 512 px. Target: ratio <= 1.3 (the cost must not grow with the photo).
 
-Runs offline on a tiny random-weight model (``engine.testing``); the machine is shared and noisy, so
+Runs offline on a tiny random-weight model (``tests.support.tiny_models``); the machine is shared and noisy, so
 runs are interleaved and the medians compared, and only the ratios are meant to be read.
 
     python -m bench.engine_overhead [--runs 5] [--steps 25]
@@ -34,7 +34,7 @@ from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.job import InpaintRequest
 from engine.settings import InpaintSettings
-from engine.testing import build_tiny_sd
+from tests.support.tiny_models import build_tiny_sd
 
 SIZE = 512
 

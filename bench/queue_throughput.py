@@ -5,7 +5,7 @@
    GPU's idle time between jobs in the queue is printed too.
 2. The same N compatible jobs through the queue with batching on (batch size 4) against off (1).
 
-Runs offline on a tiny random-weight model (``engine.testing``) at SD 1.5's size (512 px, 25 steps);
+Runs offline on a tiny random-weight model (``tests.support.tiny_models``) at SD 1.5's size (512 px, 25 steps);
 the machine may be shared and noisy, so the variants are interleaved round by round and the medians
 compared. Read the ratios, not the seconds. Smaller ``--resolution`` makes jobs so short (0.1 s) that
 the store's fixed CPU cost per job (PNG encoding, two SQLite commits: about 10 ms) starts to show.
@@ -46,7 +46,7 @@ from engine.config import EngineConfig
 from engine.engine import Engine, PreparedJob
 from engine.job import InpaintRequest, InpaintResult
 from engine.settings import InpaintSettings
-from engine.testing import build_tiny_sd
+from tests.support.tiny_models import build_tiny_sd
 
 
 class TimedEngine:

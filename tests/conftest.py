@@ -17,7 +17,7 @@ import pytest
 
 from engine.config import EngineConfig
 from engine.engine import Engine
-from engine.testing import build_tiny_sd, build_tiny_sdxl
+from tests.support.tiny_models import build_tiny_sd, build_tiny_sdxl
 
 
 @pytest.fixture(scope="session")

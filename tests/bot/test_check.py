@@ -12,10 +12,10 @@ from bot.check import Check, print_checks, run_checks
 from bot.cli import main
 from bot.config import BotConfig
 from bot.store.migrate import upgrade
-from engine.testing import build_tiny_controlnet, build_tiny_sdxl
 from tests.engine.test_safety import build_tiny_checker
 from tests.fakediscord import FakeDiscord, payloads
 from tests.fakediscord.fixtures import fake_discord as fake_discord
+from tests.support.tiny_models import build_tiny_controlnet, build_tiny_sdxl
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from engine.testing import build_tiny_controlnet
 from tests.pictures import photo, rect_mask
+from tests.support.tiny_models import build_tiny_controlnet
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -27,9 +27,9 @@ from engine.errors import ModelLoadError, SettingsError
 from engine.job import Progress
 from engine.models import ModelManager
 from engine.settings import ControlNet, InpaintSettings
-from engine.testing import build_tiny_controlnet, build_tiny_sdxl, save_single_file
 from tests.engine.test_engine import assert_untouched_outside, far_from, pixels, request
 from tests.pictures import photo, rect_mask
+from tests.support.tiny_models import build_tiny_controlnet, build_tiny_sdxl, save_single_file
 
 BOX = (30, 16, 70, 48)
 

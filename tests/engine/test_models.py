@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from engine.errors import ModelLoadError
 from engine.models import ModelFacts, ModelManager, resolve_device
-from engine.testing import save_single_file
+from tests.support.tiny_models import save_single_file
 
 
 @pytest.fixture

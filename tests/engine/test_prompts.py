@@ -18,7 +18,7 @@ from PIL import Image
 from torch.testing import assert_close
 
 from engine.prompts import BREAK, PromptEncoder, parse_prompt_attention
-from engine.testing import TINY_NATIVE_SIZE, build_tiny_sd, build_tiny_sdxl
+from tests.support.tiny_models import TINY_NATIVE_SIZE, build_tiny_sd, build_tiny_sdxl
 
 SEED_PROMPT = "Ana de Armas, (emma watson:0.5), Liza Soberano"
 LONG_WORDS = ["abcdefghij"[i % 10] for i in range(100)]

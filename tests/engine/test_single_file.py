@@ -11,8 +11,8 @@ from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.job import InpaintRequest
 from engine.settings import InpaintSettings
-from engine.testing import save_single_file
 from tests.pictures import photo, png_bytes, rect_mask
+from tests.support.tiny_models import save_single_file
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ from bot.store.database import Store
 from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.settings import ControlNet
-from engine.testing import build_tiny_controlnet
 from tests.bot.discord.conftest import StartBot
 from tests.bot.discord.test_inpaint import embed_fields, inpaint, refusal, result
 from tests.bot.discord.test_presets import preset
 from tests.fakediscord import FakeDiscord
+from tests.support.tiny_models import build_tiny_controlnet
 
 
 @pytest.fixture(scope="module")

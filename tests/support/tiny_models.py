@@ -1,4 +1,4 @@
-"""Tiny random-weight pipelines, built in code, for tests, benchmarks and offline smoke checks.
+"""Tiny random-weight pipelines, built in code, for tests and benchmarks; not shipped in the wheel.
 
 They have the real architecture (CLIP text encoder and tokenizer, UNet with 9 or 4 input channels,
 an AutoencoderKL that downsamples 8x like the real one) at a size that runs on a laptop CPU in
