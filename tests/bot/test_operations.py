@@ -319,3 +319,16 @@ def test_run_with_a_refused_token_or_a_bad_setting_is_one_error_line(
         "error: bad configuration: INPAINTBOT_JOB_TIMEOUT: Input should be a valid number, "
         "unable to parse string as a number\n"
     )
+
+
+def test_the_wheel_carries_no_test_helpers() -> None:
+    """Tiny-model builders and fakes live under tests/, which the wheel leaves out."""
+    from setuptools import find_packages
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    shipped = find_packages(str(REPO), include=include["find"]["include"])
+    assert {"bot", "engine"} <= set(shipped)
+    assert not [name for name in shipped if name.split(".")[0] not in {"bot", "engine"}]
+    for package in ("bot", "engine"):
+        for module in (REPO / package).rglob("*.py"):
+            assert not re.search(r"^\s*(from|import) tests\b", module.read_text(), re.M), module
