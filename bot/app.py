@@ -7,11 +7,9 @@ queue and the store, so tests can build the same bot on a fake engine and a fake
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 import discord
 import yarl
@@ -19,25 +17,17 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot import health
-from bot.buttons import EXPIRED_MESSAGE, MemoryIds
 from bot.config import BotConfig
 from bot.delivery import EDIT_INTERVAL, Delivery
 from bot.guards import admit
 from bot.logs import JobLog
-from bot.queue.base import (
-    CancelledEvent,
-    DoneEvent,
-    EventStream,
-    FailedEvent,
-    JobEvent,
-    JobQueue,
-    JobSubmission,
-    QueuedEvent,
-)
+from bot.queue.base import JobQueue, JobSubmission
+from bot.queue.events import CancelledEvent, DoneEvent, EventStream, FailedEvent, JobEvent, QueuedEvent
+from bot.replies import error_message, refuse
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.retention import RetentionPolicy, clean_up
-from engine.errors import EngineError
+from bot.ui.buttons import EXPIRED_MESSAGE, Handlers, MemoryIds
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +48,6 @@ PERMISSIONS = discord.Permissions(
     read_message_history=True,
 )
 SCOPES = ("bot", "applications.commands")
-PRIVATE = "deferred_privately"  # ``Interaction.extras`` key set by ``defer_privately``
 
 
 def invite_url(application_id: str) -> str:
@@ -76,55 +65,8 @@ def point_at_discord(config: BotConfig) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(config.discord_gateway_url)
 
 
-async def defer_privately(interaction: discord.Interaction) -> None:
-    """An ephemeral "thinking" answer, for work that may take longer than Discord's 3 seconds; the
-    first followup replaces it."""
-    await interaction.response.defer(ephemeral=True, thinking=True)
-    interaction.extras[PRIVATE] = True
-
-
-async def refuse(interaction: discord.Interaction, message: str) -> None:
-    """Tell only the person who asked. After a public "thinking" deferral that message is removed
-    first, or the first followup would replace it and be public. After a button's deferral the
-    original response is the message the button is on (a result, a status): it stays."""
-    try:
-        if not interaction.response.is_done():
-            await interaction.response.send_message(message, ephemeral=True)
-            return
-        thinking = interaction.response.type is discord.InteractionResponseType.deferred_channel_message
-        if thinking and not interaction.extras.get(PRIVATE):
-            with contextlib.suppress(discord.NotFound):
-                await interaction.delete_original_response()
-        await interaction.followup.send(message, ephemeral=True)
-    except discord.HTTPException:
-        log.warning("could not tell user %s: %s", interaction.user.id, message, exc_info=True)
-
-
-def error_message(cause: Exception) -> str:
-    """What the user is told: their own mistake said as is, anything else as a short note with an
-    error id that is in the log."""
-    if isinstance(cause, EngineError):
-        return str(cause)
-    if isinstance(cause, app_commands.TransformerError):
-        return f"{cause.value!r} is not a valid value here."
-    if isinstance(cause, app_commands.CheckFailure):  # e.g. not allowed to use it: written for them
-        return str(cause)
-    error_id = secrets.token_hex(4)
-    log.error("command failed, error id %s", error_id, exc_info=cause)
-    return f"Something went wrong on the bot's side (error id `{error_id}`). Try again later."
-
-
-async def guarded(interaction: discord.Interaction, work: Callable[[], Awaitable[None]]) -> None:
-    """Run a button's or modal's work; any failure ends in an ephemeral message (views and modals
-    would only log it)."""
-    try:
-        await work()
-    except Exception as exc:
-        await refuse(interaction, error_message(exc))
-
-
 class InpaintTree(app_commands.CommandTree["InpaintBot"]):
-    """Every failed command ends in an ephemeral message (see ``error_message``)."""
+    """Every failed command ends in an ephemeral message (see ``bot.replies.error_message``)."""
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -167,6 +109,7 @@ class InpaintBot(commands.Bot):
         self._job_log = JobLog()
         self._heartbeat_path = health.heartbeat_path(config.data_dir)
         self.memory_ids = MemoryIds()  # custom ids of in-memory views and modals
+        self.handlers = Handlers()  # the cogs that do persistent components' work
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
@@ -205,7 +148,7 @@ class InpaintBot(commands.Bot):
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Answer a click or form of an in-memory view or modal this process no longer knows
-        (discord.py drops those silently): see ``bot.buttons.MemoryIds``."""
+        (discord.py drops those silently): see ``bot.ui.buttons.MemoryIds``."""
         if interaction.type not in (
             discord.InteractionType.component,
             discord.InteractionType.modal_submit,

@@ -13,7 +13,6 @@ lost connection) is posted again after a restart.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import math
 from collections.abc import Callable
@@ -22,32 +21,28 @@ from pathlib import Path
 from typing import Any
 
 import discord
-from PIL import Image
 
-from bot.buttons import result_view, status_view
 from bot.guards import screen
-from bot.queue.base import (
+from bot.queue.base import JobQueue
+from bot.queue.events import (
     CancelledEvent,
     DoneEvent,
     FailedEvent,
     JobEvent,
-    JobQueue,
     ProgressEvent,
     QueuedEvent,
     StartedEvent,
 )
 from bot.store import jobs
 from bot.store.database import Store
+from bot.ui.buttons import result_view, status_view
+from bot.uploads import DEFAULT_UPLOAD_LIMIT, FittedFile, fit_image, preview_file
 from engine.settings import ControlNet
 
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 2.0
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-LOSSY_QUALITY = 90
-DOWNSCALE_MARGIN = 0.9  # aim a little below the limit: sizes do not scale exactly with pixels
 REROLL_EMOJI = "🔁"
-PREVIEW_FILENAME = "preview.jpg"
 
 
 class UndeliverableError(Exception):
@@ -60,51 +55,6 @@ def is_permanent(error: Exception) -> bool:
     if isinstance(error, UndeliverableError):
         return True
     return isinstance(error, discord.HTTPException) and 400 <= error.status < 500 and error.status != 429
-
-
-@dataclass(frozen=True)
-class FittedFile:
-    data: bytes
-    filename: str
-    spoiler: bool = False  # a server's NSFW policy hides it (``bot.guards.Screening``)
-
-    def to_file(self) -> discord.File:
-        """A fresh ``discord.File`` each time: one is consumed by the request that sends it."""
-        return discord.File(io.BytesIO(self.data), self.filename, spoiler=self.spoiler)
-
-
-def fit_image(png: bytes, stem: str, limit: int) -> FittedFile:
-    """The PNG when it fits the upload limit, else WebP, else JPEG, else smaller until one fits.
-
-    The full-size PNG stays in the store; only the copy shown in Discord is reduced.
-    """
-    if len(png) <= limit:
-        return FittedFile(png, f"{stem}.png")
-    with Image.open(io.BytesIO(png)) as opened:
-        image = opened.convert("RGB")
-    while True:
-        smallest = None
-        for fmt, suffix in (("WEBP", "webp"), ("JPEG", "jpg")):
-            try:
-                data = _encode(image, fmt)
-            except (OSError, ValueError):  # WebP refuses sides over 16383 px
-                continue
-            if len(data) <= limit:
-                return FittedFile(data, f"{stem}.{suffix}")
-            smallest = min(smallest or len(data), len(data))
-        if image.width == 1 and image.height == 1:
-            raise ValueError(f"the picture cannot fit in {limit} bytes")
-        scale = (
-            min(math.sqrt(limit / smallest) * DOWNSCALE_MARGIN, DOWNSCALE_MARGIN) if smallest else 0.5
-        )
-        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS)
-
-
-def _encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, quality=LOSSY_QUALITY)
-    return buffer.getvalue()
 
 
 def settings_embed(event: DoneEvent) -> discord.Embed:
@@ -136,11 +86,6 @@ def settings_embed(event: DoneEvent) -> discord.Embed:
     source = f"mask: {event.mask_source.value} · " if event.mask_source else ""
     embed.set_footer(text=f"{source}{event.seconds:.1f} s · job {event.job_id}")
     return embed
-
-
-def preview_file(preview: Image.Image) -> discord.File:
-    """The picture as it is being painted: a small JPEG, cheap to upload every couple of seconds."""
-    return discord.File(io.BytesIO(_encode(preview.convert("RGB"), "JPEG")), PREVIEW_FILENAME)
 
 
 def status_text(event: QueuedEvent | StartedEvent | ProgressEvent) -> str:

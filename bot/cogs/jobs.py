@@ -15,16 +15,15 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.app import defer_privately, guarded
-from bot.buttons import handler
 from bot.delivery import offer_reroll, result_message, status_text
 from bot.errors import BotError
 from bot.guards import check_channel, screen
 from bot.options import MAX_CHOICES
-from bot.queue.base import DoneEvent, QueuedEvent, StartedEvent
-from bot.queue.local import final_event
+from bot.queue.events import DoneEvent, QueuedEvent, StartedEvent, final_event
+from bot.replies import defer_privately, guarded
 from bot.store import jobs
 from bot.store.models import LIVE_STATUSES, ImageRole, Job, JobStatus
+from bot.ui.buttons import handlers
 
 if TYPE_CHECKING:
     from bot.app import InpaintBot
@@ -105,14 +104,21 @@ class HistoryPage(
         return cls(int(match["user_id"]), int(match["page"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await cast(Jobs, handler(interaction, "Jobs")).on_page(interaction, self.user_id, self.page)
+        pages = handlers(interaction).history_pages
+        if pages is None:
+            raise RuntimeError("no cog handles the pages of /history")
+        await pages.on_page(interaction, self.user_id, self.page)
 
 
 class Jobs(commands.Cog):
     def __init__(self, bot: InpaintBot) -> None:
         self.bot = bot
 
+    async def cog_load(self) -> None:
+        self.bot.handlers.history_pages = self
+
     async def cog_unload(self) -> None:
+        self.bot.handlers.history_pages = None
         self.bot.remove_dynamic_items(HistoryPage)
 
     # -- /history -----------------------------------------------------------------------------------

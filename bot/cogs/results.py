@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, TypeVar
 import discord
 from discord.ext import commands
 
-from bot.app import error_message, guarded
-from bot.buttons import Action, JobButton
 from bot.delivery import REROLL_EMOJI
 from bot.errors import BotError
 from bot.options import check_model
-from bot.preset_ui import save_or_ask
 from bot.queue.base import JobSubmission
+from bot.replies import error_message, guarded
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
 from bot.store.presets import MAX_NAME_LENGTH
+from bot.ui.buttons import Action, JobButton
+from bot.ui.presets import save_or_ask
 from engine.job import InpaintRequest
 from engine.settings import MAX_PROMPT_CHARS, AutoMask, InpaintSettings
 
@@ -160,7 +160,11 @@ class Results(commands.Cog):
     def __init__(self, bot: InpaintBot) -> None:
         self.bot = bot
 
+    async def cog_load(self) -> None:
+        self.bot.handlers.job_actions = self
+
     async def cog_unload(self) -> None:
+        self.bot.handlers.job_actions = None
         self.bot.remove_dynamic_items(JobButton)
 
     async def on_button(self, interaction: discord.Interaction, action: Action, job_id: int) -> None:

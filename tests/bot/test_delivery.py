@@ -9,10 +9,12 @@ import discord
 import pytest
 from PIL import Image
 
-from bot.delivery import DEFAULT_UPLOAD_LIMIT, Delivery, fit_image
-from bot.queue.base import DoneEvent, FailedEvent, JobQueue, OutputImage
+from bot.delivery import Delivery
+from bot.queue.base import JobQueue
+from bot.queue.events import DoneEvent, FailedEvent, OutputImage
 from bot.store import jobs
 from bot.store.database import Store
+from bot.uploads import DEFAULT_UPLOAD_LIMIT, fit_image
 from engine.job import MaskSource
 from engine.settings import InpaintSettings
 from tests.pictures import photo, png_bytes

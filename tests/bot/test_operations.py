@@ -17,7 +17,7 @@ from bot import health
 from bot.cli import main
 from bot.config import BotConfig
 from bot.logs import JobLog, RedactingFormatter, configure_logging
-from bot.queue.base import (
+from bot.queue.events import (
     CancelledEvent,
     DoneEvent,
     FailedEvent,
