@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from bot.app import InpaintBot
+from bot.client import InpaintBot
 from bot.config import BotConfig
 from bot.queue.events import DoneEvent, EventStream
 from bot.queue.local import LocalJobQueue

@@ -33,7 +33,7 @@ from bot.ui.presets import OwnedView, clip, label, save_or_ask, summary, value_t
 from engine.settings import InpaintSettings
 
 if TYPE_CHECKING:
-    from bot.app import InpaintBot
+    from bot.client import InpaintBot
 
 Scope = Literal["user", "server"]
 PER_PAGE = 10  # presets per /preset list page: well inside an embed's 4096-character description

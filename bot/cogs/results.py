@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import discord
 from discord.ext import commands
 
-from bot.delivery import REROLL_EMOJI
+from bot.delivery.render import REROLL_EMOJI
 from bot.errors import BotError
 from bot.options import check_model
 from bot.queue.base import JobSubmission
@@ -32,7 +32,7 @@ from engine.job import InpaintRequest
 from engine.settings import MAX_PROMPT_CHARS, AutoMask, InpaintSettings
 
 if TYPE_CHECKING:
-    from bot.app import InpaintBot
+    from bot.client import InpaintBot
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class EditModal(discord.ui.Modal):
     """Prompt, negative prompt, strength and seed for a new job on the same pictures.
 
     Modals live in memory only. Without a timeout one is answered however long the member types; one
-    from before a restart is answered by ``InpaintBot.on_interaction`` (its ``mem:`` id)."""
+    from before a restart is answered by ``bot.client.InpaintBot.on_interaction`` (its ``mem:`` id)."""
 
     def __init__(self, results: Results, job: Job) -> None:
         super().__init__(
@@ -311,7 +311,7 @@ class Results(commands.Cog):
             channel_id=channel_id,
             parent_id=job.id,
         )
-        await self.bot.submit(submission, interaction, reply_to=reply_to)
+        await self.bot.router.submit(submission, interaction, reply_to=reply_to)
 
 
 async def setup(bot: InpaintBot) -> None:

@@ -5,6 +5,10 @@ responsive while the GPU works; its CPU stage (``prepare``) runs in a second thr
 refuse bad input at once, and again for the batch that runs next while the current one computes.
 Database writes after submission go through one ordered writer and never hold up the GPU: the next job
 starts while the previous result is still being stored.
+
+Longer than most modules, on purpose: admission, prefetch, the worker loop and settling a batch all
+read and change the same waiting and running state; the parts that do not (batching, caps, the writer,
+safety screening, events) live beside it.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ class MemoryIds:
 
     discord.py drops a click or submission whose view or modal it no longer holds (a restart, a
     timeout) without a word, and the member sees "This interaction failed"; the ``mem:`` prefix lets
-    the bot answer those (``bot.client.InpaintBot.on_interaction``), and the tag tells this process's ids from
-    those of one before a restart without remembering each id.
+    the bot answer those (``bot.client.InpaintBot.on_interaction``), and the tag tells this process's
+    ids from those of one before a restart without remembering each id.
     """
 
     def __init__(self) -> None:

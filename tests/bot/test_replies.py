@@ -1,5 +1,5 @@
-"""``bot.replies.refuse``: whatever the interaction's answer so far, the refusal reaches only the asker and
-no message the member still needs is removed."""
+"""``bot.replies.refuse``: whatever the interaction's answer so far, the refusal reaches only the asker
+and no message the member still needs is removed."""
 
 from types import SimpleNamespace
 from typing import Any, cast

@@ -238,7 +238,7 @@ async def test_picture_retention_runs_when_the_bot_starts(
         ran.set()
         return CleanupReport(purged=0, freed_bytes=0, stray_files=0)
 
-    monkeypatch.setattr("bot.app.clean_up", record)
+    monkeypatch.setattr("bot.store.retention.clean_up", record)
     await start_bot(retention_max_gb=1.5)
     await asyncio.wait_for(ran.wait(), timeout=5)
     assert passes == [RetentionPolicy(max_age=None, max_bytes=int(1.5 * BYTES_PER_GB))]

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import discord
 
-from bot.guards import screen
+from bot.delivery.render import post_result, result_message, status_text
 from bot.queue.base import JobQueue
 from bot.queue.events import (
     CancelledEvent,
@@ -35,14 +32,12 @@ from bot.queue.events import (
 )
 from bot.store import jobs
 from bot.store.database import Store
-from bot.ui.buttons import result_view, status_view
-from bot.uploads import DEFAULT_UPLOAD_LIMIT, FittedFile, fit_image, preview_file
-from engine.settings import ControlNet
+from bot.ui.buttons import status_view
+from bot.uploads import DEFAULT_UPLOAD_LIMIT, FittedFile, preview_file
 
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 2.0
-REROLL_EMOJI = "🔁"
 
 
 class UndeliverableError(Exception):
@@ -55,76 +50,6 @@ def is_permanent(error: Exception) -> bool:
     if isinstance(error, UndeliverableError):
         return True
     return isinstance(error, discord.HTTPException) and 400 <= error.status < 500 and error.status != 429
-
-
-def settings_embed(event: DoneEvent) -> discord.Embed:
-    """The settings the job actually used (concrete seeds included), so anyone can reproduce it."""
-    s = event.settings
-    embed = discord.Embed(description=f"**Prompt:** {s.prompt or '(none)'}"[:4096])
-    if s.negative_prompt:
-        embed.add_field(name="Negative prompt", value=s.negative_prompt[:1024], inline=False)
-    seeds = ", ".join(str(seed) for seed in event.seeds)
-    fields = {
-        "Seed" if len(event.seeds) == 1 else "Seeds": seeds,
-        "Strength": f"{s.strength:g}",
-        "Steps": str(s.steps),
-        "Guidance": f"{s.guidance:g}",
-        "Sampler": s.sampler.value,
-        "Area": f"{s.area.value} (padding {s.padding})",
-        "Masked content": s.masked_content.value,
-        "Mask": f"blur {s.mask_blur}, grow {s.mask_grow}" + (", inverted" if s.invert_mask else ""),
-    }
-    if s.controlnet is not ControlNet.NONE:
-        tile = f", downsample {s.tile_downsample:g}" if s.controlnet is ControlNet.TILE else ""
-        fields["ControlNet"] = (
-            f"{s.controlnet.value}, weight {s.control_weight:g}, "
-            f"steps {s.control_start:g}–{s.control_end:g}{tile}"
-        )
-    for name, value in fields.items():
-        embed.add_field(name=name, value=value)
-    embed.add_field(name="Model", value=event.model[:1024], inline=False)
-    source = f"mask: {event.mask_source.value} · " if event.mask_source else ""
-    embed.set_footer(text=f"{source}{event.seconds:.1f} s · job {event.job_id}")
-    return embed
-
-
-def status_text(event: QueuedEvent | StartedEvent | ProgressEvent) -> str:
-    if isinstance(event, QueuedEvent):
-        return f"⏳ Queued: position {event.position}{_eta(event.eta)}."
-    if isinstance(event, StartedEvent):
-        return f"🎨 Running{_eta(event.eta)}."
-    return f"🎨 Step {event.step}/{event.total}."
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return (
-        f", about {math.ceil(seconds)} s" if seconds < 90 else f", about {math.ceil(seconds / 60)} min"
-    )
-
-
-@dataclass(frozen=True)
-class ResultMessage:
-    """What a result post carries: the pictures fitted to the upload limit, the settings, the buttons."""
-
-    files: list[FittedFile]
-    embed: discord.Embed
-    view: discord.ui.View
-
-
-async def result_message(event: DoneEvent, limit: int) -> ResultMessage:
-    """Built the same way for a job's own delivery and for ``/show``, which posts a result again."""
-    fitted = await asyncio.to_thread(_fit_all, event, limit)
-    return ResultMessage(fitted, settings_embed(event), result_view(event.job_id))
-
-
-async def offer_reroll(message: discord.Message, job_id: int) -> None:
-    """The 🔁 reaction on a result, for members to click (see ``Results.on_raw_reaction_add``)."""
-    try:
-        await message.add_reaction(REROLL_EMOJI)
-    except discord.HTTPException as exc:
-        log.info("could not add %s to job %s: %s", REROLL_EMOJI, job_id, exc)
 
 
 class Delivery:
@@ -269,11 +194,10 @@ class Delivery:
                 )
                 await self._remember(await self._send(content, [], None, None))
                 return
-            shown = await screen(self.store, self.job_id, self._where())
-            content = f"{mention} done. {shown.note}".rstrip()
-            message = await self._send(content, shown.apply(result.files), result.embed, result.view)
-            await self._remember(message)
-            await offer_reroll(message, self.job_id)
+            message = await post_result(
+                self.store, self.job_id, result, self._where(), f"{mention} done.", self._send
+            )
+            self.message_id = message.id
         elif isinstance(event, FailedEvent):
             await self._remember(await self._send(f"{mention} ❌ {event.message}", [], None, None))
         elif isinstance(event, CancelledEvent):
@@ -340,10 +264,3 @@ class Delivery:
         if not isinstance(channel, discord.abc.Messageable):
             raise UndeliverableError(f"channel {channel_id} of job {self.job_id} takes no messages")
         return channel
-
-
-def _fit_all(event: DoneEvent, limit: int) -> list[FittedFile]:
-    return [
-        fit_image(Path(image.path).read_bytes(), f"inpaint-{event.job_id}-{image.seed}", limit)
-        for image in event.images
-    ]
