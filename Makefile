@@ -19,6 +19,7 @@ lint: $(BIN)/inpaintbot
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bot engine
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -q

@@ -32,9 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from bot.app import InpaintBot
+from bot.client import InpaintBot
 from bot.config import BotConfig
-from bot.queue.base import DoneEvent, EventStream
+from bot.queue.events import DoneEvent, EventStream
 from bot.queue.local import LocalJobQueue
 from bot.store.database import open_store
 from engine.config import EngineConfig

@@ -39,7 +39,8 @@ import numpy as np
 from PIL import Image
 
 from bot.config import BotConfig
-from bot.queue.base import DoneEvent, JobSubmission
+from bot.queue.base import JobSubmission
+from bot.queue.events import DoneEvent
 from bot.queue.local import LocalJobQueue
 from bot.store.database import open_store
 from engine.config import EngineConfig

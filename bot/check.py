@@ -322,7 +322,7 @@ async def check_discord(config: BotConfig, token: str) -> tuple[Check, str | Non
     import aiohttp
     import discord
 
-    from bot.app import point_at_discord
+    from bot.client import point_at_discord
 
     point_at_discord(config)
     client = discord.Client(intents=discord.Intents.none())
@@ -348,7 +348,7 @@ async def check_discord(config: BotConfig, token: str) -> tuple[Check, str | Non
 
 
 def invite_check(application_id: str | None) -> Check:
-    from bot.app import PERMISSIONS, SCOPES, invite_url
+    from bot.client import PERMISSIONS, SCOPES, invite_url
 
     if application_id is None:
         return Check(

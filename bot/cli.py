@@ -129,9 +129,10 @@ def _run() -> int:
 
     import discord
 
-    from bot.app import invite_url, run_bot
     from bot.check import TOKEN_REFUSED
+    from bot.client import invite_url
     from bot.logs import configure_logging
+    from bot.runner import run_bot
     from engine.errors import EngineError
 
     config = _config()

@@ -1,11 +1,13 @@
-"""Errors above the engine whose message is shown to the user as is, like ``EngineError``'s."""
+"""Errors above the engine whose message is shown to the user as is, like ``EngineError``'s.
+
+Not an ``EngineError``: the engine's family stays the engine's, and ``bot.replies.error_message``
+names both.
+"""
 
 from __future__ import annotations
 
-from engine.errors import EngineError
 
-
-class BotError(EngineError):
+class BotError(Exception):
     """A request the bot refuses, with a message written for the person who made it."""
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import discord
 
@@ -20,9 +19,7 @@ from bot.store import jobs
 from bot.store.database import Store
 from bot.store.guilds import get_guild_settings
 from bot.store.models import GuildSettings, ImageRole, NsfwPolicy
-
-if TYPE_CHECKING:
-    from bot.delivery import FittedFile
+from bot.uploads import FittedFile
 
 
 def channel_list(channel_ids: Sequence[int]) -> str:

@@ -10,14 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from bot.queue.base import (
-    CancelledEvent,
-    DoneEvent,
-    FailedEvent,
-    JobEvent,
-    QueuedEvent,
-    StartedEvent,
-)
+from bot.queue.events import CancelledEvent, DoneEvent, FailedEvent, JobEvent, QueuedEvent, StartedEvent
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "[redacted]"

@@ -1,1 +1,1 @@
-"""Extensions, one per feature area, loaded by ``bot.app.InpaintBot``."""
+"""Extensions, one per feature area, loaded by ``bot.client.InpaintBot``."""

@@ -22,7 +22,7 @@ from bot.store.presets import resolve_settings, visible_presets
 from engine.job import InpaintRequest
 
 if TYPE_CHECKING:
-    from bot.app import InpaintBot
+    from bot.client import InpaintBot
 
 
 # Larger than any picture worth inpainting; refuses huge files before they are read into memory.
@@ -115,7 +115,7 @@ class Inpaint(commands.Cog):
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
         )
-        await self.bot.submit(submission, interaction)
+        await self.bot.router.submit(submission, interaction)
 
     @inpaint.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:

@@ -15,19 +15,19 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.app import defer_privately, guarded
-from bot.buttons import handler
-from bot.delivery import offer_reroll, result_message, status_text
+from bot.delivery.render import post_result, result_message, status_text
 from bot.errors import BotError
-from bot.guards import check_channel, screen
+from bot.guards import check_channel
 from bot.options import MAX_CHOICES
-from bot.queue.base import DoneEvent, QueuedEvent, StartedEvent
-from bot.queue.local import final_event
+from bot.queue.events import DoneEvent, QueuedEvent, StartedEvent, final_event
+from bot.replies import defer_privately, guarded
 from bot.store import jobs
 from bot.store.models import LIVE_STATUSES, ImageRole, Job, JobStatus
+from bot.ui.buttons import handlers
+from bot.uploads import FittedFile
 
 if TYPE_CHECKING:
-    from bot.app import InpaintBot
+    from bot.client import InpaintBot
 
 PER_PAGE = 10
 QUEUE_LISTED = 10  # of a member's own jobs in /queue: twelve lines of ~150 characters fit in 2000
@@ -105,14 +105,21 @@ class HistoryPage(
         return cls(int(match["user_id"]), int(match["page"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await cast(Jobs, handler(interaction, "Jobs")).on_page(interaction, self.user_id, self.page)
+        pages = handlers(interaction).history_pages
+        if pages is None:
+            raise RuntimeError("no cog handles the pages of /history")
+        await pages.on_page(interaction, self.user_id, self.page)
 
 
 class Jobs(commands.Cog):
     def __init__(self, bot: InpaintBot) -> None:
         self.bot = bot
 
+    async def cog_load(self) -> None:
+        self.bot.handlers.history_pages = self
+
     async def cog_unload(self) -> None:
+        self.bot.handlers.history_pages = None
         self.bot.remove_dynamic_items(HistoryPage)
 
     # -- /history -----------------------------------------------------------------------------------
@@ -194,19 +201,20 @@ class Jobs(commands.Cog):
             )
         except FileNotFoundError:
             raise purged from None
-        shown = await screen(self.bot.store, job, interaction.channel)  # the server's policy now
-        message = await interaction.edit_original_response(
-            content=f"Job {job} by <@{row.user_id}>. {shown.note}".rstrip(),
-            attachments=[f.to_file() for f in shown.apply(result.files)],
-            embeds=[result.embed],
-            view=result.view,
-            allowed_mentions=discord.AllowedMentions.none(),
-        )
-        # The newest post is the job's message from now on: 🔁 on it re-rolls, /history links to it.
-        await jobs.set_job_message(
-            self.bot.store, job, message_id=message.id, channel_id=message.channel.id
-        )
-        await offer_reroll(message, job)
+
+        async def send(
+            content: str, files: list[FittedFile], embed: discord.Embed, view: discord.ui.View
+        ) -> discord.Message:
+            return await interaction.edit_original_response(
+                content=content,
+                attachments=[f.to_file() for f in files],
+                embeds=[embed],
+                view=view,
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+
+        content = f"Job {job} by <@{row.user_id}>."
+        await post_result(self.bot.store, job, result, interaction.channel, content, send)
 
     async def _job_here(self, interaction: discord.Interaction, job_id: int) -> Job:
         """A job this server may see: one made here, or in direct messages one's own made there."""

@@ -18,7 +18,6 @@ from discord.utils import escape_markdown
 from bot import options
 from bot.errors import PresetError
 from bot.options import check_model, given_settings, matching, preset_choices, settings_options
-from bot.preset_ui import OwnedView, clip, label, save_or_ask, summary, value_text
 from bot.store.guilds import get_guild_settings
 from bot.store.models import Preset
 from bot.store.presets import (
@@ -30,10 +29,11 @@ from bot.store.presets import (
     set_default_preset,
     visible_presets,
 )
+from bot.ui.presets import OwnedView, clip, label, save_or_ask, summary, value_text
 from engine.settings import InpaintSettings
 
 if TYPE_CHECKING:
-    from bot.app import InpaintBot
+    from bot.client import InpaintBot
 
 Scope = Literal["user", "server"]
 PER_PAGE = 10  # presets per /preset list page: well inside an embed's 4096-character description

@@ -17,22 +17,22 @@ from typing import TYPE_CHECKING, TypeVar
 import discord
 from discord.ext import commands
 
-from bot.app import error_message, guarded
-from bot.buttons import Action, JobButton
-from bot.delivery import REROLL_EMOJI
+from bot.delivery.render import REROLL_EMOJI
 from bot.errors import BotError
 from bot.options import check_model
-from bot.preset_ui import save_or_ask
 from bot.queue.base import JobSubmission
+from bot.replies import error_message, guarded
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
 from bot.store.presets import MAX_NAME_LENGTH
+from bot.ui.buttons import Action, JobButton
+from bot.ui.presets import save_or_ask
 from engine.job import InpaintRequest
 from engine.settings import MAX_PROMPT_CHARS, AutoMask, InpaintSettings
 
 if TYPE_CHECKING:
-    from bot.app import InpaintBot
+    from bot.client import InpaintBot
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class EditModal(discord.ui.Modal):
     """Prompt, negative prompt, strength and seed for a new job on the same pictures.
 
     Modals live in memory only. Without a timeout one is answered however long the member types; one
-    from before a restart is answered by ``InpaintBot.on_interaction`` (its ``mem:`` id)."""
+    from before a restart is answered by ``bot.client.InpaintBot.on_interaction`` (its ``mem:`` id)."""
 
     def __init__(self, results: Results, job: Job) -> None:
         super().__init__(
@@ -160,7 +160,11 @@ class Results(commands.Cog):
     def __init__(self, bot: InpaintBot) -> None:
         self.bot = bot
 
+    async def cog_load(self) -> None:
+        self.bot.handlers.job_actions = self
+
     async def cog_unload(self) -> None:
+        self.bot.handlers.job_actions = None
         self.bot.remove_dynamic_items(JobButton)
 
     async def on_button(self, interaction: discord.Interaction, action: Action, job_id: int) -> None:
@@ -307,7 +311,7 @@ class Results(commands.Cog):
             channel_id=channel_id,
             parent_id=job.id,
         )
-        await self.bot.submit(submission, interaction, reply_to=reply_to)
+        await self.bot.router.submit(submission, interaction, reply_to=reply_to)
 
 
 async def setup(bot: InpaintBot) -> None:

@@ -24,7 +24,7 @@ from bot.store.models import GuildSettings, NsfwPolicy
 from bot.store.presets import get_preset, list_presets
 
 if TYPE_CHECKING:
-    from bot.app import InpaintBot
+    from bot.client import InpaintBot
 
 MAX_ALLOWED_CHANNELS = 50
 # Channels members can talk in (text and announcement, forum, voice chat); threads follow their parent.

@@ -2,21 +2,16 @@
 
 This is the seam for scaling out: ``LocalJobQueue`` runs jobs on this machine's GPU; a later backend can
 hand them to GPU workers elsewhere (e.g. through Redis Streams) behind the same interface, and the bot
-does not change.
+does not change. The events it reports are in ``bot.queue.events``.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
-from PIL import Image
-
-from engine.job import InpaintRequest, MaskSource
-from engine.settings import InpaintSettings
+from bot.queue.events import EventStream, QueuedEvent
+from engine.job import InpaintRequest
 
 
 @dataclass(frozen=True)
@@ -36,74 +31,6 @@ class JobSubmission:
 
 
 @dataclass(frozen=True)
-class OutputImage:
-    """A stored result picture; upload it from ``path``."""
-
-    path: Path
-    sha256: str
-    seed: int
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """Something happened to a job. Per job the order is: queued (again whenever its position
-    changes), started, progress per step, then exactly one of done, failed or cancelled. A job
-    interrupted by a restart starts again and may repeat that sequence from queued."""
-
-    job_id: int
-    user_id: int
-
-
-@dataclass(frozen=True)
-class QueuedEvent(JobEvent):
-    """Sent on submission and whenever the position changes. ``eta``: seconds until the result, or
-    ``None`` until the queue has timed a similar job (same model and size)."""
-
-    position: int  # 1 = next to start
-    eta: float | None
-
-
-@dataclass(frozen=True)
-class StartedEvent(JobEvent):
-    eta: float | None  # seconds the run should take
-
-
-@dataclass(frozen=True)
-class ProgressEvent(JobEvent):
-    step: int
-    total: int
-    preview: Image.Image | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class DoneEvent(JobEvent):
-    """The result is stored (files and rows) before this is sent."""
-
-    images: tuple[OutputImage, ...]
-    settings: InpaintSettings
-    model: str
-    mask_source: MaskSource | None
-    seconds: float
-    timings: dict[str, float]
-
-    @property
-    def seeds(self) -> list[int]:
-        return [image.seed for image in self.images]
-
-
-@dataclass(frozen=True)
-class FailedEvent(JobEvent):
-    message: str  # written for the user
-
-
-@dataclass(frozen=True)
-class CancelledEvent(JobEvent):
-    pass
-
-
-@dataclass(frozen=True)
 class QueueEntry:
     """A live job in a ``QueueSnapshot``. ``eta``: seconds until its result, ``None`` while unknown."""
 
@@ -118,30 +45,6 @@ class QueueSnapshot:
 
     running: tuple[QueueEntry, ...]
     waiting: tuple[QueueEntry, ...]
-
-
-class EventStream:
-    """One subscriber's events, in the order they happened; iterate with ``async for``.
-
-    Unbounded, so the queue never waits for a slow subscriber: keep reading (coalesce progress events
-    if Discord's rate limits call for it) or unsubscribe.
-    """
-
-    def __init__(self) -> None:
-        self._events: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-
-    def put(self, event: JobEvent | None) -> None:
-        """``None`` ends the stream."""
-        self._events.put_nowait(event)
-
-    def __aiter__(self) -> AsyncIterator[JobEvent]:
-        return self
-
-    async def __anext__(self) -> JobEvent:
-        event = await self._events.get()
-        if event is None:
-            raise StopAsyncIteration
-        return event
 
 
 class JobQueue(Protocol):

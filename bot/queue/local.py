@@ -5,73 +5,56 @@ responsive while the GPU works; its CPU stage (``prepare``) runs in a second thr
 refuse bad input at once, and again for the batch that runs next while the current one computes.
 Database writes after submission go through one ordered writer and never hold up the GPU: the next job
 starts while the previous result is still being stored.
+
+Longer than most modules, on purpose: admission, prefetch, the worker loop and settling a batch all
+read and change the same waiting and running state; the parts that do not (batching, caps, the writer,
+safety screening, events) live beside it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import replace
 from functools import partial
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol
 
 from bot.config import BotConfig
-from bot.errors import QueueClosedError, QueueFullError
-from bot.queue.base import (
+from bot.errors import QueueClosedError
+from bot.queue import screening
+from bot.queue.base import JobSubmission, QueueEntry, QueueSnapshot
+from bot.queue.batching import Batch, P, QueuedJob, Stop, estimate, input_hashes, plan
+from bot.queue.caps import check_caps
+from bot.queue.eta import EtaEstimator
+from bot.queue.events import (
+    UNEXPECTED_FAILURE,
     CancelledEvent,
-    DoneEvent,
     EventStream,
     FailedEvent,
     JobEvent,
-    JobSubmission,
-    OutputImage,
     ProgressEvent,
     QueuedEvent,
-    QueueEntry,
-    QueueSnapshot,
     StartedEvent,
+    failure_message,
+    final_event,
 )
-from bot.queue.eta import EtaEstimator
 from bot.queue.fairness import FairQueue
+from bot.queue.writer import StoreWriter
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
-from engine.errors import EngineError, JobCancelled, OutOfMemoryError
-from engine.job import InpaintRequest, InpaintResult, MaskSource, Progress, ProgressCallback
+from engine.errors import JobCancelled, OutOfMemoryError
+from engine.job import InpaintRequest, InpaintResult, Progress, ProgressCallback
 from engine.safety import SafetyChecker
 from engine.settings import InpaintSettings
 
 log = logging.getLogger(__name__)
 
-UNEXPECTED_FAILURE = "Something went wrong on the bot's side while running this job. Try again later."
-INPUT_GONE = "The pictures of this job are no longer stored, so it cannot run again."
-
-
-class PreparedJob(Protocol):
-    """What the queue reads from the engine's prepared job."""
-
-    @property
-    def settings(self) -> InpaintSettings: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def batch_key(self) -> Hashable | None: ...
-    @property
-    def total_steps(self) -> int: ...
-    @property
-    def processing_size(self) -> tuple[int, int]: ...
-    @property
-    def mask_source(self) -> MaskSource: ...
-
-
-P = TypeVar("P", bound=PreparedJob)
 # A job's result with the safety checker's verdict on each of its pictures (None: not checked).
 _Checked = tuple[InpaintResult, list[bool | None]]
 
@@ -93,114 +76,6 @@ class InpaintEngine(Protocol[P]):
     ) -> list[InpaintResult]: ...
 
 
-class _Stop(Enum):
-    """Why a running batch was told to stop, when it was not its owner's cancel."""
-
-    TIMEOUT = "timeout"
-    SHUTDOWN = "shutdown"
-
-
-@dataclass(eq=False)
-class _Job(Generic[P]):
-    """A waiting or running job: what ordering and batching need, and its inputs in the store.
-
-    Only the jobs planned to run next hold their prepared engine input (a prepared 12-megapixel photo
-    takes about 50 MB); the others are prepared again from the stored pictures when their turn nears.
-    """
-
-    id: int
-    user_id: int
-    settings: InpaintSettings  # with the concrete seed, so preparing again gives the same job
-    image_sha256: str
-    mask_sha256: str | None
-    model: str
-    processing_size: tuple[int, int]
-    total_steps: int
-    key: Hashable | None
-    previews: bool = False
-    prepared: asyncio.Future[P] | None = None
-    solo: bool = False  # run alone from now on: the batch it was in ran out of memory
-    cancelled: bool = False
-    announced_position: int | None = None
-
-    @classmethod
-    def admit(cls, row: Job, prepared: P, previews: bool = False) -> _Job[P]:
-        inputs = _input_hashes(row)
-        return cls(
-            id=row.id,
-            user_id=row.user_id,
-            settings=prepared.settings,
-            image_sha256=inputs[ImageRole.INPUT],
-            mask_sha256=inputs.get(ImageRole.MASK),
-            model=prepared.model,
-            processing_size=prepared.processing_size,
-            total_steps=prepared.total_steps,
-            key=prepared.batch_key,
-            previews=previews,
-        )
-
-    @property
-    def images(self) -> int:
-        return self.settings.count
-
-    @property
-    def batch_key(self) -> Hashable | None:
-        return None if self.solo else self.key
-
-
-@dataclass(eq=False)
-class _Batch(Generic[P]):
-    """Jobs running as one engine call."""
-
-    jobs: list[_Job[P]]
-    estimate: float | None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    started: float = field(default_factory=time.monotonic)
-    step: int = 0
-    stop_reason: _Stop | None = None
-
-    def stop(self, reason: _Stop) -> None:
-        self.stop_reason = self.stop_reason or reason
-        self.cancel.set()
-
-    def remaining(self) -> float | None:
-        elapsed = time.monotonic() - self.started
-        if self.step:
-            return elapsed / self.step * max(self.jobs[0].total_steps - self.step, 0)
-        return None if self.estimate is None else max(self.estimate - elapsed, 0.0)
-
-
-class _Writer:
-    """Applies database writes one at a time, in the order they were asked for.
-
-    A job's writes (started, re-queued, started again, done) therefore land in the order they happened,
-    and nobody waits for them except what must: the event that reports a stored result.
-    """
-
-    def __init__(self) -> None:
-        self._pending: asyncio.Queue[tuple[Callable[[], Awaitable[object]], asyncio.Future[object]]]
-        self._pending = asyncio.Queue()
-
-    def write(self, operation: Callable[[], Awaitable[object]]) -> asyncio.Future[object]:
-        done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait((operation, done))
-        return done
-
-    async def run(self) -> None:
-        while True:
-            operation, done = await self._pending.get()
-            try:
-                done.set_result(await operation())
-            except Exception as exc:
-                log.exception("database write failed")
-                done.set_exception(exc)
-            finally:
-                self._pending.task_done()
-
-    async def drain(self) -> None:
-        await self._pending.join()
-
-
 class LocalJobQueue(Generic[P]):
     """``JobQueue`` on this machine's GPU: fair order, caps, batching, durability."""
 
@@ -220,11 +95,11 @@ class LocalJobQueue(Generic[P]):
         self._batch_size = config.effective_batch_size()
         self._job_timeout = config.job_timeout
         self._shutdown_timeout = config.shutdown_timeout
-        self._waiting: FairQueue[_Job[P]] = FairQueue()
-        self._running: _Batch[P] | None = None
+        self._waiting: FairQueue[QueuedJob[P]] = FairQueue()
+        self._running: Batch[P] | None = None
         self._reserved: Counter[int] = Counter()  # submissions being validated and written
         self._wake = asyncio.Event()
-        self._writer = _Writer()
+        self._writer = StoreWriter()
         self._eta = EtaEstimator()
         self._streams: list[EventStream] = []
         self._reports: set[asyncio.Task[None]] = set()
@@ -254,7 +129,7 @@ class LocalJobQueue(Generic[P]):
         # Loaded in the GPU thread: torch then computes in that one thread only. A second thread with
         # its own OpenMP team (even an idle one) makes CPU inference several times slower.
         await asyncio.get_running_loop().run_in_executor(self._gpu, self._engine.load)
-        await asyncio.get_running_loop().run_in_executor(self._gpu, self._load_safety_checker)
+        await asyncio.get_running_loop().run_in_executor(self._gpu, screening.load_checker, self._safety)
         self._started = True
         self._writer_task = asyncio.create_task(self._writer.run(), name="queue-writer")
         for row in await jobs.undelivered_jobs(self._store):
@@ -289,7 +164,7 @@ class LocalJobQueue(Generic[P]):
             )
         finally:
             self._reserved[user_id] -= 1
-        job = _Job.admit(row, prepared, previews=submission.previews)
+        job = QueuedJob.admit(row, prepared, previews=submission.previews)
         job.prepared = asyncio.get_running_loop().create_future()
         job.prepared.set_result(prepared)  # kept only if the job runs next (see _prefetch)
         self._waiting.push(user_id, job)
@@ -337,7 +212,7 @@ class LocalJobQueue(Generic[P]):
         if self._worker is not None:
             _, pending = await asyncio.wait({self._worker}, timeout=self._shutdown_timeout)
             if pending and self._running is not None:
-                self._running.stop(_Stop.SHUTDOWN)
+                self._running.stop(Stop.SHUTDOWN)
             await self._worker
         for job in self._waiting:
             if job.prepared is not None:
@@ -358,22 +233,9 @@ class LocalJobQueue(Generic[P]):
         running = self._running.jobs if self._running else []
         mine = self._waiting.count(user_id) + self._reserved[user_id]
         mine += sum(job.user_id == user_id for job in running)
-        limit = min(self._max_per_user, guild_limit or self._max_per_user)
-        if mine >= limit:
-            raise QueueFullError(
-                f"You already have {mine} job{'s' if mine != 1 else ''} waiting or running, the most "
-                f"one person may have at a time ({limit}). Wait for one to finish, or cancel one.",
-                cap="per-user",
-                limit=limit,
-            )
         everyone = len(self._waiting) + self._reserved.total() + len(running)
-        if everyone >= self._max_total:
-            raise QueueFullError(
-                f"The queue is full: {everyone} jobs are waiting or running, the most this bot takes "
-                f"at a time ({self._max_total}). Try again in a few minutes.",
-                cap="total",
-                limit=self._max_total,
-            )
+        limit = min(self._max_per_user, guild_limit or self._max_per_user)
+        check_caps(mine=mine, per_user=limit, everyone=everyone, total=self._max_total)
 
     async def _prepare(self, request: InpaintRequest) -> P:
         """The engine's CPU stage, in its own thread so neither the loop nor the GPU waits for it."""
@@ -392,16 +254,16 @@ class LocalJobQueue(Generic[P]):
         if row.status is JobStatus.RUNNING:
             await jobs.requeue_job(self._store, row.id)
         try:
-            inputs = _input_hashes(row)
+            inputs = input_hashes(row)
             prepared = await self._prepare_stored(
                 row.inpaint_settings(), inputs[ImageRole.INPUT], inputs.get(ImageRole.MASK)
             )
         except Exception as exc:
-            message = _failure_message(exc)
+            message = failure_message(exc)
             await jobs.fail_job(self._store, row.id, message)
             self._emit(FailedEvent(row.id, row.user_id, message))
         else:
-            self._waiting.push(row.user_id, _Job.admit(row, prepared))
+            self._waiting.push(row.user_id, QueuedJob.admit(row, prepared))
 
     def _changed(self) -> dict[int, QueuedEvent]:
         """After any change to the waiting jobs: wake the worker, get the next batch's inputs ready,
@@ -419,7 +281,7 @@ class LocalJobQueue(Generic[P]):
             else:
                 job.prepared = None
 
-    def _prepared(self, job: _Job[P]) -> asyncio.Future[P]:
+    def _prepared(self, job: QueuedJob[P]) -> asyncio.Future[P]:
         if job.prepared is None:
             job.prepared = asyncio.ensure_future(
                 self._prepare_stored(job.settings, job.image_sha256, job.mask_sha256)
@@ -446,21 +308,10 @@ class LocalJobQueue(Generic[P]):
             self._running = None
             self._settle(batch, outcome)
 
-    def _plan(self) -> list[_Job[P]]:
-        """The jobs that run next: the first in fair order plus, in fair order, waiting jobs that can
-        share its engine call, up to the batch size in images."""
-        order = iter(self._waiting)
-        first = next(order, None)
-        if first is None:
-            return []
-        members, images = [first], first.images
-        for job in order if first.batch_key is not None else ():
-            if job.batch_key == first.batch_key and images + job.images <= self._batch_size:
-                members.append(job)
-                images += job.images
-        return members
+    def _plan(self) -> list[QueuedJob[P]]:
+        return plan(self._waiting, self._batch_size)
 
-    async def _next_batch(self) -> _Batch[P] | None:
+    async def _next_batch(self) -> Batch[P] | None:
         while not self._closed:
             if members := self._plan():
                 self._waiting.pop()  # the first member: this also takes the user's turn
@@ -469,12 +320,12 @@ class LocalJobQueue(Generic[P]):
                 for job in members:
                     self._prepared(job)
                 self._changed()
-                return _Batch(members, self._estimate(members))
+                return Batch(members, self._estimate(members))
             self._wake.clear()
             await self._wake.wait()
         return None
 
-    async def _ready(self, batch: _Batch[P]) -> list[P]:
+    async def _ready(self, batch: Batch[P]) -> list[P]:
         """The batch's prepared inputs (usually prepared already); a job whose input cannot be prepared
         again fails and leaves the batch."""
         futures = [self._prepared(job) for job in batch.jobs]
@@ -486,11 +337,11 @@ class LocalJobQueue(Generic[P]):
                 prepared.append(future.result())
                 continue
             batch.jobs.remove(job)
-            failed = FailedEvent(job.id, job.user_id, _failure_message(error))
+            failed = FailedEvent(job.id, job.user_id, failure_message(error))
             self._report(job, partial(jobs.fail_job, self._store, job.id, failed.message), failed)
         return prepared
 
-    async def _run(self, batch: _Batch[P], prepared: list[P]) -> list[_Checked]:
+    async def _run(self, batch: Batch[P], prepared: list[P]) -> list[_Checked]:
         loop = asyncio.get_running_loop()
 
         def on_progress(progress: Progress) -> None:  # runs in the GPU thread
@@ -506,45 +357,18 @@ class LocalJobQueue(Generic[P]):
         running = loop.run_in_executor(self._gpu, call)
         _, late = await asyncio.wait({running}, timeout=self._job_timeout * len(batch.jobs))
         if late:
-            batch.stop(_Stop.TIMEOUT)
+            batch.stop(Stop.TIMEOUT)
         results = await running
-        verdicts = await loop.run_in_executor(self._gpu, self._screen, results)
+        verdicts = await loop.run_in_executor(self._gpu, screening.verdicts, self._safety, results)
         return list(zip(results, verdicts, strict=True))
 
-    def _load_safety_checker(self) -> None:
-        """Load the checker with the model, not on the first result. One that cannot load does not
-        stop the bot: it is tried again on each result, which counts as flagged meanwhile."""
-        if self._safety is None:
-            return
-        try:
-            self._safety.load()
-        except Exception:
-            log.exception("the safety checker could not load; results count as flagged until it does")
-
-    def _screen(self, results: list[InpaintResult]) -> list[list[bool | None]]:
-        """The safety checker's verdict on every output, per job; runs in the GPU thread. A picture the
-        checker fails on counts as flagged: a server that hides flagged pictures would not want an
-        unchecked one shown openly (with the policy off it is posted all the same)."""
-        pictures = [output.image for result in results for output in result.images]
-        verdicts: list[bool | None] = [None] * len(pictures)
-        if self._safety is not None and pictures:
-            try:
-                verdicts = list(self._safety.flags(pictures))
-                if len(verdicts) != len(pictures):
-                    raise ValueError(f"{len(verdicts)} verdicts for {len(pictures)} pictures")
-            except Exception:
-                log.exception("the safety checker failed; %d pictures count as flagged", len(pictures))
-                verdicts = [True] * len(pictures)
-        each = iter(verdicts)
-        return [list(itertools.islice(each, len(result.images))) for result in results]
-
-    def _progressed(self, batch: _Batch[P], progress: Progress) -> None:
+    def _progressed(self, batch: Batch[P], progress: Progress) -> None:
         batch.step = progress.step
         for job in batch.jobs:
             preview = progress.preview if job.previews else None
             self._emit(ProgressEvent(job.id, job.user_id, progress.step, progress.total, preview))
 
-    def _settle(self, batch: _Batch[P], outcome: list[_Checked] | BaseException) -> None:
+    def _settle(self, batch: Batch[P], outcome: list[_Checked] | BaseException) -> None:
         """Decide every job's fate now (put-backs must precede the next pick); store and report later."""
         if isinstance(outcome, list):
             first = batch.jobs[0]
@@ -564,7 +388,7 @@ class LocalJobQueue(Generic[P]):
                 job.solo = True
             self._put_back(batch.jobs)
             return
-        if isinstance(outcome, JobCancelled) and batch.stop_reason is not _Stop.TIMEOUT:
+        if isinstance(outcome, JobCancelled) and batch.stop_reason is not Stop.TIMEOUT:
             for job in batch.jobs:
                 if job.cancelled:
                     cancelled = CancelledEvent(job.id, job.user_id)
@@ -572,16 +396,16 @@ class LocalJobQueue(Generic[P]):
             # Batch mates of a cancelled job run again; on shutdown they run after the next start.
             self._put_back([job for job in batch.jobs if not job.cancelled])
             return
-        if batch.stop_reason is _Stop.TIMEOUT:
+        if batch.stop_reason is Stop.TIMEOUT:
             limit = self._job_timeout * len(batch.jobs)
             message = f"The job took longer than the limit of {limit:g} seconds and was stopped."
         else:
-            message = _failure_message(outcome)
+            message = failure_message(outcome)
         for job in batch.jobs:
             failed = FailedEvent(job.id, job.user_id, message)
             self._report(job, partial(jobs.fail_job, self._store, job.id, message), failed)
 
-    def _put_back(self, interrupted: list[_Job[P]]) -> None:
+    def _put_back(self, interrupted: list[QueuedJob[P]]) -> None:
         for job in reversed(interrupted):
             self._writer.write(partial(jobs.requeue_job, self._store, job.id))
             if not self._closed:
@@ -589,7 +413,7 @@ class LocalJobQueue(Generic[P]):
         self._changed()
 
     def _report(
-        self, job: _Job[P], write: Callable[[], Awaitable[object]], event: JobEvent | None = None
+        self, job: QueuedJob[P], write: Callable[[], Awaitable[object]], event: JobEvent | None = None
     ) -> None:
         """Store the job's outcome in order with its other writes, then send its final event
         (``None``: the done event, built from the stored row)."""
@@ -618,14 +442,8 @@ class LocalJobQueue(Generic[P]):
         for stream in self._streams:
             stream.put(event)
 
-    def _estimate(self, members: Sequence[_Job[P]]) -> float | None:
-        first = members[0]
-        return self._eta.estimate(
-            first.model,
-            first.processing_size,
-            steps=first.total_steps,
-            images=sum(job.images for job in members),
-        )
+    def _estimate(self, members: Sequence[QueuedJob[P]]) -> float | None:
+        return estimate(self._eta, members)
 
     def _etas(self) -> dict[int, float | None]:
         """Seconds until each waiting job's result, ignoring batching (so a little pessimistic)."""
@@ -651,48 +469,7 @@ class LocalJobQueue(Generic[P]):
         return sent
 
 
-def _failure_message(exc: BaseException) -> str:
-    """What the user reads: the engine's own message, or a generic one (the details go to the log)."""
-    if isinstance(exc, EngineError):
-        return exc.message
-    if isinstance(exc, (OSError, KeyError)):
-        log.warning("job input pictures missing", exc_info=exc)
-        return INPUT_GONE
-    log.error("job failed", exc_info=exc)
-    return UNEXPECTED_FAILURE
-
-
-def _input_hashes(row: Job) -> dict[ImageRole, str]:
-    return {link.role: link.image.sha256 for link in row.images if link.role is not ImageRole.OUTPUT}
-
-
 def _retrieve_exception(task: asyncio.Future[Any]) -> None:
     """A prefetch nobody awaits any more must not log 'exception was never retrieved'."""
     if not task.cancelled():
         task.exception()
-
-
-def final_event(store: Store, row: Job) -> JobEvent:
-    """The event for a finished job row, fresh, found undelivered after a restart, or shown again."""
-    if row.status is not JobStatus.DONE:
-        return FailedEvent(row.id, row.user_id, row.error or UNEXPECTED_FAILURE)
-    outputs = tuple(
-        OutputImage(
-            path=jobs.image_path(store, link.image),
-            sha256=link.image.sha256,
-            seed=link.seed or 0,
-            width=link.image.width,
-            height=link.image.height,
-        )
-        for link in row.images_with(ImageRole.OUTPUT)
-    )
-    return DoneEvent(
-        row.id,
-        row.user_id,
-        images=outputs,
-        settings=row.inpaint_settings(),
-        model=row.model or "",
-        mask_source=row.mask_source,
-        seconds=row.run_seconds or 0.0,
-        timings=row.timings or {},
-    )

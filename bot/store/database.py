@@ -18,8 +18,8 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 class Store:
     def __init__(self, database_url: str, images_dir: Path) -> None:
-        self.engine = create_engine(database_url)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.sql_engine = create_engine(database_url)  # SQLAlchemy's; the diffusion engine is elsewhere
+        self.sessions = async_sessionmaker(self.sql_engine, expire_on_commit=False)
         self.files = ImageFiles(images_dir)
 
     @classmethod
@@ -27,7 +27,7 @@ class Store:
         return cls(config.database_url, config.images_dir)
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.sql_engine.dispose()
 
 
 async def open_store(config: BotConfig) -> Store:

@@ -17,7 +17,7 @@ from bot import health
 from bot.cli import main
 from bot.config import BotConfig
 from bot.logs import JobLog, RedactingFormatter, configure_logging
-from bot.queue.base import (
+from bot.queue.events import (
     CancelledEvent,
     DoneEvent,
     FailedEvent,
@@ -309,7 +309,7 @@ def test_run_with_a_refused_token_or_a_bad_setting_is_one_error_line(
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("bot.app.run_bot", refused)
+    monkeypatch.setattr("bot.runner.run_bot", refused)
     monkeypatch.setenv("DISCORD_TOKEN", "reset-long-ago")
     assert run_error(capsys) == (
         "error: Discord refused DISCORD_TOKEN; reset it on the application's Bot page and copy it again\n"

@@ -4,8 +4,8 @@ import discord
 import pytest
 import yarl
 
-from bot.app import PERMISSIONS, invite_url, point_at_discord
 from bot.cli import main
+from bot.client import PERMISSIONS, invite_url, point_at_discord
 from bot.config import BotConfig
 
 

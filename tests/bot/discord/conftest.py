@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.app import InpaintBot
+from bot.client import InpaintBot
 from bot.config import BotConfig
 from bot.queue.local import LocalJobQueue
 from bot.store.database import Store

@@ -3,10 +3,12 @@
 import asyncio
 import logging
 import re
+from typing import cast
 
 import pytest
 
 from bot import health
+from bot.cogs.maintenance import Maintenance
 from bot.config import BotConfig
 from tests.bot.discord.conftest import StartBot
 from tests.bot.discord.test_inpaint import inpaint, result
@@ -23,12 +25,13 @@ async def test_heartbeat_while_connected_and_removed_on_close(
             break
         await asyncio.sleep(0.05)
     assert health.problem(path) is None
+    maintenance = cast(Maintenance, bot.get_cog("Maintenance"))
     path.unlink()
     with pytest.MonkeyPatch.context() as disconnected:
         disconnected.setattr(bot, "ws", None)  # between the gateway dropping and reconnecting
-        await bot.heartbeat()
+        await maintenance.heartbeat()
     assert not path.exists()
-    await bot.heartbeat()
+    await maintenance.heartbeat()
     assert health.problem(path) is None
     await bot.close()
     assert not path.exists()

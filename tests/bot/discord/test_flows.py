@@ -9,7 +9,7 @@ from typing import Any, cast
 from PIL import Image
 from skimage import data
 
-from bot.app import InpaintBot
+from bot.client import InpaintBot
 from bot.config import BotConfig
 from bot.queue.local import LocalJobQueue
 from bot.store import jobs

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.delivery import DEFAULT_UPLOAD_LIMIT, PREVIEW_FILENAME
 from bot.store.presets import save_preset
 from bot.store.retention import BYTES_PER_GB, CleanupReport, RetentionPolicy
+from bot.uploads import DEFAULT_UPLOAD_LIMIT, PREVIEW_FILENAME
 from engine.engine import NO_MASK_MESSAGE
 from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
@@ -238,7 +238,7 @@ async def test_picture_retention_runs_when_the_bot_starts(
         ran.set()
         return CleanupReport(purged=0, freed_bytes=0, stray_files=0)
 
-    monkeypatch.setattr("bot.app.clean_up", record)
+    monkeypatch.setattr("bot.store.retention.clean_up", record)
     await start_bot(retention_max_gb=1.5)
     await asyncio.wait_for(ran.wait(), timeout=5)
     assert passes == [RetentionPolicy(max_age=None, max_bytes=int(1.5 * BYTES_PER_GB))]

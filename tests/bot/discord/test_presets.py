@@ -159,7 +159,7 @@ async def test_a_taken_name_asks_before_replacing(
 async def test_unanswered_buttons_are_removed_when_they_expire(
     fake_discord: FakeDiscord, start_bot: StartBot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("bot.preset_ui.VIEW_TIMEOUT", 0.2)
+    monkeypatch.setattr("bot.ui.presets.VIEW_TIMEOUT", 0.2)
     await start_bot()
     await preset(fake_discord, "save", name="p", steps=10)
     it = await fake_discord.slash("preset save", {"name": "p", "steps": 20})

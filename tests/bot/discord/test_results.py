@@ -6,11 +6,11 @@ from PIL import Image
 from skimage import data
 from sqlalchemy import update
 
-from bot.buttons import EXPIRED_MESSAGE
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
 from bot.store.presets import get_preset, save_preset
+from bot.ui.buttons import EXPIRED_MESSAGE
 from engine.job import MaskSource
 from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot

@@ -3,7 +3,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from bot.config import BotConfig
-from bot.queue.base import EventStream
+from bot.queue.events import EventStream
 from bot.queue.local import LocalJobQueue
 from bot.store.database import Store
 from engine.safety import SafetyChecker

@@ -18,7 +18,8 @@ from typing import TypeVar
 
 from PIL import Image
 
-from bot.queue.base import EventStream, JobEvent, JobQueue, JobSubmission, QueuedEvent, StartedEvent
+from bot.queue.base import JobQueue, JobSubmission
+from bot.queue.events import EventStream, JobEvent, QueuedEvent, StartedEvent
 from engine.errors import ImageError, JobCancelled
 from engine.job import GeneratedImage, InpaintRequest, InpaintResult, MaskSource, Progress
 from engine.settings import InpaintSettings

@@ -1,6 +1,7 @@
 """Compatible waiting jobs share one engine call, in fair order, up to the batch size in images."""
 
-from bot.queue.base import DoneEvent, JobSubmission
+from bot.queue.base import JobSubmission
+from bot.queue.events import DoneEvent
 from tests.bot.queue.conftest import MakeQueue
 from tests.bot.queue.fakes import FakeEngine, hold_worker, next_event, request
 

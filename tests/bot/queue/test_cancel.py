@@ -2,7 +2,8 @@
 
 import asyncio
 
-from bot.queue.base import CancelledEvent, DoneEvent, JobSubmission, QueuedEvent, StartedEvent
+from bot.queue.base import JobSubmission
+from bot.queue.events import CancelledEvent, DoneEvent, QueuedEvent, StartedEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 
 from bot.errors import QueueFullError
-from bot.queue.base import DoneEvent, JobSubmission
+from bot.queue.base import JobSubmission
+from bot.queue.events import DoneEvent
 from engine.errors import ImageError
 from tests.bot.queue.conftest import MakeQueue
 from tests.bot.queue.fakes import NOT_AN_IMAGE, FakeEngine, hold_worker, next_event, request

@@ -2,8 +2,9 @@
 
 from PIL import Image
 
-from bot.queue.base import DoneEvent, JobSubmission, ProgressEvent, QueuedEvent, StartedEvent
+from bot.queue.base import JobSubmission
 from bot.queue.eta import EtaEstimator
+from bot.queue.events import DoneEvent, ProgressEvent, QueuedEvent, StartedEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus

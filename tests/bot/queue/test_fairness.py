@@ -2,7 +2,8 @@
 
 import asyncio
 
-from bot.queue.base import JobSubmission, StartedEvent
+from bot.queue.base import JobSubmission
+from bot.queue.events import StartedEvent
 from bot.queue.fairness import FairQueue
 from tests.bot.queue.conftest import MakeQueue
 from tests.bot.queue.fakes import FakeEngine, events_until, hold_worker, next_event, request

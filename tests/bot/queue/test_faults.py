@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from bot.queue.base import DoneEvent, FailedEvent, JobSubmission, StartedEvent
-from bot.queue.local import INPUT_GONE, UNEXPECTED_FAILURE
+from bot.queue.base import JobSubmission
+from bot.queue.events import INPUT_GONE, UNEXPECTED_FAILURE, DoneEvent, FailedEvent, StartedEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, JobStatus

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from bot.config import BotConfig
-from bot.queue.base import DoneEvent, JobSubmission, StartedEvent
+from bot.queue.base import JobSubmission
+from bot.queue.events import DoneEvent, StartedEvent
 from bot.queue.local import LocalJobQueue
 from bot.store.database import Store
 from engine.engine import Engine, PreparedJob

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from bot.config import BotConfig
-from bot.queue.base import DoneEvent, FailedEvent, JobSubmission, QueuedEvent
-from bot.queue.local import INPUT_GONE, LocalJobQueue
+from bot.queue.base import JobSubmission
+from bot.queue.events import INPUT_GONE, DoneEvent, FailedEvent, QueuedEvent
+from bot.queue.local import LocalJobQueue
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, JobStatus

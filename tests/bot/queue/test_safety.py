@@ -5,7 +5,8 @@ import logging
 import pytest
 from PIL import Image
 
-from bot.queue.base import DoneEvent, JobSubmission
+from bot.queue.base import JobSubmission
+from bot.queue.events import DoneEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole

@@ -1,6 +1,7 @@
 """The queue's snapshot for /queue: what runs, what waits in the order it will start, and ETAs."""
 
-from bot.queue.base import DoneEvent, JobSubmission, QueueSnapshot, StartedEvent
+from bot.queue.base import JobSubmission, QueueSnapshot
+from bot.queue.events import DoneEvent, StartedEvent
 from tests.bot.queue.conftest import MakeQueue
 from tests.bot.queue.fakes import FakeEngine, events_until, hold_worker, next_event, request
 

@@ -31,7 +31,7 @@ def test_upgrade_to_head_and_back_to_base(bot_config: BotConfig) -> None:
 
 
 async def test_models_and_migrations_agree(store: Store) -> None:
-    async with store.engine.connect() as connection:
+    async with store.sql_engine.connect() as connection:
         diff = await connection.run_sync(
             lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
         )
@@ -39,7 +39,7 @@ async def test_models_and_migrations_agree(store: Store) -> None:
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store) -> None:
-    async with store.engine.connect() as connection:
+    async with store.sql_engine.connect() as connection:
         assert (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
         assert (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
         names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())

@@ -1,5 +1,5 @@
-"""``bot.app.refuse``: whatever the interaction's answer so far, the refusal reaches only the asker and
-no message the member still needs is removed."""
+"""``bot.replies.refuse``: whatever the interaction's answer so far, the refusal reaches only the asker
+and no message the member still needs is removed."""
 
 from types import SimpleNamespace
 from typing import Any, cast
@@ -7,7 +7,7 @@ from typing import Any, cast
 import discord
 import pytest
 
-from bot.app import PRIVATE, refuse
+from bot.replies import PRIVATE, refuse
 
 Kind = discord.InteractionResponseType
 

@@ -1,8 +1,8 @@
 """The buttons on a job's messages. A custom id carries the action and the job id, so a click after a
 restart still finds its job in the database; nothing about a message is kept in memory.
 
-The buttons only route the click to the ``Results`` cog (``bot.cogs.results``), which does the work:
-keeping Discord's wiring here lets ``Delivery`` attach them without importing the cog.
+The buttons only route the click to whoever registered in the client's ``Handlers`` (the ``Results``
+cog does the work): keeping Discord's wiring here lets ``Delivery`` attach them without importing a cog.
 
 Components and modals that do live in memory (a form, ✅ Replace, ◀ ▶ through presets) get their
 custom ids from ``MemoryIds``, so a click or submission that outlived them is recognised and answered.
@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Self, cast
+from typing import Protocol, Self, runtime_checkable
 
 import discord
-from discord.ext import commands
-
-if TYPE_CHECKING:
-    from bot.cogs.results import Results
 
 
 class Action(StrEnum):
@@ -53,8 +50,8 @@ class MemoryIds:
 
     discord.py drops a click or submission whose view or modal it no longer holds (a restart, a
     timeout) without a word, and the member sees "This interaction failed"; the ``mem:`` prefix lets
-    the bot answer those (``InpaintBot.on_interaction``), and the tag tells this process's ids from
-    those of one before a restart without remembering each id.
+    the bot answer those (``bot.client.InpaintBot.on_interaction``), and the tag tells this process's
+    ids from those of one before a restart without remembering each id.
     """
 
     def __init__(self) -> None:
@@ -98,18 +95,50 @@ class JobButton(
         return cls(Action(match["action"]), int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await cast("Results", handler(interaction, "Results")).on_button(
-            interaction, self.action, self.job_id
-        )
+        actions = handlers(interaction).job_actions
+        if actions is None:
+            raise RuntimeError("no cog handles the buttons of jobs")
+        await actions.on_button(interaction, self.action, self.job_id)
 
 
-def handler(interaction: discord.Interaction, cog_name: str) -> commands.Cog:
-    """The cog that does a persistent button's work. Looked up at click time, not kept: the button
-    may outlive a reload of its extension."""
-    cog = cast(commands.Bot, interaction.client).get_cog(cog_name)
-    if cog is None:
-        raise RuntimeError(f"the {cog_name} cog is not loaded")
-    return cog
+class JobActions(Protocol):
+    """Does the work of a job's buttons (``bot.cogs.results.Results``)."""
+
+    async def on_button(self, interaction: discord.Interaction, action: Action, job_id: int) -> None: ...
+
+
+class HistoryPages(Protocol):
+    """Shows a page of a member's ``/history`` (``bot.cogs.jobs.Jobs``)."""
+
+    async def on_page(self, interaction: discord.Interaction, user_id: int, page: int) -> None: ...
+
+
+@dataclass
+class Handlers:
+    """Who does the work of a persistent component: its cog registers itself when it loads and leaves
+    when it unloads. Looked up at click time, not kept: the component may outlive a reload."""
+
+    job_actions: JobActions | None = None
+    history_pages: HistoryPages | None = None
+
+
+@runtime_checkable
+class ComponentClient(Protocol):
+    """What components need from the client (``bot.client.InpaintBot``)."""
+
+    handlers: Handlers
+    memory_ids: MemoryIds
+
+
+def component_client(interaction: discord.Interaction) -> ComponentClient:
+    client = interaction.client
+    if not isinstance(client, ComponentClient):
+        raise RuntimeError(f"{type(client).__name__} does not handle the bot's components")
+    return client
+
+
+def handlers(interaction: discord.Interaction) -> Handlers:
+    return component_client(interaction).handlers
 
 
 def _view(job_id: int, actions: tuple[Action, ...]) -> discord.ui.View:

@@ -3,7 +3,7 @@ that never overwrites silently (a taken name gets ✅ Replace / ✖ Keep buttons
 
 The buttons are in-memory views on ephemeral messages, which only the asker sees and which are short
 lived anyway: they stop after ``VIEW_TIMEOUT`` (the buttons are then removed) or a restart (a click
-is then answered with a note to start again: their ids come from ``bot.buttons.MemoryIds``). Nothing
+is then answered with a note to start again: their ids come from ``bot.ui.buttons.MemoryIds``). Nothing
 about them is kept in the database.
 """
 
@@ -12,22 +12,29 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol
 
 import discord
 from discord.utils import escape_markdown
 
-from bot.app import error_message, refuse
+from bot.config import BotConfig
+from bot.replies import error_message, refuse
+from bot.store.database import Store
 from bot.store.models import Preset
 from bot.store.presets import PresetExistsError, save_preset
+from bot.ui.buttons import component_client
 from engine.settings import InpaintSettings
-
-if TYPE_CHECKING:
-    from bot.app import InpaintBot
 
 # Under the 15 minutes an interaction token lives, so the expired buttons can still be removed.
 VIEW_TIMEOUT = 600.0
 SUMMARY_CHARS = 100
+
+
+class PresetHost(Protocol):
+    """Where presets are saved, and the cap on them (``bot.client.InpaintBot``)."""
+
+    store: Store
+    config: BotConfig
 
 
 def clip(text: str, limit: int) -> str:
@@ -68,7 +75,7 @@ class OwnedView(discord.ui.View):
     def __init__(self, interaction: discord.Interaction) -> None:
         super().__init__(timeout=VIEW_TIMEOUT)
         self.interaction = interaction
-        cast("InpaintBot", interaction.client).memory_ids.name(self)
+        component_client(interaction).memory_ids.name(self)
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id == self.interaction.user.id:
@@ -117,7 +124,7 @@ class ReplaceView(OwnedView):
 
 async def save_or_ask(
     interaction: discord.Interaction,
-    bot: InpaintBot,
+    bot: PresetHost,
     name: str,
     settings: InpaintSettings,
     *,

@@ -13,41 +13,31 @@ lost connection) is posted again after a restart.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import discord
-from PIL import Image
 
-from bot.buttons import result_view, status_view
-from bot.guards import screen
-from bot.queue.base import (
+from bot.delivery.render import post_result, result_message, status_text
+from bot.queue.base import JobQueue
+from bot.queue.events import (
     CancelledEvent,
     DoneEvent,
     FailedEvent,
     JobEvent,
-    JobQueue,
     ProgressEvent,
     QueuedEvent,
     StartedEvent,
 )
 from bot.store import jobs
 from bot.store.database import Store
-from engine.settings import ControlNet
+from bot.ui.buttons import status_view
+from bot.uploads import DEFAULT_UPLOAD_LIMIT, FittedFile, preview_file
 
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 2.0
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-LOSSY_QUALITY = 90
-DOWNSCALE_MARGIN = 0.9  # aim a little below the limit: sizes do not scale exactly with pixels
-REROLL_EMOJI = "🔁"
-PREVIEW_FILENAME = "preview.jpg"
 
 
 class UndeliverableError(Exception):
@@ -60,126 +50,6 @@ def is_permanent(error: Exception) -> bool:
     if isinstance(error, UndeliverableError):
         return True
     return isinstance(error, discord.HTTPException) and 400 <= error.status < 500 and error.status != 429
-
-
-@dataclass(frozen=True)
-class FittedFile:
-    data: bytes
-    filename: str
-    spoiler: bool = False  # a server's NSFW policy hides it (``bot.guards.Screening``)
-
-    def to_file(self) -> discord.File:
-        """A fresh ``discord.File`` each time: one is consumed by the request that sends it."""
-        return discord.File(io.BytesIO(self.data), self.filename, spoiler=self.spoiler)
-
-
-def fit_image(png: bytes, stem: str, limit: int) -> FittedFile:
-    """The PNG when it fits the upload limit, else WebP, else JPEG, else smaller until one fits.
-
-    The full-size PNG stays in the store; only the copy shown in Discord is reduced.
-    """
-    if len(png) <= limit:
-        return FittedFile(png, f"{stem}.png")
-    with Image.open(io.BytesIO(png)) as opened:
-        image = opened.convert("RGB")
-    while True:
-        smallest = None
-        for fmt, suffix in (("WEBP", "webp"), ("JPEG", "jpg")):
-            try:
-                data = _encode(image, fmt)
-            except (OSError, ValueError):  # WebP refuses sides over 16383 px
-                continue
-            if len(data) <= limit:
-                return FittedFile(data, f"{stem}.{suffix}")
-            smallest = min(smallest or len(data), len(data))
-        if image.width == 1 and image.height == 1:
-            raise ValueError(f"the picture cannot fit in {limit} bytes")
-        scale = (
-            min(math.sqrt(limit / smallest) * DOWNSCALE_MARGIN, DOWNSCALE_MARGIN) if smallest else 0.5
-        )
-        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS)
-
-
-def _encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, quality=LOSSY_QUALITY)
-    return buffer.getvalue()
-
-
-def settings_embed(event: DoneEvent) -> discord.Embed:
-    """The settings the job actually used (concrete seeds included), so anyone can reproduce it."""
-    s = event.settings
-    embed = discord.Embed(description=f"**Prompt:** {s.prompt or '(none)'}"[:4096])
-    if s.negative_prompt:
-        embed.add_field(name="Negative prompt", value=s.negative_prompt[:1024], inline=False)
-    seeds = ", ".join(str(seed) for seed in event.seeds)
-    fields = {
-        "Seed" if len(event.seeds) == 1 else "Seeds": seeds,
-        "Strength": f"{s.strength:g}",
-        "Steps": str(s.steps),
-        "Guidance": f"{s.guidance:g}",
-        "Sampler": s.sampler.value,
-        "Area": f"{s.area.value} (padding {s.padding})",
-        "Masked content": s.masked_content.value,
-        "Mask": f"blur {s.mask_blur}, grow {s.mask_grow}" + (", inverted" if s.invert_mask else ""),
-    }
-    if s.controlnet is not ControlNet.NONE:
-        tile = f", downsample {s.tile_downsample:g}" if s.controlnet is ControlNet.TILE else ""
-        fields["ControlNet"] = (
-            f"{s.controlnet.value}, weight {s.control_weight:g}, "
-            f"steps {s.control_start:g}–{s.control_end:g}{tile}"
-        )
-    for name, value in fields.items():
-        embed.add_field(name=name, value=value)
-    embed.add_field(name="Model", value=event.model[:1024], inline=False)
-    source = f"mask: {event.mask_source.value} · " if event.mask_source else ""
-    embed.set_footer(text=f"{source}{event.seconds:.1f} s · job {event.job_id}")
-    return embed
-
-
-def preview_file(preview: Image.Image) -> discord.File:
-    """The picture as it is being painted: a small JPEG, cheap to upload every couple of seconds."""
-    return discord.File(io.BytesIO(_encode(preview.convert("RGB"), "JPEG")), PREVIEW_FILENAME)
-
-
-def status_text(event: QueuedEvent | StartedEvent | ProgressEvent) -> str:
-    if isinstance(event, QueuedEvent):
-        return f"⏳ Queued: position {event.position}{_eta(event.eta)}."
-    if isinstance(event, StartedEvent):
-        return f"🎨 Running{_eta(event.eta)}."
-    return f"🎨 Step {event.step}/{event.total}."
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return (
-        f", about {math.ceil(seconds)} s" if seconds < 90 else f", about {math.ceil(seconds / 60)} min"
-    )
-
-
-@dataclass(frozen=True)
-class ResultMessage:
-    """What a result post carries: the pictures fitted to the upload limit, the settings, the buttons."""
-
-    files: list[FittedFile]
-    embed: discord.Embed
-    view: discord.ui.View
-
-
-async def result_message(event: DoneEvent, limit: int) -> ResultMessage:
-    """Built the same way for a job's own delivery and for ``/show``, which posts a result again."""
-    fitted = await asyncio.to_thread(_fit_all, event, limit)
-    return ResultMessage(fitted, settings_embed(event), result_view(event.job_id))
-
-
-async def offer_reroll(message: discord.Message, job_id: int) -> None:
-    """The 🔁 reaction on a result, for members to click (see ``Results.on_raw_reaction_add``)."""
-    try:
-        await message.add_reaction(REROLL_EMOJI)
-    except discord.HTTPException as exc:
-        log.info("could not add %s to job %s: %s", REROLL_EMOJI, job_id, exc)
 
 
 class Delivery:
@@ -324,11 +194,10 @@ class Delivery:
                 )
                 await self._remember(await self._send(content, [], None, None))
                 return
-            shown = await screen(self.store, self.job_id, self._where())
-            content = f"{mention} done. {shown.note}".rstrip()
-            message = await self._send(content, shown.apply(result.files), result.embed, result.view)
-            await self._remember(message)
-            await offer_reroll(message, self.job_id)
+            message = await post_result(
+                self.store, self.job_id, result, self._where(), f"{mention} done.", self._send
+            )
+            self.message_id = message.id
         elif isinstance(event, FailedEvent):
             await self._remember(await self._send(f"{mention} ❌ {event.message}", [], None, None))
         elif isinstance(event, CancelledEvent):
@@ -395,10 +264,3 @@ class Delivery:
         if not isinstance(channel, discord.abc.Messageable):
             raise UndeliverableError(f"channel {channel_id} of job {self.job_id} takes no messages")
         return channel
-
-
-def _fit_all(event: DoneEvent, limit: int) -> list[FittedFile]:
-    return [
-        fit_image(Path(image.path).read_bytes(), f"inpaint-{event.job_id}-{image.seed}", limit)
-        for image in event.images
-    ]

@@ -1,46 +1,21 @@
-"""Fitting results to Discord's upload limit, and a delivery's shutdown."""
+"""A delivery's shutdown, and outcomes Discord refuses."""
 
 import asyncio
-import io
 from types import SimpleNamespace
 from typing import Any, cast
 
 import discord
 import pytest
-from PIL import Image
 
-from bot.delivery import DEFAULT_UPLOAD_LIMIT, Delivery, fit_image
-from bot.queue.base import DoneEvent, FailedEvent, JobQueue, OutputImage
+from bot.delivery.delivery import Delivery
+from bot.queue.base import JobQueue
+from bot.queue.events import DoneEvent, FailedEvent, OutputImage
 from bot.store import jobs
 from bot.store.database import Store
+from bot.uploads import DEFAULT_UPLOAD_LIMIT
 from engine.job import MaskSource
 from engine.settings import InpaintSettings
 from tests.pictures import photo, png_bytes
-
-
-def test_a_png_that_fits_is_sent_as_is() -> None:
-    png = png_bytes(photo(64, 48))
-    fitted = fit_image(png, "out", len(png))
-    assert (fitted.data, fitted.filename) == (png, "out.png")
-
-
-def test_a_large_png_becomes_webp_at_full_size() -> None:
-    png = png_bytes(photo(256, 192))
-    fitted = fit_image(png, "out", len(png) // 3)
-    assert fitted.filename == "out.webp" and len(fitted.data) <= len(png) // 3
-    assert Image.open(io.BytesIO(fitted.data)).size == (256, 192)
-
-
-def test_when_no_format_fits_the_picture_is_downscaled() -> None:
-    png = png_bytes(photo(256, 192))
-    fitted = fit_image(png, "out", 1500)
-    width, height = Image.open(io.BytesIO(fitted.data)).size
-    assert len(fitted.data) <= 1500 and width < 256 and abs(width / height - 256 / 192) < 0.1
-
-
-def test_an_impossible_limit_is_an_error() -> None:
-    with pytest.raises(ValueError, match="cannot fit in 10 bytes"):
-        fit_image(png_bytes(photo(32, 32)), "out", 10)
 
 
 class SlowInteraction:

@@ -1,0 +1,135 @@
+"""Routes the queue's events to each job's ``Delivery``, and admits the jobs it will show.
+
+A job from before a restart has no delivery when its final event comes: the router makes one that posts
+to the job's channel (its interaction is gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+import discord
+
+from bot.config import BotConfig
+from bot.delivery.delivery import EDIT_INTERVAL, Delivery
+from bot.guards import admit
+from bot.logs import JobLog
+from bot.queue.base import JobQueue, JobSubmission
+from bot.queue.events import CancelledEvent, DoneEvent, EventStream, FailedEvent, JobEvent, QueuedEvent
+from bot.store import jobs
+from bot.store.database import Store
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryRouter:
+    """The live deliveries (job id → ``Delivery``) and the task that feeds them the queue's events."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        queue: JobQueue,
+        store: Store,
+        config: BotConfig,
+        *,
+        edit_interval: float = EDIT_INTERVAL,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.store = store
+        self.config = config
+        self.edit_interval = edit_interval  # seconds between progress edits of one message
+        self.deliveries: dict[int, Delivery] = {}
+        self._events: EventStream | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._job_log = JobLog()
+
+    async def start(self) -> None:
+        """Start the queue with its events routed here: recovered jobs report through them too."""
+        self._events = self.queue.subscribe()
+        await self.queue.start()
+        self._dispatcher = asyncio.create_task(self._dispatch(self._events), name="queue-events")
+
+    async def close(self) -> None:
+        # Called again by a second ``close`` of the client: stop routing once.
+        events, self._events = self._events, None
+        if events is not None:
+            self.queue.unsubscribe(events)
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            await dispatcher
+        for delivery in list(self.deliveries.values()):
+            await delivery.close()
+
+    async def submit(
+        self,
+        submission: JobSubmission,
+        interaction: discord.Interaction | None,
+        *,
+        reply_to: int | None = None,
+    ) -> QueuedEvent:
+        """Queue a job, if the server's rules allow it here (``bot.guards.admit``), and show its
+        progress and result through ``interaction`` (or in its channel, replying to message
+        ``reply_to``)."""
+        if interaction is not None and self.config.progress_previews:
+            submission = dataclasses.replace(submission, previews=True)  # only shown in a response
+        channel = interaction.channel if interaction is not None else None
+        checked = self.config.safety_checker is not None
+        submission = await admit(self.client, self.store, submission, channel, checked=checked)
+        queued = await self.queue.submit(submission)
+        # No await between submit and track: the job's first event must find its delivery.
+        self.track(
+            Delivery(
+                self.client,
+                self.queue,
+                queued.job_id,
+                submission.user_id,
+                interaction,
+                submission.channel_id,
+                reply_to,
+                store=self.store,
+                edit_interval=self.edit_interval,
+            )
+        )
+        return queued
+
+    def track(self, delivery: Delivery) -> None:
+        """Route the job's events to ``delivery``; call it right after ``submit`` returns, before any
+        ``await``, so not even the first event goes past it."""
+        self.deliveries[delivery.job_id] = delivery
+        delivery.start(on_done=lambda: self.deliveries.pop(delivery.job_id, None))
+
+    async def _dispatch(self, events: EventStream) -> None:
+        async for event in events:
+            try:
+                await self._route(event)
+            except Exception:
+                log.exception("routing %s failed", event)
+
+    async def _route(self, event: JobEvent) -> None:
+        self._job_log.record(event)
+        delivery = self.deliveries.get(event.job_id)
+        if delivery is None and isinstance(event, DoneEvent | FailedEvent | CancelledEvent):
+            # A job from before a restart: its interaction is gone, so it goes to its channel.
+            row = await jobs.get_job(self.store, event.job_id)
+            if row is None or row.channel_id is None:
+                # Nowhere to post it, now or after another restart: do not report it again.
+                log.warning("job %s finished but has no channel to report to", event.job_id)
+                await self.queue.acknowledge(event.job_id)
+                return
+            delivery = Delivery(
+                self.client,
+                self.queue,
+                event.job_id,
+                event.user_id,
+                None,
+                row.channel_id,
+                row.message_id,
+                store=self.store,
+                status_id=row.message_id,  # its status message, never replaced by a result yet
+            )
+            self.track(delivery)
+        if delivery is not None:
+            delivery.push(event)

@@ -1,0 +1,1 @@
+"""Discord components shared by cogs and deliveries; they never import a cog."""
