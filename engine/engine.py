@@ -34,7 +34,7 @@ from PIL import Image
 
 from engine import controlnet, faces, images, latents, masking
 from engine.config import EngineConfig
-from engine.errors import JobCancelled, MaskError, OutOfMemoryError, SettingsError
+from engine.errors import JobCancelled, OutOfMemoryError, SettingsError
 from engine.job import (
     GeneratedImage,
     InpaintRequest,
@@ -51,11 +51,6 @@ from engine.samplers import make_scheduler
 from engine.settings import Area, AutoMask, ControlNet, InpaintSettings, MaskedContent
 
 log = logging.getLogger(__name__)
-
-NO_MASK_MESSAGE = (
-    "No mask to work with. Give one of: a mask image (white = repaint, or opaque strokes on a "
-    "transparent layer), the automatic face mask, or an image whose transparent pixels mark the area."
-)
 
 
 @dataclass(frozen=True)
@@ -147,8 +142,13 @@ class Engine:
     def prepare(self, request: InpaintRequest) -> PreparedJob:
         started = time.perf_counter()
         settings = request.settings.with_seed()
-        image = images.load_image(request.image, max_pixels=self.config.max_pixels)
-        masks, source = self._find_masks(request, settings, image)
+        image, uploaded = images.load_pictures(
+            request.image,
+            request.mask,
+            find_faces=settings.auto_mask is AutoMask.FACE,
+            max_pixels=self.config.max_pixels,
+        )
+        masks, source = self._find_masks(settings, image, uploaded)
         original = images.flatten(image)
         model = self.models.describe(settings.model or self.config.model)
         control = None
@@ -206,20 +206,18 @@ class Engine:
         return regular
 
     def _find_masks(
-        self, request: InpaintRequest, settings: InpaintSettings, image: Image.Image
+        self, settings: InpaintSettings, image: Image.Image, uploaded: Image.Image | None
     ) -> tuple[list[Image.Image], MaskSource]:
-        """Mask source order: uploaded mask, then automatic face mask, then the image's transparency."""
-        if request.mask is not None:
-            mask = images.load_mask(request.mask, size=image.size, max_pixels=self.config.max_pixels)
-            return [mask], MaskSource.UPLOADED
+        """Mask source order: uploaded mask, then automatic face mask, then the image's transparency
+        (``images.load_pictures`` made sure there is one)."""
+        if uploaded is not None:
+            return [uploaded], MaskSource.UPLOADED
         if settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
                 self.face_detector, images.flatten(image), settings.max_faces
             )
             return faces.face_masks(image, found), MaskSource.FACE
-        if image.mode == "RGBA":
-            return [images.mask_from_alpha(image)], MaskSource.TRANSPARENCY
-        raise MaskError(NO_MASK_MESSAGE)
+        return [images.mask_from_alpha(image)], MaskSource.TRANSPARENCY
 
     # -- stage 2 ------------------------------------------------------------------------------------
 
