@@ -24,12 +24,11 @@ from engine.settings import SETTINGS, Setting
 OFFERED = tuple(setting for setting in SETTINGS if setting.discord)
 
 MAX_CHOICES = 25  # Discord's limit for autocomplete answers
-MAX_DESCRIPTION = 100  # Discord's limit for an option's description
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def annotation(setting: Setting) -> Any:
+def _annotation(setting: Setting) -> Any:
     """The option's type as discord.py reads it: a range, choices, or on/off; always optional."""
     if setting.choices is not None:
         return Choice[str] | None
@@ -41,7 +40,7 @@ def annotation(setting: Setting) -> Any:
     return Range[setting.type, setting.type(low), setting.type(setting.high)] | None
 
 
-def description(setting: Setting) -> str:
+def _description(setting: Setting) -> str:
     """The setting's help text with its default: "Sampling steps (25)"."""
     if setting.shown_default:
         return f"{setting.help} ({setting.shown_default})"
@@ -54,7 +53,9 @@ def settings_options(command: F) -> F:
     signature = inspect.signature(command)
     own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
     added = [
-        inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation(s))
+        inspect.Parameter(
+            s.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_annotation(s)
+        )
         for s in OFFERED
     ]
     cast(Any, command).__signature__ = signature.replace(parameters=[*own, *added])
@@ -63,7 +64,7 @@ def settings_options(command: F) -> F:
         for s in OFFERED
         if s.choices is not None
     }
-    described = app_commands.describe(**{s.name: description(s) for s in OFFERED})
+    described = app_commands.describe(**{s.name: _description(s) for s in OFFERED})
     return described(app_commands.choices(**choices)(command))
 
 
