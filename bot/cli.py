@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from bot.config import BotConfig
-    from engine.job import Progress
+    from engine.config import EngineConfig
+    from engine.job import InpaintResult, Progress
+    from engine.settings import InpaintSettings, Setting
 
 EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
@@ -48,8 +50,6 @@ def _fail(message: str) -> NoReturn:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.settings import Area, ControlNet, MaskedContent, Sampler
-
     parser = _Parser(prog="inpaintbot", description="Stable Diffusion inpainting for Discord servers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -58,37 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     inpaint.add_argument("-o", "--output", type=Path, required=True, help="output .png file")
     source = inpaint.add_mutually_exclusive_group()
     source.add_argument("--mask", type=Path, help="mask picture: white (or opaque strokes) = repaint")
-    source.add_argument("--auto-mask", choices=["face"], help="find faces and inpaint each one")
-    inpaint.add_argument(
-        "--max-faces", type=int, help="with --auto-mask face: only the N largest (0 = all)"
-    )
-    inpaint.add_argument("--prompt", default="")
-    inpaint.add_argument("--negative-prompt", default="")
-    inpaint.add_argument("--strength", type=float, help="denoising strength 0-1 (0.75; faces 0.4)")
-    inpaint.add_argument("--steps", type=int, help="sampling steps 1-150 (25)")
-    inpaint.add_argument("--guidance", type=float, help="CFG scale 1-30 (7)")
-    inpaint.add_argument("--seed", type=int, help="0-4294967295; random when left out")
-    inpaint.add_argument("--sampler", choices=[s.value for s in Sampler])
-    inpaint.add_argument("--area", choices=[a.value for a in Area], help="inpaint area (masked)")
-    inpaint.add_argument("--padding", type=int, help="only-masked padding in px, 0-256 (32)")
-    inpaint.add_argument("--masked-content", choices=[m.value for m in MaskedContent])
-    inpaint.add_argument("--mask-blur", type=int, help="px, 0-64 (4)")
-    inpaint.add_argument(
-        "--invert-mask", action="store_true", default=None, help="repaint what is NOT masked"
-    )
-    inpaint.add_argument("--mask-grow", type=int, help="px, -64..64 (0; faces 4)")
-    inpaint.add_argument("--count", type=int, help="images, 1-4 (1)")
-    inpaint.add_argument(
-        "--resolution", type=int, help="processing long side in px (model's native size)"
-    )
-    inpaint.add_argument("--model", help="Hub id, local diffusers folder or .safetensors file")
-    inpaint.add_argument(
-        "--controlnet", choices=[c.value for c in ControlNet], help="tile or inpaint (none)"
-    )
-    inpaint.add_argument("--control-weight", type=float, help="ControlNet weight 0-2 (1)")
-    inpaint.add_argument("--control-start", type=float, help="ControlNet from this step fraction (0)")
-    inpaint.add_argument("--control-end", type=float, help="ControlNet until this step fraction (1)")
-    inpaint.add_argument("--tile-downsample", type=float, help="tile down-sampling rate 1-8 (1)")
+    _add_settings(inpaint, mask_sources=source)
     inpaint.add_argument("--device", choices=["auto", "cuda", "cpu"])
 
     commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
@@ -104,6 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
     downgrade = db_commands.add_parser("downgrade", help="migrate the schema back to a revision")
     downgrade.add_argument("revision", help="target revision, e.g. -1 or base")
     return parser
+
+
+def _add_settings(inpaint: argparse.ArgumentParser, mask_sources: argparse._ActionsContainer) -> None:
+    """One flag per setting (``--mask-blur`` for ``mask_blur``), all left ``None`` when not given so
+    ``InpaintSettings`` applies its defaults and range checks; ``--auto-mask`` excludes ``--mask``."""
+    from engine.settings import SETTINGS
+
+    for setting in SETTINGS:
+        flag = "--" + setting.name.replace("_", "-")
+        where = mask_sources if setting.name == "auto_mask" else inpaint
+        if setting.type is bool:
+            where.add_argument(flag, action="store_true", default=None, help=_flag_help(setting))
+        elif setting.choices is not None:
+            where.add_argument(flag, choices=setting.choices, help=_flag_help(setting))
+        else:
+            where.add_argument(flag, type=setting.type, help=_flag_help(setting))
+
+
+def _flag_help(setting: Setting) -> str:
+    """The setting's help with its range and default: "Sampling steps; 1 to 150 (default 25)"."""
+    text = setting.help
+    if setting.type is str and setting.high is not None:
+        text += f"; at most {setting.high} characters"
+    elif setting.low is not None:
+        text += f"; {_number(setting.low)} to {_number(setting.high)}"
+    if setting.shown_default:
+        text += f" (default: {setting.shown_default})"
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,15 +220,13 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _inpaint(args: argparse.Namespace) -> int:
-    import diffusers
-
+    """Check the arguments, the settings and the pictures first, then import torch and the engine:
+    a user error is told in a fraction of a second, not after seconds of imports."""
     from engine.config import EngineConfig
-    from engine.engine import Engine
     from engine.errors import EngineError, JobCancelled
-    from engine.job import InpaintRequest
-    from engine.settings import InpaintSettings
+    from engine.images import load_pictures
+    from engine.settings import SETTINGS, AutoMask, InpaintSettings
 
-    diffusers.utils.logging.set_verbosity_error()
     if args.output.suffix.lower() != ".png":
         _fail(
             f"the output must be a .png file (it carries the generation parameters), not {args.output.name}"
@@ -235,58 +235,50 @@ def _inpaint(args: argparse.Namespace) -> int:
         _fail(f"the output folder does not exist: {args.output.parent}")
 
     try:
-        settings = InpaintSettings.parse(
-            prompt=args.prompt,
-            negative_prompt=args.negative_prompt,
-            strength=args.strength,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
-            sampler=args.sampler,
-            area=args.area,
-            padding=args.padding,
-            masked_content=args.masked_content,
-            mask_blur=args.mask_blur,
-            invert_mask=args.invert_mask,
-            mask_grow=args.mask_grow,
-            count=args.count,
-            resolution=args.resolution,
-            model=args.model,
-            auto_mask=args.auto_mask,
-            max_faces=args.max_faces,
-            controlnet=args.controlnet,
-            control_weight=args.control_weight,
-            control_start=args.control_start,
-            control_end=args.control_end,
-            tile_downsample=args.tile_downsample,
-        )
-        request = InpaintRequest(
-            image=_read(args.image, "image"),
-            mask=_read(args.mask, "mask") if args.mask else None,
-            settings=settings,
-        )
-        overrides = {"device": args.device} if args.device else {}
-        engine = Engine(EngineConfig(**overrides))
-        cancel = threading.Event()
-        with _ProgressBar() as bar:
-            try:
-                result = engine.inpaint(request, on_progress=bar.update, cancel=cancel)
-            except KeyboardInterrupt:
-                cancel.set()
-                print("cancelled", file=sys.stderr)
-                return EXIT_CANCELLED
+        settings = InpaintSettings.parse(**{s.name: getattr(args, s.name) for s in SETTINGS})
+        image = _read(args.image, "image")
+        mask = _read(args.mask, "mask") if args.mask else None
+        config = EngineConfig(**({"device": args.device} if args.device else {}))
+        find_faces = settings.auto_mask is AutoMask.FACE
+        load_pictures(image, mask, find_faces=find_faces, max_pixels=config.max_pixels)
+        result = _run_job(config, image, mask, settings)
     except JobCancelled:
         return EXIT_CANCELLED
     except EngineError as exc:
         _fail(str(exc))
+    if result is None:
+        return EXIT_CANCELLED
 
-    for path, image in zip(_output_paths(args.output, len(result.images)), result.images, strict=True):
+    outputs = _output_paths(args.output, len(result.images))
+    for path, generated in zip(outputs, result.images, strict=True):
         try:
-            path.write_bytes(image.png)
+            path.write_bytes(generated.png)
         except OSError as exc:
             _fail(f"cannot write {path}: {exc.strerror}")
-        print(f"{path}\tseed {image.seed}")
+        print(f"{path}\tseed {generated.seed}")
     return 0
+
+
+def _run_job(
+    config: EngineConfig, image: bytes, mask: bytes | None, settings: InpaintSettings
+) -> InpaintResult | None:
+    """Load the model and run the job, with a progress bar; ``None`` when interrupted."""
+    import diffusers
+
+    from engine.engine import Engine
+    from engine.job import InpaintRequest
+
+    diffusers.utils.logging.set_verbosity_error()
+    engine = Engine(config)
+    cancel = threading.Event()
+    with _ProgressBar() as bar:
+        try:
+            request = InpaintRequest(image=image, mask=mask, settings=settings)
+            return engine.inpaint(request, on_progress=bar.update, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            print("cancelled", file=sys.stderr)
+            return None
 
 
 class _ProgressBar:

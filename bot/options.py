@@ -1,17 +1,17 @@
-"""The settings options that ``/inpaint`` and ``/preset save`` share: their ranges, descriptions, choices,
-how the given ones become settings values, and which models members may name.
+"""The settings options that ``/inpaint`` and ``/preset save`` share, built from the engine's settings
+(``engine.settings.SETTINGS``: range, default, choices and description), how the given ones become
+settings values, and which models members may name.
 
-discord.py reads a command's options from its function signature, so each command repeats the
-parameters (typed with the aliases below); everything else about an option lives here. Adding one:
-its alias, its entry in ``DESCRIPTIONS`` (and ``CHOICES``), and a parameter on each command. A command
-that lacks a described option fails when the extension loads (discord.py refuses unknown names).
+discord.py reads a command's options from its callback's signature; ``settings_options`` gives the
+callback one that lists every setting Discord offers, and the callback takes them as ``**options``.
+A new setting therefore needs no line here or in the commands.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
-from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from discord import app_commands
 from discord.app_commands import Choice, Range
@@ -19,84 +19,58 @@ from discord.app_commands import Choice, Range
 from bot.errors import BotError
 from bot.store.models import Preset
 from bot.store.presets import SERVER_PREFIX
-from engine.settings import (
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    Area,
-    AutoMask,
-    ControlNet,
-    MaskedContent,
-    Sampler,
-)
+from engine.settings import SETTINGS, Setting
 
-Prompt = Range[str, 1, MAX_PROMPT_CHARS]
-Strength = Range[float, 0.0, 1.0]
-Steps = Range[int, 1, 150]
-Guidance = Range[float, 1.0, 30.0]
-Seed = Range[int, -1, MAX_SEED]
-Padding = Range[int, 0, 256]
-MaskBlur = Range[int, 0, 64]
-MaskGrow = Range[int, -64, 64]
-Count = Range[int, 1, 4]
-ModelName = Range[str, 1, 500]
-ControlWeight = Range[float, 0.0, 2.0]
-ControlFraction = Range[float, 0.0, 1.0]
-TileDownsample = Range[float, 1.0, 8.0]
-
-# Every settings option, in the order the commands declare them; the keys are InpaintSettings fields.
-DESCRIPTIONS = {
-    "prompt": "What to paint in the masked area",
-    "negative_prompt": "What to avoid",
-    "auto_mask": "Find and repaint faces instead of using a mask",
-    "strength": "Denoising strength: 0 keeps the original, 1 ignores it (0.75; faces 0.4)",
-    "steps": "Sampling steps (25)",
-    "guidance": "CFG scale: how closely to follow the prompt (7)",
-    "seed": "-1 or empty for a random one",
-    "sampler": "Sampling method (euler_a)",
-    "area": "Repaint at full resolution around the mask only, or the whole picture (masked)",
-    "padding": "Pixels of context around the mask when the area is 'masked' (32)",
-    "masked_content": "What the masked area starts from (original)",
-    "mask_blur": "Softens the mask edge, in pixels (4)",
-    "invert_mask": "Repaint what is NOT masked",
-    "mask_grow": "Grow (positive) or shrink (negative) the mask, in pixels (0; faces 4)",
-    "count": "How many pictures (1)",
-    "model": "A model other than the default",
-    "controlnet": "Keep pose and look at high strength: tile follows the original, inpaint keeps it whole",
-    "control_weight": "How strongly the ControlNet steers (1)",
-    "control_start": "Fraction of the steps after which the ControlNet starts (0)",
-    "control_end": "Fraction of the steps after which the ControlNet stops (1)",
-    "tile_downsample": "Tile: blur the guide by this factor to let more change (1)",
-}
-
-
-def _choices(values: type[StrEnum]) -> list[Choice[str]]:
-    return [Choice(name=value.value, value=value.value) for value in values]
-
-
-CHOICES = {
-    "auto_mask": _choices(AutoMask),
-    "sampler": _choices(Sampler),
-    "area": _choices(Area),
-    "masked_content": _choices(MaskedContent),
-    "controlnet": _choices(ControlNet),
-}
+OFFERED = tuple(setting for setting in SETTINGS if setting.discord)
 
 MAX_CHOICES = 25  # Discord's limit for autocomplete answers
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _annotation(setting: Setting) -> Any:
+    """The option's type as discord.py reads it: a range, choices, or on/off; always optional."""
+    if setting.choices is not None:
+        return Choice[str] | None
+    if setting.type is bool:
+        return bool | None
+    low = setting.low
+    if setting.type is str:
+        low = max(low or 0, 1)  # Discord sends no empty text
+    return Range[setting.type, setting.type(low), setting.type(setting.high)] | None
+
+
+def _description(setting: Setting) -> str:
+    """The setting's help text with its default: "Sampling steps (25)"."""
+    if setting.shown_default:
+        return f"{setting.help} ({setting.shown_default})"
+    return setting.help
+
+
 def settings_options(command: F) -> F:
-    """Describe a command's settings options and give them their choices (below ``@command``)."""
-    return app_commands.describe(**DESCRIPTIONS)(app_commands.choices(**CHOICES)(command))
+    """Give a command whose callback ends in ``**options`` one option per setting Discord offers,
+    after its own parameters, with their ranges, choices and descriptions (put below ``@command``)."""
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    added = [
+        inspect.Parameter(
+            s.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_annotation(s)
+        )
+        for s in OFFERED
+    ]
+    cast(Any, command).__signature__ = signature.replace(parameters=[*own, *added])
+    choices = {
+        s.name: [Choice(name=value, value=value) for value in s.choices]
+        for s in OFFERED
+        if s.choices is not None
+    }
+    described = app_commands.describe(**{s.name: _description(s) for s in OFFERED})
+    return described(app_commands.choices(**choices)(command))
 
 
-def given_settings(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings options of a command call, ``None`` where not given, choices as their values.
-
-    ``parameters`` is the command's ``locals()`` taken first thing, so a new option needs no line here.
-    """
-    values = {name: parameters[name] for name in DESCRIPTIONS}
+def given_settings(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings options of a command call, ``None`` where not given, choices as their values."""
+    values = {s.name: options.get(s.name) for s in OFFERED}
     return {name: v.value if isinstance(v, Choice) else v for name, v in values.items()}
 
 

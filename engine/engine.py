@@ -15,6 +15,9 @@ Several prepared jobs with the same ``batch_key`` can run as one pipeline call, 
 A job with a ControlNet (Tile or Inpaint) runs on a regular checkpoint through diffusers' ControlNet
 inpainting pipeline that shares the base model's weights (see ``engine.controlnet``); everything else,
 crops, masks and the composite, is the same.
+
+What a pass hands the pipeline is built in ``engine.pass_inputs``; steps, previews and cancelling are
+counted by ``engine.progress``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import math
 import threading
 import time
 from collections.abc import Hashable, Sequence
@@ -34,28 +36,23 @@ from PIL import Image
 
 from engine import controlnet, faces, images, latents, masking
 from engine.config import EngineConfig
-from engine.errors import JobCancelled, MaskError, OutOfMemoryError, SettingsError
+from engine.errors import OutOfMemoryError, SettingsError
 from engine.job import (
     GeneratedImage,
     InpaintRequest,
     InpaintResult,
     MaskSource,
-    Progress,
     ProgressCallback,
 )
 from engine.metadata import a1111_parameters
 from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
-from engine.preview import latent_preview
+from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
+from engine.progress import StepTracker
 from engine.prompts import PromptEncoder
 from engine.samplers import make_scheduler
 from engine.settings import Area, AutoMask, ControlNet, InpaintSettings, MaskedContent
 
 log = logging.getLogger(__name__)
-
-NO_MASK_MESSAGE = (
-    "No mask to work with. Give one of: a mask image (white = repaint, or opaque strokes on a "
-    "transparent layer), the automatic face mask, or an image whose transparent pixels mark the area."
-)
 
 
 @dataclass(frozen=True)
@@ -108,13 +105,6 @@ class PreparedJob:
         return (*key, self.controlnet, s.controlnet, s.control_weight, s.control_start, s.control_end)
 
 
-def denoising_steps(settings: InpaintSettings) -> int:
-    """Steps actually run: diffusers runs int(strength x steps), at least one (A1111 runs one more)."""
-    if settings.strength == 0:
-        return 0
-    return max(1, min(int(settings.steps * settings.strength), settings.steps))
-
-
 @dataclass
 class _Row:
     """One output image of a batch: its job, seed and the canvas its passes paint on."""
@@ -147,8 +137,13 @@ class Engine:
     def prepare(self, request: InpaintRequest) -> PreparedJob:
         started = time.perf_counter()
         settings = request.settings.with_seed()
-        image = images.load_image(request.image, max_pixels=self.config.max_pixels)
-        masks, source = self._find_masks(request, settings, image)
+        image, uploaded = images.load_pictures(
+            request.image,
+            request.mask,
+            find_faces=settings.auto_mask is AutoMask.FACE,
+            max_pixels=self.config.max_pixels,
+        )
+        masks, source = self._find_masks(settings, image, uploaded)
         original = images.flatten(image)
         model = self.models.describe(settings.model or self.config.model)
         control = None
@@ -206,20 +201,18 @@ class Engine:
         return regular
 
     def _find_masks(
-        self, request: InpaintRequest, settings: InpaintSettings, image: Image.Image
+        self, settings: InpaintSettings, image: Image.Image, uploaded: Image.Image | None
     ) -> tuple[list[Image.Image], MaskSource]:
-        """Mask source order: uploaded mask, then automatic face mask, then the image's transparency."""
-        if request.mask is not None:
-            mask = images.load_mask(request.mask, size=image.size, max_pixels=self.config.max_pixels)
-            return [mask], MaskSource.UPLOADED
+        """Mask source order: uploaded mask, then automatic face mask, then the image's transparency
+        (``images.load_pictures`` made sure there is one)."""
+        if uploaded is not None:
+            return [uploaded], MaskSource.UPLOADED
         if settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
                 self.face_detector, images.flatten(image), settings.max_faces
             )
             return faces.face_masks(image, found), MaskSource.FACE
-        if image.mode == "RGBA":
-            return [images.mask_from_alpha(image)], MaskSource.TRANSPARENCY
-        raise MaskError(NO_MASK_MESSAGE)
+        return [images.mask_from_alpha(image)], MaskSource.TRANSPARENCY
 
     # -- stage 2 ------------------------------------------------------------------------------------
 
@@ -241,7 +234,7 @@ class Engine:
         started = time.perf_counter()
         model = self.models.get(jobs[0].model)
         rows = [_Row(job, seed, job.image) for job in jobs for seed in job.settings.seeds()]
-        tracker = _StepTracker(jobs[0].total_steps, on_progress, cancel, previews, model.sdxl)
+        tracker = StepTracker(jobs[0].total_steps, on_progress, cancel, previews, model.sdxl)
         try:
             for index in range(len(jobs[0].passes)):
                 tracker.check_cancel()
@@ -268,7 +261,7 @@ class Engine:
         return self.run([job], on_progress=on_progress, cancel=cancel, previews=previews)[0]
 
     def _denoise_pass(
-        self, model: LoadedModel, rows: list[_Row], index: int, tracker: _StepTracker
+        self, model: LoadedModel, rows: list[_Row], index: int, tracker: StepTracker
     ) -> None:
         job = rows[0].job
         settings = job.settings
@@ -285,7 +278,8 @@ class Engine:
             for p in mask_pass
         ]
         # The control image follows the picture as it is, before any fill.
-        control = _control_inputs(rows, crops, crop_masks) if job.controlnet else None
+        each = [row.job.settings for row in rows]
+        control = control_inputs(each, crops, crop_masks) if job.controlnet else None
         if settings.masked_content is MaskedContent.FILL:
             crops = [
                 masking.fill_masked(crop, mask) for crop, mask in zip(crops, crop_masks, strict=True)
@@ -306,7 +300,7 @@ class Engine:
         inputs: dict[str, Any]
         encoding: contextlib.AbstractContextManager[None]
         if control is None:
-            inputs = _latent_inputs(model, crops, mask, settings, generators)
+            inputs = latent_inputs(model, crops, mask, settings, generators)
             inputs["mask_image"] = mask
             encoding = contextlib.nullcontext()
         else:
@@ -327,7 +321,7 @@ class Engine:
                 height=height,
                 width=width,
                 strength=settings.strength,
-                num_inference_steps=_scheduled_steps(settings),
+                num_inference_steps=scheduled_steps(settings),
                 guidance_scale=settings.guidance,
                 generator=generators,
                 callback_on_step_end=tracker.on_step_end,
@@ -373,97 +367,3 @@ class Engine:
                 )
             )
         return results
-
-
-def _latent_inputs(
-    model: LoadedModel,
-    crops: list[Image.Image],
-    mask: torch.Tensor,
-    settings: InpaintSettings,
-    generators: list[torch.Generator],
-) -> dict[str, torch.Tensor]:
-    """The start latents, with the masked-content mode applied, and the masked-image latents."""
-    pipe = model.pipe
-    height, width = mask.shape[-2:]
-    pixels = pipe.image_processor.preprocess(crops, height=height, width=width)
-    pixels = pixels.to(model.device, model.dtype)
-    if model.inpainting and settings.strength == 1.0:
-        # A pure-noise start: the picture reaches a 9-channel UNet only through the masked-image
-        # latents below, so encoding it here would be wasted work.
-        latent_shape = (
-            len(crops),
-            4,
-            height // pipe.vae_scale_factor,
-            width // pipe.vae_scale_factor,
-        )
-        image_latents = torch.zeros(latent_shape, device=model.device, dtype=model.dtype)
-    else:
-        image_latents = latents.encode(pipe.vae, pixels, model.dtype)
-    image_latents = latents.apply_masked_content(
-        image_latents, mask, settings.masked_content, generators
-    )
-    # 9-channel UNets see the picture with the masked part greyed out; 4-channel ones ignore this.
-    masked_latents = image_latents
-    if model.inpainting:
-        masked_latents = latents.encode(pipe.vae, pixels * (mask < 0.5), model.dtype)
-    return {"image": image_latents, "masked_image_latents": masked_latents}
-
-
-def _control_inputs(
-    rows: list[_Row], crops: list[Image.Image], crop_masks: list[Image.Image]
-) -> dict[str, Any]:
-    """Each image's control image, and the ControlNet settings the batch shares (its batch_key)."""
-    settings = rows[0].job.settings
-    images = [
-        controlnet.control_image(settings.controlnet, crop, mask, row.job.settings.tile_downsample)
-        for row, crop, mask in zip(rows, crops, crop_masks, strict=True)
-    ]
-    window = controlnet.guidance_window(
-        settings.control_start, settings.control_end, denoising_steps(settings)
-    )
-    start, end = window or (0.0, 1.0)
-    return {
-        "control_image": controlnet.as_tensor(images),
-        # No step in the window (e.g. start 0.9 of 4 steps): weight 0 is what A1111 paints then.
-        "controlnet_conditioning_scale": settings.control_weight if window else 0.0,
-        "control_guidance_start": start,
-        "control_guidance_end": end,
-    }
-
-
-def _scheduled_steps(settings: InpaintSettings) -> int:
-    """Length of the full schedule such that at least one step survives diffusers' strength cut."""
-    if int(settings.steps * settings.strength) >= 1:
-        return settings.steps
-    return math.ceil(1 / settings.strength)
-
-
-class _StepTracker:
-    """Counts steps across passes, reports progress, and stops the pipeline when cancelled."""
-
-    def __init__(
-        self,
-        total: int,
-        on_progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-        previews: bool,
-        sdxl: bool,
-    ) -> None:
-        self.total = total
-        self.done = 0
-        self.on_progress = on_progress
-        self.cancel = cancel
-        self.previews = previews
-        self.sdxl = sdxl
-
-    def check_cancel(self) -> None:
-        if self.cancel is not None and self.cancel.is_set():
-            raise JobCancelled()
-
-    def on_step_end(self, pipe: object, step: int, timestep: object, tensors: dict) -> dict:
-        self.check_cancel()
-        self.done += 1
-        if self.on_progress is not None:
-            preview = latent_preview(tensors["latents"], sdxl=self.sdxl) if self.previews else None
-            self.on_progress(Progress(step=self.done, total=self.total, preview=preview))
-        return tensors

@@ -41,6 +41,28 @@ MASK_ALPHA_THRESHOLD = 128
 # Tolerance, in pixels of the smaller picture, when deciding whether a mask is a resized copy.
 _ASPECT_TOLERANCE_PX = 1
 
+NO_MASK_MESSAGE = (
+    "No mask to work with. Give one of: a mask image (white = repaint, or opaque strokes on a "
+    "transparent layer), the automatic face mask, or an image whose transparent pixels mark the area."
+)
+
+
+def load_pictures(
+    image: bytes, mask: bytes | None, *, find_faces: bool, max_pixels: int
+) -> tuple[Image.Image, Image.Image | None]:
+    """A job's picture and its uploaded mask (at the picture's size), once they are known to give a
+    mask: the upload, faces to find, or the picture's transparent pixels.
+
+    Every check on the pictures that needs no model is here: the command line runs it before importing
+    torch, so a bad file is refused at once.
+    """
+    picture = load_image(image, max_pixels=max_pixels)
+    if mask is not None:
+        return picture, load_mask(mask, size=picture.size, max_pixels=max_pixels)
+    if not find_faces and picture.mode != "RGBA":
+        raise MaskError(NO_MASK_MESSAGE)
+    return picture, None
+
 
 def load_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """Decode an uploaded picture to RGB, or to RGBA when it has real transparency."""

@@ -11,6 +11,10 @@ base model it runs on, in a pipeline that shares that model's components, so it 
 Weights are loaded only by the GPU worker thread (``get``, ``controlnet_pipe``). ``Engine.prepare`` runs
 beside it and learns what it needs from config files and checkpoint headers (``describe``,
 ``check_controlnet``): loading there would compete with the running job for GPU memory and CPU threads.
+
+One module on purpose, though over 400 lines: what ``describe`` reads must predict what ``get`` loads
+for the same name (Hub id, folder or single file; SD or SDXL; inpainting or not), so the readers and the
+loaders stay side by side and change together.
 """
 
 from __future__ import annotations

@@ -1,24 +1,40 @@
-"""The settings of one inpainting job, validated once at the edge.
+"""The settings of one inpainting job, validated once at the edge, and the one place each is defined.
 
 Names, ranges and defaults follow AUTOMATIC1111 (see README, "Settings"). The object is immutable and
 serialisable (``model_dump``/``model_validate``) so the queue, the database and presets store it as is.
+
+Each field also carries its help text and whether Discord offers it (``setting``); the command-line
+flags and the Discord options are built from ``SETTINGS``, so adding a setting is one field here.
 """
 
 from __future__ import annotations
 
 import secrets
+import types
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonDict
 
 from engine.errors import SettingsError
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 2000
-DEFAULT_STRENGTH = 0.75
-FACE_STRENGTH = 0.4
-FACE_MASK_GROW = 4
+# ADetailer's defaults for face masks, where the user did not set them.
+FACE_DEFAULTS: dict[str, float] = {"strength": 0.4, "mask_grow": 4}
+
+
+def setting(
+    default: Any, help: str, *, discord: bool = True, shown_default: str | None = None, **limits: Any
+) -> Any:
+    """A settings field: ``help`` is shown by ``--help`` and as the Discord option's description
+    (with the default added), ``discord=False`` keeps it to the command line, ``shown_default`` replaces
+    the default's value in help texts ("" shows none), ``limits`` are pydantic's (ge, le, max_length)."""
+    extra: JsonDict = {"discord": discord, "shown_default": shown_default}
+    return Field(default, description=help, json_schema_extra=extra, **limits)
 
 
 class Sampler(StrEnum):
@@ -59,32 +75,58 @@ class InpaintSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    negative_prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    strength: float = Field(DEFAULT_STRENGTH, ge=0.0, le=1.0)
-    steps: int = Field(25, ge=1, le=150)
-    guidance: float = Field(7.0, ge=1.0, le=30.0)
-    seed: int = Field(-1, ge=-1, le=MAX_SEED)
-    sampler: Sampler = Sampler.EULER_A
-    area: Area = Area.MASKED
-    padding: int = Field(32, ge=0, le=256)
-    masked_content: MaskedContent = MaskedContent.ORIGINAL
-    mask_blur: int = Field(4, ge=0, le=64)
-    invert_mask: bool = False
-    mask_grow: int = Field(0, ge=-64, le=64)
-    count: int = Field(1, ge=1, le=4)
-    resolution: int | None = Field(None, ge=64, le=2048)
-    model: str | None = Field(None, min_length=1, max_length=500)
-    auto_mask: AutoMask | None = None
-    max_faces: int = Field(0, ge=0, le=16)
-    controlnet: ControlNet = ControlNet.NONE
-    control_weight: float = Field(1.0, ge=0.0, le=2.0)
+    prompt: str = setting("", "What to paint in the masked area", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = setting("", "What to avoid", max_length=MAX_PROMPT_CHARS)
+    strength: float = setting(
+        0.75, "Denoising strength: 0 keeps the original, 1 ignores it", ge=0.0, le=1.0
+    )
+    steps: int = setting(25, "Sampling steps", ge=1, le=150)
+    guidance: float = setting(7.0, "CFG scale: how closely to follow the prompt", ge=1.0, le=30.0)
+    seed: int = setting(-1, "-1 or left out for a random one", shown_default="", ge=-1, le=MAX_SEED)
+    sampler: Sampler = setting(Sampler.EULER_A, "Sampling method")
+    area: Area = setting(
+        Area.MASKED, "Repaint at full resolution around the mask only, or the whole picture"
+    )
+    padding: int = setting(
+        32, "Pixels of context around the mask when the area is 'masked'", ge=0, le=256
+    )
+    masked_content: MaskedContent = setting(MaskedContent.ORIGINAL, "What the masked area starts from")
+    mask_blur: int = setting(4, "Softens the mask edge, in pixels", ge=0, le=64)
+    invert_mask: bool = setting(False, "Repaint what is NOT masked")
+    mask_grow: int = setting(
+        0, "Grow (positive) or shrink (negative) the mask, in pixels", ge=-64, le=64
+    )
+    count: int = setting(1, "How many pictures", ge=1, le=4)
+    resolution: int | None = setting(
+        None,
+        "Long side of the processing size in px, a multiple of 8",
+        discord=False,
+        shown_default="the model's native size",
+        ge=64,
+        le=2048,
+    )
+    model: str | None = setting(None, "A model other than the default", min_length=1, max_length=500)
+    auto_mask: AutoMask | None = setting(None, "Find and repaint faces instead of using a mask")
+    max_faces: int = setting(
+        0, "With --auto-mask face: only the N largest faces (0 = all)", discord=False, ge=0, le=16
+    )
+    controlnet: ControlNet = setting(
+        ControlNet.NONE,
+        "Keep pose and look at high strength: tile follows the original, inpaint keeps it whole",
+    )
+    control_weight: float = setting(1.0, "How strongly the ControlNet steers", ge=0.0, le=2.0)
     # As in A1111: step i (from 0) of the n steps run is guided when start <= i/n <= end; so end 0.2 of
     # 4 steps guides the first, start 0.8 none (engine.controlnet.guidance_window). diffusers' own rule
     # differs (i/n >= start and (i+1)/n <= end); A1111 counts one more step when strength < 1.
-    control_start: float = Field(0.0, ge=0.0, le=1.0)
-    control_end: float = Field(1.0, ge=0.0, le=1.0)
-    tile_downsample: float = Field(1.0, ge=1.0, le=8.0)
+    control_start: float = setting(
+        0.0, "Fraction of the steps after which the ControlNet starts", ge=0.0, le=1.0
+    )
+    control_end: float = setting(
+        1.0, "Fraction of the steps after which the ControlNet stops", ge=0.0, le=1.0
+    )
+    tile_downsample: float = setting(
+        1.0, "Tile: blur the guide by this factor to let more change", ge=1.0, le=8.0
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -100,7 +142,7 @@ class InpaintSettings(BaseModel):
         without counting as set: a preset saved with ``auto_mask: face`` does not pin them, so a
         default preset's strength still applies under it."""
         if self.auto_mask is AutoMask.FACE:
-            for name, value in (("strength", FACE_STRENGTH), ("mask_grow", FACE_MASK_GROW)):
+            for name, value in FACE_DEFAULTS.items():
                 if name not in self.model_fields_set:
                     self.__dict__[name] = value  # the model is frozen; this is its own validation
         return self
@@ -151,7 +193,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         kind = error["type"]
         got = error.get("input")
         if kind in ("greater_than_equal", "less_than_equal"):
-            low, high = _bounds(name)
+            low, high = _limits(InpaintSettings.model_fields[name])
             parts.append(f"{name} must be between {low} and {high} (got {got}).")
         elif kind == "enum":
             parts.append(f"{name} must be one of {ctx.get('expected')} (got {got!r}).")
@@ -168,9 +210,65 @@ def describe_validation_error(exc: ValidationError) -> str:
     return " ".join(parts)
 
 
-def _bounds(name: str) -> tuple[Any, Any]:
+def _limits(field: FieldInfo) -> tuple[Any, Any]:
+    """The lowest and highest value of a number field, or the shortest and longest text."""
     low = high = None
-    for constraint in InpaintSettings.model_fields[name].metadata:
-        low = getattr(constraint, "ge", low)
-        high = getattr(constraint, "le", high)
+    for constraint in field.metadata:
+        low = getattr(constraint, "ge", getattr(constraint, "min_length", low))
+        high = getattr(constraint, "le", getattr(constraint, "max_length", high))
     return low, high
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One settings field as the command line and Discord offer it."""
+
+    name: str
+    type: type  # int, float, str, bool or a StrEnum of the choices
+    default: Any
+    help: str
+    low: Any  # numbers: the lowest value; text: the shortest length (None: no limit)
+    high: Any
+    discord: bool  # offered by /inpaint and /preset save; otherwise on the command line only
+    shown_default: str  # the default as help texts show it ("" for none)
+
+    @property
+    def choices(self) -> list[str] | None:
+        return [member.value for member in self.type] if issubclass(self.type, StrEnum) else None
+
+
+def _setting(name: str, field: FieldInfo) -> Setting:
+    kind: Any = field.annotation
+    if get_origin(kind) in (Union, types.UnionType):  # ``X | None``: None means "not given"
+        (kind,) = (arg for arg in get_args(kind) if arg is not type(None))
+    extra = field.json_schema_extra
+    assert isinstance(extra, dict) and field.description, f"{name}: declare it with setting()"
+    low, high = _limits(field)
+    shown = extra["shown_default"]
+    if shown is None:
+        shown = _shown(field.default)
+        if name in FACE_DEFAULTS:
+            shown += f"; faces {FACE_DEFAULTS[name]:g}"
+    return Setting(
+        name=name,
+        type=kind,
+        default=field.default,
+        help=field.description,
+        low=low,
+        high=high,
+        discord=bool(extra["discord"]),
+        shown_default=str(shown),
+    )
+
+
+def _shown(default: Any) -> str:
+    if isinstance(default, StrEnum):
+        return default.value
+    if isinstance(default, bool) or default in (None, ""):
+        return ""  # off, empty or unset need no mention
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    _setting(name, field) for name, field in InpaintSettings.model_fields.items()
+)

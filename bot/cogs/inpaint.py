@@ -6,14 +6,13 @@ an interaction that is not answered within 3 seconds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot import options
 from bot.errors import BotError
 from bot.guards import check_channel
 from bot.options import check_model, given_settings, matching, preset_choices, settings_options
@@ -66,30 +65,10 @@ class Inpaint(commands.Cog):
         interaction: discord.Interaction,
         image: discord.Attachment,
         mask: discord.Attachment | None = None,
-        prompt: options.Prompt | None = None,
-        negative_prompt: options.Prompt | None = None,
-        auto_mask: Choice[str] | None = None,
         preset: Range[str, 1, 100] | None = None,
-        strength: options.Strength | None = None,
-        steps: options.Steps | None = None,
-        guidance: options.Guidance | None = None,
-        seed: options.Seed | None = None,
-        sampler: Choice[str] | None = None,
-        area: Choice[str] | None = None,
-        padding: options.Padding | None = None,
-        masked_content: Choice[str] | None = None,
-        mask_blur: options.MaskBlur | None = None,
-        invert_mask: bool | None = None,
-        mask_grow: options.MaskGrow | None = None,
-        count: options.Count | None = None,
-        model: options.ModelName | None = None,
-        controlnet: Choice[str] | None = None,
-        control_weight: options.ControlWeight | None = None,
-        control_start: options.ControlFraction | None = None,
-        control_end: options.ControlFraction | None = None,
-        tile_downsample: options.TileDownsample | None = None,
+        **options: Any,
     ) -> None:
-        values = given_settings(locals())
+        values = given_settings(options)
         await interaction.response.defer(thinking=True)
         # Before the downloads: a job refused here costs nothing (``submit`` checks again, for all).
         guild = await check_channel(

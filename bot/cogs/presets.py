@@ -15,7 +15,6 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 from discord.utils import escape_markdown
 
-from bot import options
 from bot.errors import PresetError
 from bot.options import check_model, given_settings, matching, preset_choices, settings_options
 from bot.store.guilds import get_guild_settings
@@ -146,29 +145,9 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         interaction: discord.Interaction,
         name: Range[str, 1, MAX_NAME_LENGTH],
         scope: Scope = "user",
-        prompt: options.Prompt | None = None,
-        negative_prompt: options.Prompt | None = None,
-        auto_mask: Choice[str] | None = None,
-        strength: options.Strength | None = None,
-        steps: options.Steps | None = None,
-        guidance: options.Guidance | None = None,
-        seed: options.Seed | None = None,
-        sampler: Choice[str] | None = None,
-        area: Choice[str] | None = None,
-        padding: options.Padding | None = None,
-        masked_content: Choice[str] | None = None,
-        mask_blur: options.MaskBlur | None = None,
-        invert_mask: bool | None = None,
-        mask_grow: options.MaskGrow | None = None,
-        count: options.Count | None = None,
-        model: options.ModelName | None = None,
-        controlnet: Choice[str] | None = None,
-        control_weight: options.ControlWeight | None = None,
-        control_start: options.ControlFraction | None = None,
-        control_end: options.ControlFraction | None = None,
-        tile_downsample: options.TileDownsample | None = None,
+        **options: Any,
     ) -> None:
-        values = given_settings(locals())
+        values = given_settings(options)
         guild_id = _managed_guild(interaction, scope, "save")
         if all(value is None for value in values.values()):
             raise PresetError(

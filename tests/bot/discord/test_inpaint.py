@@ -11,7 +11,7 @@ from PIL import Image
 from bot.store.presets import save_preset
 from bot.store.retention import BYTES_PER_GB, CleanupReport, RetentionPolicy
 from bot.uploads import DEFAULT_UPLOAD_LIMIT, PREVIEW_FILENAME
-from engine.engine import NO_MASK_MESSAGE
+from engine.images import NO_MASK_MESSAGE
 from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded

@@ -1,0 +1,140 @@
+"""The command line and Discord offer each setting with ``InpaintSettings``' range, default and choices.
+
+The ranges are checked against what ``InpaintSettings`` really accepts: the edge value passes, one step
+beyond is refused as out of range.
+"""
+
+import argparse
+import re
+from enum import StrEnum
+from typing import Any
+
+import pytest
+from discord import app_commands
+
+from bot.cli import build_parser
+from bot.cogs.inpaint import Inpaint
+from bot.cogs.presets import Presets
+from bot.options import given_settings
+from engine.errors import SettingsError
+from engine.settings import AutoMask, InpaintSettings
+
+COMMANDS = {"/inpaint": Inpaint.inpaint, "/preset save": Presets.save}
+OWN_OPTIONS = {"/inpaint": {"image", "mask", "preset"}, "/preset save": {"name", "scope"}}
+CLI_ONLY = {"resolution", "max_faces"}
+TEXT = {"prompt", "negative_prompt", "model"}
+DEFAULTS = InpaintSettings()
+
+
+def out_of_range(name: str, value: Any) -> bool:
+    """Whether ``InpaintSettings`` refuses ``value`` for ``name`` as beyond its range or length."""
+    try:
+        InpaintSettings.parse(**{name: value})
+    except SettingsError as exc:
+        return f"{name} must be between" in str(exc) or f"{name} is too long" in str(exc)
+    return False
+
+
+def assert_range(name: str, low: Any, high: Any) -> None:
+    """``low`` and ``high`` are the edges InpaintSettings accepts (lengths for text)."""
+    if name in TEXT:
+        assert not out_of_range(name, "x" * high) and out_of_range(name, "x" * (high + 1)), name
+        assert low >= 1 and not out_of_range(name, "x" * low), name
+        return
+    step = 1 if isinstance(high, int) else 0.01
+    for edge, beyond in ((low, low - step), (high, high + step)):
+        assert not out_of_range(name, edge), (name, edge)
+        assert out_of_range(name, beyond), (name, beyond)
+
+
+def shown_default(name: str) -> str | None:
+    """The default as help texts show it; ``None`` where there is none to show."""
+    value = getattr(DEFAULTS, name)
+    if name == "seed" or value in (None, "") or isinstance(value, bool):
+        return None  # seed -1 means random, which its text says; empty, unset and off need no mention
+    if isinstance(value, StrEnum):
+        return value.value
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def discord_options(command: app_commands.Command[Any, ..., Any]) -> dict[str, app_commands.Parameter]:
+    return {parameter.name: parameter for parameter in command.parameters}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_discord_offers_every_setting_but_the_command_line_ones(command: str) -> None:
+    options = discord_options(COMMANDS[command])
+    assert set(options) == set(InpaintSettings.model_fields) - CLI_ONLY | OWN_OPTIONS[command]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("name", sorted(set(InpaintSettings.model_fields) - CLI_ONLY))
+def test_discord_options_agree_with_the_settings(command: str, name: str) -> None:
+    option = discord_options(COMMANDS[command])[name]
+    assert not option.required
+    assert len(option.name) <= 32 and len(option.description) <= 100  # Discord's limits
+    field_default = getattr(DEFAULTS, name)
+    if isinstance(field_default, StrEnum):
+        assert [choice.value for choice in option.choices] == [m.value for m in type(field_default)]
+    elif name == "auto_mask":
+        assert [choice.value for choice in option.choices] == [m.value for m in AutoMask]
+    elif not isinstance(field_default, bool):
+        assert_range(name, option.min_value, option.max_value)
+    if (default := shown_default(name)) is not None:
+        assert re.search(rf"\({re.escape(default)}[;)]", option.description), option.description
+
+
+def test_options_left_out_give_the_default_settings() -> None:
+    assert InpaintSettings.parse(**given_settings({})) == DEFAULTS
+
+
+def inpaint_flags() -> dict[str, argparse.Action]:
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    inpaint = subcommands.choices["inpaint"]
+    inpaint.format_help()  # a stray % in a help text would break --help
+    return {action.dest: action for action in inpaint._actions}
+
+
+def test_the_command_line_has_a_flag_for_every_setting() -> None:
+    flags = inpaint_flags()
+    assert set(flags) == set(InpaintSettings.model_fields) | {
+        "help",
+        "image",
+        "output",
+        "mask",
+        "device",
+    }
+    for name in InpaintSettings.model_fields:
+        assert flags[name].option_strings == ["--" + name.replace("_", "-")]
+
+
+@pytest.mark.parametrize("name", sorted(InpaintSettings.model_fields))
+def test_command_line_flags_agree_with_the_settings(name: str) -> None:
+    flag = inpaint_flags()[name]
+    assert flag.default is None  # left out: InpaintSettings' default applies
+    field_default = getattr(DEFAULTS, name)
+    if isinstance(field_default, bool):
+        assert isinstance(flag, argparse._StoreTrueAction)
+    elif isinstance(field_default, StrEnum):
+        assert flag.choices == [m.value for m in type(field_default)]
+    elif name == "auto_mask":
+        assert flag.choices == [m.value for m in AutoMask]
+    else:
+        help_text = flag.help or ""
+        if name in TEXT:
+            (high,) = re.findall(r"at most (\d+) characters", help_text)
+            assert_range(name, 1, int(high))
+        else:
+            number = flag.type
+            assert number in (int, float)
+            low, high = re.findall(r"; (-?[\d.]+) to (-?[\d.]+)", help_text)[0]
+            assert_range(name, number(low), number(high))
+    if (default := shown_default(name)) is not None:
+        assert re.search(rf"\(default: {re.escape(default)}[;)]", flag.help or ""), flag.help
+
+
+def test_no_flags_give_the_default_settings() -> None:
+    args = build_parser().parse_args(["inpaint", "in.png", "-o", "out.png"])
+    given = {name: getattr(args, name) for name in InpaintSettings.model_fields}
+    assert InpaintSettings.parse(**given) == DEFAULTS
