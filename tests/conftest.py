@@ -17,7 +17,7 @@ import pytest
 
 from engine.config import EngineConfig
 from engine.engine import Engine
-from tests.support.tiny_models import build_tiny_sd, build_tiny_sdxl
+from tests.support.tiny_models import build_tiny_controlnet, build_tiny_sd, build_tiny_sdxl
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +42,28 @@ def engine(tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Engi
     """One engine for the session, like the bot's: pipelines stay resident between tests."""
     config = EngineConfig(
         model=str(tiny_sd_path), device="cpu", data_dir=tmp_path_factory.mktemp("data"), _env_file=None
+    )
+    return Engine(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_tile(tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_controlnet(tmp_path_factory.mktemp("tile"), tiny_sd_regular_path, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_inpaint(tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_controlnet(tmp_path_factory.mktemp("inpaint"), tiny_sd_regular_path, seed=2)
+
+
+@pytest.fixture(scope="session")
+def cn_engine(tiny_sd_regular_path: Path, tiny_tile: Path, tiny_inpaint: Path) -> Engine:
+    """A regular checkpoint, as ControlNets need, with both tiny ControlNets configured."""
+    config = EngineConfig(
+        model=str(tiny_sd_regular_path),
+        device="cpu",
+        controlnet_tile=str(tiny_tile),
+        controlnet_inpaint=str(tiny_inpaint),
+        _env_file=None,
     )
     return Engine(config)

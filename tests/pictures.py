@@ -4,6 +4,13 @@ import io
 
 import numpy as np
 from PIL import Image
+from skimage import data
+
+# Where the face is in skimage's 512x512 astronaut, measured by eye on the picture: the head (hair to
+# chin, ear to ear) lies inside ASTRONAUT_HEAD and the eyes, nose and mouth fill ASTRONAUT_FEATURES,
+# so a face box must hold ASTRONAUT_FEATURES within ASTRONAUT_HEAD.
+ASTRONAUT_HEAD = (160, 40, 290, 180)
+ASTRONAUT_FEATURES = (200, 95, 250, 150)
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -32,3 +39,8 @@ def rect_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.
     mask = Image.new("L", (width, height), 0)
     mask.paste(255, box)
     return mask
+
+
+def astronaut() -> Image.Image:
+    """A real photo with one face, at the known place above."""
+    return Image.fromarray(data.astronaut())

@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
+from engine.engine import Engine, PreparedJob
+from engine.job import InpaintRequest
+from engine.settings import InpaintSettings
 from tests.pictures import photo, rect_mask
-from tests.support.tiny_models import build_tiny_controlnet
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,11 +55,12 @@ def test_inpaint_end_to_end_in_a_subprocess(
             assert result.text["parameters"].startswith("a (red:1.2) hat\n")
 
 
-def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
-    done = run_cli("inpaint", str(tmp_path / "missing.png"), "-o", str(tmp_path / "out.png"))
-    assert done.returncode == 2
-    assert done.stderr.splitlines() == [f"error: image file not found: {tmp_path / 'missing.png'}"]
-    assert "Traceback" not in done.stderr
+def test_user_error_is_one_line_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.png"
+    line = cli_error(capsys, "inpaint", str(missing), "-o", str(tmp_path / "out.png"))
+    assert line == f"error: image file not found: {missing}"
 
 
 def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -82,27 +85,95 @@ def test_single_image_goes_to_the_named_file(
     assert Image.open(io.BytesIO(out.read_bytes())).size == (96, 64)
 
 
-def test_controlnet_options(
+# A value other than the default for every setting, so a flag that does not reach the engine shows.
+FLAG_VALUES: dict[str, object] = {
+    "prompt": "a (red:1.2) hat",
+    "negative_prompt": "blurry",
+    "strength": 0.6,
+    "steps": 3,
+    "guidance": 5.5,
+    "seed": 77,
+    "sampler": "ddim",
+    "area": "whole",
+    "padding": 12,
+    "masked_content": "fill",
+    "mask_blur": 2,
+    "invert_mask": True,
+    "mask_grow": 3,
+    "count": 2,
+    "resolution": 64,
+    "controlnet": "tile",
+    "control_weight": 0.5,
+    "control_start": 0.1,
+    "control_end": 0.9,
+    "tile_downsample": 2.0,
+}
+# Flags that go with --auto-mask instead of --mask.
+FACE_FLAG_VALUES: dict[str, object] = {"auto_mask": "face", "max_faces": 2}
+
+
+def flags(values: dict[str, object]) -> list[str]:
+    """``--name value`` for each setting, as README's settings table says: underscores become dashes."""
+    argv: list[str] = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> list[tuple[InpaintSettings, str]]:
+    """The settings (and device) of each job the command line gives the engine, which still runs it."""
+    seen: list[tuple[InpaintSettings, str]] = []
+    prepare = Engine.prepare
+
+    def recording(engine: Engine, request: InpaintRequest) -> PreparedJob:
+        seen.append((request.settings, engine.config.device))
+        return prepare(engine, request)
+
+    monkeypatch.setattr(Engine, "prepare", recording)
+    return seen
+
+
+def test_every_settings_flag_reaches_the_engine(
     inputs: tuple[Path, Path],
     tmp_path: Path,
     tiny_sd_regular_path: Path,
+    tiny_tile: Path,
+    received: list[tuple[InpaintSettings, str]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    tile = build_tiny_controlnet(tmp_path / "my-tile", tiny_sd_regular_path)
-    monkeypatch.setenv("INPAINTBOT_CONTROLNET_TILE", str(tile))
+    defaults = InpaintSettings()
+    assert set(FLAG_VALUES) | set(FACE_FLAG_VALUES) | {"model"} == set(InpaintSettings.model_fields)
+    assert all(getattr(defaults, name) != value for name, value in FLAG_VALUES.items())
+    monkeypatch.setenv("INPAINTBOT_CONTROLNET_TILE", str(tiny_tile))
     image, mask = inputs
-    out = tmp_path / "tile.png"
+    out = tmp_path / "all.png"
+    model = ["--model", str(tiny_sd_regular_path), "--device", "cpu"]
     with pytest.raises(SystemExit) as exit_info:
-        main(["inpaint", str(image), "-o", str(out), "--mask", str(mask), "--steps", "2", "--resolution", "64",
-              "--seed", "3", "--model", str(tiny_sd_regular_path), "--device", "cpu", "--controlnet", "tile",
-              "--control-weight", "0.5", "--control-start", "0.1", "--control-end", "0.9",
-              "--tile-downsample", "2"])  # fmt: skip
+        main(["inpaint", str(image), "-o", str(out), "--mask", str(mask), *model, *flags(FLAG_VALUES)])
     assert exit_info.value.code == 0, capsys.readouterr().err
-    parameters = Image.open(out).text["parameters"]
-    assert parameters.endswith(
-        'ControlNet 0: "Module: tile_resample, Model: my-tile, Weight: 0.5, Resize Mode: Crop and Resize, '
-        'Threshold A: 2, Guidance Start: 0.1, Guidance End: 0.9, Control Mode: Balanced"'
+    expected = InpaintSettings.parse(**FLAG_VALUES, model=str(tiny_sd_regular_path))
+    assert received == [(expected, "cpu")]
+    # ... and the pictures: the file carries what the engine ran.
+    parameters = Image.open(tmp_path / "all-2.png").text["parameters"]
+    assert parameters.startswith("a (red:1.2) hat\nNegative prompt: blurry\nSteps: 3, Sampler: DDIM, ")
+    for part in (
+        "CFG scale: 5.5, Seed: 78,",
+        "Denoising strength: 0.6, Mask blur: 2, Masked content: fill, Inpaint area: Whole picture, "
+        "Only masked padding, pixels: 12,",
+        "Mask mode: Inpaint not masked, Mask grow: 3,",
+        f'"Module: tile_resample, Model: {tiny_tile.name}, Weight: 0.5, Resize Mode: Crop and Resize, '
+        'Threshold A: 2, Guidance Start: 0.1, Guidance End: 0.9, Control Mode: Balanced"',
+    ):
+        assert part in parameters
+
+    # The face flags: the engine gets them, then finds no face in this photo.
+    cli_error(capsys, "inpaint", str(image), "-o", str(out), *model, *flags(FACE_FLAG_VALUES))
+    assert received[1] == (
+        InpaintSettings.parse(**FACE_FLAG_VALUES, model=str(tiny_sd_regular_path)),
+        "cpu",
     )
 
 

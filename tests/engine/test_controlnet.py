@@ -29,19 +29,10 @@ from engine.models import ModelManager
 from engine.settings import ControlNet, InpaintSettings
 from tests.engine.test_engine import assert_untouched_outside, far_from, pixels, request
 from tests.pictures import photo, rect_mask
+from tests.support.pipeline_calls import PipelineCall, record_calls
 from tests.support.tiny_models import build_tiny_controlnet, build_tiny_sdxl, save_single_file
 
 BOX = (30, 16, 70, 48)
-
-
-@pytest.fixture(scope="module")
-def tiny_tile(tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_controlnet(tmp_path_factory.mktemp("tile"), tiny_sd_regular_path, seed=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_inpaint(tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_controlnet(tmp_path_factory.mktemp("inpaint"), tiny_sd_regular_path, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -50,29 +41,13 @@ def tiny_sdxl_tile(tiny_sdxl_path: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture
-def pipe_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The arguments of each call the engine makes to the SD 1.x ControlNet pipeline."""
-    calls: list[dict[str, Any]] = []
-    call = ControlNetInpaintPipeline.__call__
-
-    def spy(pipe: ControlNetInpaintPipeline, **kwargs: Any) -> Any:
-        calls.append(kwargs)
-        return call(pipe, **kwargs)
-
-    monkeypatch.setattr(ControlNetInpaintPipeline, "__call__", spy)
-    return calls
+def pipe_calls(monkeypatch: pytest.MonkeyPatch) -> list[PipelineCall]:
+    """The calls the engine makes to the SD 1.x ControlNet pipeline."""
+    return record_calls(monkeypatch, ControlNetInpaintPipeline)
 
 
 def make_engine(model: Path, **config: Any) -> Engine:
     return Engine(EngineConfig(model=str(model), device="cpu", _env_file=None, **config))
-
-
-@pytest.fixture(scope="module")
-def cn_engine(tiny_sd_regular_path: Path, tiny_tile: Path, tiny_inpaint: Path) -> Engine:
-    """A regular checkpoint, as ControlNets need, with both tiny ControlNets configured."""
-    return make_engine(
-        tiny_sd_regular_path, controlnet_tile=str(tiny_tile), controlnet_inpaint=str(tiny_inpaint)
-    )
 
 
 def inpaint(engine: Engine, **settings: object) -> tuple[np.ndarray, str]:
@@ -156,7 +131,7 @@ def test_latent_masked_content_works_with_a_controlnet(cn_engine: Engine, conten
 
 
 def test_guidance_window_guides_the_steps_a1111_guides(
-    cn_engine: Engine, pipe_calls: list[dict[str, Any]]
+    cn_engine: Engine, pipe_calls: list[PipelineCall]
 ) -> None:
     """Of 4 steps (at 0, 0.25, 0.5 and 0.75), A1111 guides those whose fraction is in [start, end]:
     control_end 0.2 guides the first, control_start 0.8 none (as weight 0)."""
@@ -164,7 +139,11 @@ def test_guidance_window_guides_the_steps_a1111_guides(
     early, _ = inpaint(cn_engine, strength=1.0, controlnet="tile", control_end=0.2)
     late, _ = inpaint(cn_engine, strength=1.0, controlnet="tile", control_start=0.8)
     windows = [
-        (c["control_guidance_start"], c["control_guidance_end"], c["controlnet_conditioning_scale"])
+        (
+            c.kwargs["control_guidance_start"],
+            c.kwargs["control_guidance_end"],
+            c.kwargs["controlnet_conditioning_scale"],
+        )
         for c in pipe_calls
     ]
     assert windows == [(0.0, 0.25, 1.0), (0.0, 1.0, 0.0)]
@@ -192,7 +171,7 @@ def test_guidance_window_in_diffusers_terms() -> None:
                 assert guided == a1111, (start, end, steps)
 
 
-def test_the_mask_travels_with_the_picture(cn_engine: Engine, pipe_calls: list[dict[str, Any]]) -> None:
+def test_the_mask_travels_with_the_picture(cn_engine: Engine, pipe_calls: list[PipelineCall]) -> None:
     """The pipeline masks the crops it is given (``image * (mask < 0.5)``) where they are: pictures,
     on the CPU. A mask already on the GPU beside them failed every ControlNet job on CUDA."""
 
@@ -202,7 +181,7 @@ def test_the_mask_travels_with_the_picture(cn_engine: Engine, pipe_calls: list[d
 
     inpaint(cn_engine, controlnet="inpaint")
     (call,) = pipe_calls
-    assert where(call["image"]) == where(call["mask_image"]) == {"picture"}
+    assert where(call.kwargs["image"]) == where(call.kwargs["mask_image"]) == {"picture"}
 
 
 @pytest.mark.parametrize(
@@ -216,7 +195,7 @@ def test_the_mask_travels_with_the_picture(cn_engine: Engine, pipe_calls: list[d
     ],
 )
 def test_control_image_is_made_from_the_unfilled_crop(
-    cn_engine: Engine, pipe_calls: list[dict[str, Any]], kind: str, extra: dict[str, object]
+    cn_engine: Engine, pipe_calls: list[PipelineCall], kind: str, extra: dict[str, object]
 ) -> None:
     image = photo(96, 64)
     job = cn_engine.prepare(request(image, rect_mask(96, 64, BOX), controlnet=kind, **extra))
@@ -229,7 +208,7 @@ def test_control_image_is_made_from_the_unfilled_crop(
     else:
         expected = inpaint_only(crop, crop_mask)
     (call,) = pipe_calls
-    control = call["control_image"]
+    control = call.kwargs["control_image"]
     assert control.shape == (1, 3, p.size[1], p.size[0])
     assert np.array_equal(control[0].permute(1, 2, 0).numpy(), expected)
     if kind == "inpaint":  # -1 where the job repaints: the box, or all but the box when inverted

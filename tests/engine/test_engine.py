@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from skimage import data as skdata
 
 from engine.config import EngineConfig
 from engine.engine import Engine, denoising_steps
-from engine.errors import JobCancelled, MaskError, NoFaceError, OutOfMemoryError
+from engine.errors import ImageError, JobCancelled, MaskError, NoFaceError, OutOfMemoryError
 from engine.job import InpaintRequest, MaskSource, Progress
 from engine.settings import InpaintSettings
-from tests.pictures import photo, png_bytes, rect_mask
+from tests.pictures import ASTRONAUT_FEATURES, ASTRONAUT_HEAD, astronaut, photo, png_bytes, rect_mask
 
 FAST = {"steps": 4, "resolution": 64, "seed": 1234}
 
@@ -150,20 +149,23 @@ def test_no_mask_source_is_a_clear_error(engine: Engine) -> None:
 
 
 def test_face_auto_mask_inpaints_each_face(engine: Engine) -> None:
-    astronaut = Image.fromarray(skdata.astronaut())
+    photo_with_face = astronaut()
     job = engine.prepare(
-        InpaintRequest(png_bytes(astronaut), InpaintSettings.parse(auto_mask="face", **FAST))
+        InpaintRequest(png_bytes(photo_with_face), InpaintSettings.parse(auto_mask="face", **FAST))
     )
     assert job.mask_source is MaskSource.FACE
     assert job.settings.strength == 0.4 and job.settings.mask_grow == 4
     assert len(job.passes) == 1, "the astronaut has one face"
     result = engine.run([job])[0]
     out = pixels(result.images[0].png)
+    original = np.asarray(photo_with_face).astype(np.int16)
     assert out.shape == (512, 512, 3)
-    # The bottom rows (the suit, far from the face) are untouched; the face changed.
-    assert np.array_equal(out[400:], np.asarray(astronaut).astype(np.int16)[400:])
-    x0, y0, x1, y1 = job.passes[0].box.as_tuple()
-    assert not np.array_equal(out[y0:y1, x0:x1], np.asarray(astronaut).astype(np.int16)[y0:y1, x0:x1])
+    # Her eyes, nose and mouth were repainted; nothing further from her head than the face mask's
+    # grow (4) and blur (4 px sigma) reach changed.
+    x0, y0, x1, y1 = ASTRONAUT_FEATURES
+    assert np.abs(out[y0:y1, x0:x1] - original[y0:y1, x0:x1]).mean() > 1
+    outside = far_from(ASTRONAUT_HEAD, (512, 512), margin=4 + 3 * 4 + 2)
+    assert np.array_equal(out[outside], original[outside])
 
 
 def test_no_face_is_a_clear_error(engine: Engine) -> None:
@@ -249,3 +251,17 @@ def test_uploaded_mask_wins_over_transparency(engine: Engine) -> None:
 def test_engine_for_unknown_device_setting_rejected() -> None:
     with pytest.raises(ValueError):
         EngineConfig(device="tpu", _env_file=None)
+
+
+def test_max_pixels_from_the_environment_refuses_a_larger_picture(
+    tiny_sd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INPAINTBOT_MAX_PIXELS", str(96 * 64))
+    engine = Engine(EngineConfig(model=str(tiny_sd_path), device="cpu", _env_file=None))
+    assert engine.config.max_pixels == 96 * 64
+    accepted = engine.prepare(request(photo(96, 64), rect_mask(96, 64, (8, 8, 40, 40))))
+    assert accepted.image.size == (96, 64)
+    with pytest.raises(
+        ImageError, match=r"97x64 \(0.00621 megapixels\), more than the limit of 0.00614"
+    ):
+        engine.prepare(request(photo(97, 64), rect_mask(97, 64, (8, 8, 40, 40))))

@@ -17,11 +17,9 @@ from skimage import data
 
 from engine.errors import ModelLoadError, NoFaceError
 from engine.faces import Face, FaceDetector, detect_faces_or_raise, face_masks
+from tests.pictures import ASTRONAUT_FEATURES, ASTRONAUT_HEAD
+from tests.pictures import astronaut as astronaut_photo
 
-# In the 512x512 astronaut, checked by eye on the picture: the head (hair to chin, ear to ear) lies
-# inside OUTER and the eyes, nose and mouth fill CORE, so a face box must hold CORE within OUTER.
-OUTER = (160, 40, 290, 180)
-CORE = (200, 95, 250, 150)
 # Half the side of the box the stand-in YuNet proposes, in cell strides.
 FAKE_HALF = math.exp(0.5) / 2
 
@@ -33,14 +31,18 @@ def detector() -> FaceDetector:
 
 @pytest.fixture(scope="module")
 def astronaut() -> Image.Image:
-    return Image.fromarray(data.astronaut())
+    return astronaut_photo()
 
 
-def assert_astronaut_face(face: Face, scale: float = 1.0, offset: tuple[int, int] = (0, 0)) -> None:
-    """The box holds the scaled CORE and stays inside the scaled OUTER, placed at ``offset``."""
+def assert_astronaut_face(
+    face: Face, scale: float | tuple[float, float] = 1.0, offset: tuple[float, float] = (0, 0)
+) -> None:
+    """The box holds the astronaut's features and stays inside her head, both scaled (x, y) and
+    moved by ``offset``: where the face was pasted."""
+    sx, sy = scale if isinstance(scale, tuple) else (scale, scale)
     dx, dy = offset
-    ox0, oy0, ox1, oy1 = (v * scale for v in OUTER)
-    cx0, cy0, cx1, cy1 = (v * scale for v in CORE)
+    ox0, ox1, cx0, cx1 = (v * sx for v in ASTRONAUT_HEAD[::2] + ASTRONAUT_FEATURES[::2])
+    oy0, oy1, cy0, cy1 = (v * sy for v in ASTRONAUT_HEAD[1::2] + ASTRONAUT_FEATURES[1::2])
     assert ox0 + dx <= face.x0 <= cx0 + dx and oy0 + dy <= face.y0 <= cy0 + dy, face
     assert cx1 + dx <= face.x1 <= ox1 + dx and cy1 + dy <= face.y1 <= oy1 + dy, face
 
@@ -76,36 +78,39 @@ def test_small_face_on_a_big_plain_canvas(detector: FaceDetector, astronaut: Ima
     assert_astronaut_face(faces[0], scale, offset=(1200, 700))
 
 
+# Three astronaut heads (her head cropped, then resized to a square) of 420, 280 and 160 px, largest
+# first, placed so that the smallest is top left: order cannot come from position.
+HEAD_CROP = (120, 10, 330, 230)
+HEADS = ((420, (700, 200)), (280, (300, 420)), (160, (40, 60)))
+
+
 @pytest.fixture(scope="module")
 def three_faces(astronaut: Image.Image) -> Image.Image:
-    """Three heads of 420, 280 and 160 px, smallest top left so order cannot come from position."""
-    head = astronaut.crop((120, 10, 330, 230))
+    head = astronaut.crop(HEAD_CROP)
     canvas = Image.new("RGB", (1200, 800), (90, 110, 130))
-    for size, place in ((160, (40, 60)), (280, (300, 420)), (420, (700, 200))):
+    for size, place in HEADS:
         canvas.paste(head.resize((size, size), Image.Resampling.LANCZOS), place)
     return canvas
 
 
+def assert_pasted_heads(faces: list[Face], heads: tuple[tuple[int, tuple[int, int]], ...]) -> None:
+    """Each face box is the astronaut's face in the pasted head of the same rank."""
+    assert len(faces) == len(heads)
+    x0, y0, x1, y1 = HEAD_CROP
+    for face, (size, (left, top)) in zip(faces, heads, strict=True):
+        sx, sy = size / (x1 - x0), size / (y1 - y0)
+        assert_astronaut_face(face, (sx, sy), offset=(left - x0 * sx, top - y0 * sy))
+
+
 def test_multiple_faces_largest_first(detector: FaceDetector, three_faces: Image.Image) -> None:
-    faces = detector.detect(three_faces)
-
-    assert len(faces) == 3
-    areas = [face.area for face in faces]
-    assert areas == sorted(areas, reverse=True)
-    centres = [((f.x0 + f.x1) / 2, (f.y0 + f.y1) / 2) for f in faces]
-    # Each centre lies in the head pasted there, biggest head first.
-    for (cx, cy), (x0, y0, side) in zip(
-        centres, [(700, 200, 420), (300, 420, 280), (40, 60, 160)], strict=True
-    ):
-        assert x0 < cx < x0 + side and y0 < cy < y0 + side
+    assert_pasted_heads(detector.detect(three_faces), HEADS)
 
 
-def test_max_faces_keeps_the_largest(detector: FaceDetector, three_faces: Image.Image) -> None:
-    every = detector.detect(three_faces)
-
-    assert detector.detect(three_faces, max_faces=1) == every[:1]
-    assert detector.detect(three_faces, max_faces=2) == every[:2]
-    assert detector.detect(three_faces, max_faces=5) == every
+@pytest.mark.parametrize("max_faces", [1, 2, 5])
+def test_max_faces_keeps_the_largest(
+    detector: FaceDetector, three_faces: Image.Image, max_faces: int
+) -> None:
+    assert_pasted_heads(detector.detect(three_faces, max_faces=max_faces), HEADS[:max_faces])
 
 
 def gradient() -> Image.Image:
@@ -132,9 +137,7 @@ def test_no_face_raises_a_clear_error(detector: FaceDetector, image: Image.Image
 def test_detect_faces_or_raise_returns_the_faces(
     detector: FaceDetector, three_faces: Image.Image
 ) -> None:
-    assert detect_faces_or_raise(detector, three_faces, max_faces=2) == detector.detect(
-        three_faces, max_faces=2
-    )
+    assert_pasted_heads(detect_faces_or_raise(detector, three_faces, max_faces=2), HEADS[:2])
 
 
 def test_face_masks_one_full_size_box_per_face() -> None:
