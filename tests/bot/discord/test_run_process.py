@@ -46,16 +46,22 @@ async def test_run_connects_serves_and_stops_cleanly_on_ctrl_c(
     fake_discord: FakeDiscord, tiny_sd_path: Path, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "run",
-        cwd=tmp_path,  # no .env here
-        env=environment(fake_discord, tiny_sd_path, data_dir),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    # A run in the background (`pytest &`) ignores SIGINT, and the child would inherit that; a
+    # handled signal is reset to its default by exec instead.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            cwd=tmp_path,  # no .env here
+            env=environment(fake_discord, tiny_sd_path, data_dir),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     try:
         identify = await fake_discord.wait_for(
             "gateway", lambda r: r.json["op"] == IDENTIFY, timeout=START_TIMEOUT
