@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-from skimage import data
 
 from engine.engine import Engine
 from engine.settings import FACE_MASK_GROW, FACE_STRENGTH, InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
+from tests.bot.discord.test_flows import ASTRONAUT
 from tests.bot.discord.test_inpaint import JOB_TIMEOUT, has_result, result
 from tests.bot.discord.test_presets import preset
 from tests.bot.discord.test_results import delivered, ephemeral_answer, open_modal
@@ -61,12 +60,10 @@ def asked(tiny_sd_path: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def start(start_bot: StartBot, tiny_sd_path: Path) -> Callable[[], Awaitable[object]]:
-    async def start() -> object:
-        return await start_bot(models=[str(tiny_sd_path)])
-
-    return start
+@pytest.fixture(autouse=True)
+async def started(start_bot: StartBot, tiny_sd_path: Path) -> None:
+    """The bot, offering the engine's model by name, so that the ``model`` option may name it."""
+    await start_bot(models=[str(tiny_sd_path)])
 
 
 def assert_ran(ran: InpaintSettings, wanted: dict[str, Any]) -> None:
@@ -89,10 +86,9 @@ async def inpaint_with(fake: FakeDiscord, **options: Any) -> FakeInteraction:
 
 
 async def test_the_settings_cover_every_option_of_inpaint(
-    fake_discord: FakeDiscord, start: Callable[[], Awaitable[object]], asked: dict[str, Any]
+    fake_discord: FakeDiscord, asked: dict[str, Any]
 ) -> None:
     """A new option must get a value in ``asked`` (and so a place in every path below)."""
-    await start()
     (command,) = [c for c in fake_discord.commands[None] if c["name"] == "inpaint"]
     options = {option["name"] for option in command["options"]}
     assert options - {"image", "mask", "preset", "auto_mask"} == set(asked)
@@ -149,12 +145,10 @@ async def saved_preset(fake: FakeDiscord, message: str, asked: dict[str, Any]) -
 )
 async def test_inpaint_and_what_follows_a_result_keep_every_setting(
     fake_discord: FakeDiscord,
-    start: Callable[[], Awaitable[object]],
     gated_engine: GatedEngine,
     asked: dict[str, Any],
     follow_up: FollowUp,
 ) -> None:
-    await start()
     _, message = await delivered(fake_discord, await inpaint_with(fake_discord, **asked))
     wanted = await follow_up(fake_discord, message, asked)
     first, then = gated_engine.ran
@@ -164,11 +158,9 @@ async def test_inpaint_and_what_follows_a_result_keep_every_setting(
 
 async def test_a_preset_and_the_servers_default_preset_keep_every_setting(
     fake_discord: FakeDiscord,
-    start: Callable[[], Awaitable[object]],
     gated_engine: GatedEngine,
     asked: dict[str, Any],
 ) -> None:
-    await start()
     assert (await preset(fake_discord, "save", name="mine", **asked)).startswith("Saved preset")
     await result(fake_discord, await inpaint_with(fake_discord, preset="mine"))
 
@@ -188,14 +180,12 @@ async def test_a_preset_and_the_servers_default_preset_keep_every_setting(
 
 async def test_fix_faces_keeps_the_prompt_and_sampling_on_the_face_defaults(
     fake_discord: FakeDiscord,
-    start: Callable[[], Awaitable[object]],
     gated_engine: GatedEngine,
     asked: dict[str, Any],
 ) -> None:
     """🎭 repaints the faces of the result with the job's prompt, sampling and model; the mask and
     area settings are the face mask's own, as for ``auto_mask: face``."""
-    await start()
-    astronaut = fake_discord.add_attachment(png_bytes(Image.fromarray(data.astronaut())), "a.png")
+    astronaut = fake_discord.add_attachment(ASTRONAUT, "astronaut.png")
     corner = rect_mask(512, 512, (400, 400, 500, 500))  # the face stays as it was
     mask = fake_discord.add_attachment(png_bytes(corner), "mask.png")
     options = asked | {"invert_mask": False, "image": astronaut, "mask": mask}
@@ -206,3 +196,19 @@ async def test_fix_faces_keeps_the_prompt_and_sampling_on_the_face_defaults(
     kept = ("prompt", "negative_prompt", "steps", "guidance", "sampler", "model")
     assert_ran(faces, {name: asked[name] for name in kept} | {"auto_mask": "face", "seed": NEW_SEED})
     assert (faces.strength, faces.mask_grow) == (FACE_STRENGTH, FACE_MASK_GROW)  # the face defaults
+
+
+async def test_the_face_mask_survives_a_preset_and_a_reroll(
+    fake_discord: FakeDiscord, gated_engine: GatedEngine
+) -> None:
+    faces: dict[str, Any] = {"auto_mask": "face", "prompt": "a smile", "steps": 2, "mask_blur": 2}
+    assert (await preset(fake_discord, "save", name="faces", **faces)).startswith("Saved preset")
+    astronaut = fake_discord.add_attachment(ASTRONAUT, "astronaut.png")
+    it = await fake_discord.slash("inpaint", {"image": astronaut, "preset": "faces"})
+    _, message = await delivered(fake_discord, it)
+    await result(fake_discord, await fake_discord.click(message, "job:reroll:1"))
+
+    first, again = gated_engine.ran
+    assert_ran(first, faces | {"seed": NEW_SEED})
+    assert_ran(again, faces | {"seed": NEW_SEED})
+    assert first.seed != again.seed
