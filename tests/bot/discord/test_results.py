@@ -201,6 +201,7 @@ async def test_cancel_while_queued(
     gated_engine.gate.clear()
     await start_bot(edit_interval=0)
     first = await inpaint(fake_discord)
+    await fake_discord.wait_for("edit_webhook_message", first.owns)  # job 1: the commands may race
     second = await inpaint(fake_discord)
     status = await fake_discord.wait_for("edit_webhook_message", second.owns)
     assert status.json["content"].startswith("⏳ Queued") and buttons(status) == ["job:cancel:2"]
