@@ -7,32 +7,17 @@ import pytest
 
 from bot.store import jobs
 from bot.store.database import Store
-from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.settings import ControlNet
 from tests.bot.discord.conftest import StartBot
 from tests.bot.discord.test_inpaint import embed_fields, inpaint, refusal, result
 from tests.bot.discord.test_presets import preset
 from tests.fakediscord import FakeDiscord
-from tests.support.tiny_models import build_tiny_controlnet
 
 
-@pytest.fixture(scope="module")
-def engine(
-    tiny_sd_path: Path, tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Engine:
-    """The bot's default model is an inpainting checkpoint, so ControlNet jobs switch to the
-    configured regular base model, as an operator would set it up."""
-    tile = build_tiny_controlnet(tmp_path_factory.mktemp("tile"), tiny_sd_regular_path, seed=1)
-    config = EngineConfig(
-        model=str(tiny_sd_path),
-        device="cpu",
-        data_dir=tmp_path_factory.mktemp("data"),
-        controlnet_tile=str(tile),
-        controlnet_base_model=str(tiny_sd_regular_path),
-        _env_file=None,
-    )
-    return Engine(config)
+@pytest.fixture
+def engine(controlnet_engine: Engine) -> Engine:
+    return controlnet_engine
 
 
 async def test_inpaint_with_tile_controlnet_runs_on_the_base_model_and_says_so(

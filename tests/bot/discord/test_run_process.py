@@ -1,0 +1,86 @@
+"""``inpaintbot run`` as an operator starts it: a process of its own, configured by the environment, on
+the tiny model and the fake Discord (which listens on a real local port), stopped with Ctrl-C."""
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.bot.discord.test_inpaint import JOB_TIMEOUT, inpaint, result
+from tests.fakediscord import FakeDiscord
+
+ROOT = Path(__file__).resolve().parents[3]
+IDENTIFY = 2
+START_TIMEOUT = 120  # imports torch and loads the model; a loaded CI machine can be slow
+EXIT_INTERRUPTED = 130  # bot.cli's status for Ctrl-C, as documented in the README
+
+
+def environment(fake: FakeDiscord, tiny_sd_path: Path, data_dir: Path) -> dict[str, str]:
+    """Only this test's settings: a developer's INPAINTBOT_* or token must not leak in."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("INPAINTBOT_") and key != "DISCORD_TOKEN"
+    }
+    return inherited | {
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "DISCORD_TOKEN": fake.token,
+        "INPAINTBOT_DISCORD_API_BASE": f"{fake.url}/api/v10",
+        "INPAINTBOT_DISCORD_GATEWAY_URL": f"{fake.url.replace('http', 'ws', 1)}/gateway",
+        "INPAINTBOT_MODEL": str(tiny_sd_path),
+        "INPAINTBOT_DEVICE": "cpu",
+        "INPAINTBOT_DATA_DIR": str(data_dir),
+        "INPAINTBOT_SAFETY_CHECKER": "none",
+    }
+
+
+async def until_exists(path: Path) -> None:
+    async with asyncio.timeout(START_TIMEOUT):
+        while not path.exists():
+            await asyncio.sleep(0.05)
+
+
+async def test_run_connects_serves_and_stops_cleanly_on_ctrl_c(
+    fake_discord: FakeDiscord, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    # A run in the background (`pytest &`) ignores SIGINT, and the child would inherit that; a
+    # handled signal is reset to its default by exec instead.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            cwd=tmp_path,  # no .env here
+            env=environment(fake_discord, tiny_sd_path, data_dir),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    try:
+        identify = await fake_discord.wait_for(
+            "gateway", lambda r: r.json["op"] == IDENTIFY, timeout=START_TIMEOUT
+        )
+        assert identify.json["d"]["token"] == fake_discord.token
+        assert "inpaint" in {command["name"] for command in fake_discord.commands[None]}
+        # The heartbeat (``inpaintbot health``) is first written once the bot is ready.
+        await until_exists(data_dir / "heartbeat")
+        await result(fake_discord, await inpaint(fake_discord, seed=3))
+
+        bot.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(bot.communicate(), timeout=JOB_TIMEOUT)
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+    log = stderr.decode()
+    assert bot.returncode == EXIT_INTERRUPTED, log
+    assert "Traceback" not in log and " ERROR " not in log, log
+    assert fake_discord.token not in log
+    assert not (data_dir / "heartbeat").exists(), "a stopped bot is not healthy"
+    assert not fake_discord.gateway.connected
