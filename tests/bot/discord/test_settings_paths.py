@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.engine import Engine
-from engine.settings import FACE_MASK_GROW, FACE_STRENGTH, InpaintSettings
+from engine.settings import FACE_DEFAULTS, InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_flows import ASTRONAUT
 from tests.bot.discord.test_inpaint import JOB_TIMEOUT, has_result, result
@@ -195,7 +195,7 @@ async def test_fix_faces_keeps_the_prompt_and_sampling_on_the_face_defaults(
     _, faces = gated_engine.ran
     kept = ("prompt", "negative_prompt", "steps", "guidance", "sampler", "model")
     assert_ran(faces, {name: asked[name] for name in kept} | {"auto_mask": "face", "seed": NEW_SEED})
-    assert (faces.strength, faces.mask_grow) == (FACE_STRENGTH, FACE_MASK_GROW)  # the face defaults
+    assert (faces.strength, faces.mask_grow) == (FACE_DEFAULTS["strength"], FACE_DEFAULTS["mask_grow"])
 
 
 async def test_the_face_mask_survives_a_preset_and_a_reroll(
