@@ -22,6 +22,7 @@ from bot.errors import BotError
 from bot.options import check_model
 from bot.queue.base import JobSubmission
 from bot.replies import error_message, guarded
+from bot.rules import check_resubmit, may_manage
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
@@ -56,11 +57,6 @@ def face_settings(job: Job) -> InpaintSettings:
         model=s.model,
         auto_mask=AutoMask.FACE,
     )
-
-
-def may_manage(interaction: discord.Interaction, job: Job) -> bool:
-    """Checked at run time: ``default_permissions`` are only a default that admins can change."""
-    return interaction.user.id == job.user_id or interaction.permissions.manage_messages
 
 
 async def picture(store: Store, job: Job, role: ImageRole) -> bytes:
@@ -122,6 +118,7 @@ class EditModal(discord.ui.Modal):
 
     async def _submit(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(thinking=True)
+        await self.results.check_resubmit(interaction, self.job, changes_settings=True)
         settings = InpaintSettings.parse(
             **{
                 **self.job.settings,
@@ -178,22 +175,37 @@ class Results(commands.Cog):
 
         await guarded(interaction, work)
 
+    async def check_resubmit(
+        self, interaction: discord.Interaction, job: Job, *, changes_settings: bool
+    ) -> None:
+        await check_resubmit(
+            self.bot.store,
+            job,
+            user_id=interaction.user.id,
+            permissions=interaction.permissions,
+            channel=interaction.channel,
+            changes_settings=changes_settings,
+        )
+
     async def _reroll(self, interaction: discord.Interaction, job: Job) -> None:
         await interaction.response.defer(thinking=True)
+        await self.check_resubmit(interaction, job, changes_settings=False)
         await self.resubmit_for(interaction, job, reroll_settings(job))
 
     async def _edit(self, interaction: discord.Interaction, job: Job) -> None:
+        await self.check_resubmit(interaction, job, changes_settings=True)  # again when submitted
         await interaction.response.send_modal(EditModal(self, job))
 
     async def _fix_faces(self, interaction: discord.Interaction, job: Job) -> None:
         await interaction.response.defer(thinking=True)
+        await self.check_resubmit(interaction, job, changes_settings=False)
         await self.resubmit_for(interaction, job, face_settings(job), role=ImageRole.OUTPUT)
 
     async def _save_preset(self, interaction: discord.Interaction, job: Job) -> None:
         await interaction.response.send_modal(PresetModal(self, job))
 
     async def _delete(self, interaction: discord.Interaction, job: Job) -> None:
-        if not may_manage(interaction, job):
+        if not may_manage(interaction.user.id, interaction.permissions, job):
             raise BotError(
                 f"Only the person who ran job {job.id} or someone who may manage messages can delete it."
             )
@@ -205,7 +217,7 @@ class Results(commands.Cog):
             await interaction.message.delete()
 
     async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
-        if not may_manage(interaction, job):
+        if not may_manage(interaction.user.id, interaction.permissions, job):
             raise BotError(
                 f"Only the person who ran job {job.id} or someone who may manage messages can cancel it."
             )
@@ -238,7 +250,21 @@ class Results(commands.Cog):
         job = await jobs.job_shown_by(self.bot.store, payload.message_id)
         if job is None or job.status is not JobStatus.DONE:
             return
+        channel = self._channel(payload)
         try:
+            permissions = (
+                channel.permissions_for(payload.member)
+                if channel is not None and payload.member is not None
+                else discord.Permissions.none()
+            )
+            await check_resubmit(
+                self.bot.store,
+                job,
+                user_id=payload.user_id,
+                permissions=permissions,
+                channel=channel,
+                changes_settings=False,
+            )
             await self.resubmit(
                 job,
                 reroll_settings(job),
@@ -250,6 +276,13 @@ class Results(commands.Cog):
             )
         except Exception as exc:
             await self._notify(payload, error_message(exc))
+
+    def _channel(
+        self, payload: discord.RawReactionActionEvent
+    ) -> discord.abc.GuildChannel | discord.Thread | None:
+        guild = self.bot.get_guild(payload.guild_id) if payload.guild_id else None
+        channel = guild.get_channel_or_thread(payload.channel_id) if guild else None
+        return None if isinstance(channel, discord.CategoryChannel) else channel
 
     async def _notify(self, payload: discord.RawReactionActionEvent, message: str) -> None:
         """A reaction has no interaction to answer privately: a short-lived reply that mentions them."""
