@@ -17,11 +17,10 @@ from discord.ext import commands
 
 from bot.delivery.render import post_result, result_message, status_text
 from bot.errors import BotError
-from bot.guards import check_channel
 from bot.options import MAX_CHOICES
 from bot.queue.events import DoneEvent, QueuedEvent, StartedEvent, final_event
 from bot.replies import defer_privately, guarded
-from bot.rules import can_view
+from bot.rules import can_view, check_channel
 from bot.store import jobs
 from bot.store.models import LIVE_STATUSES, ImageRole, Job, JobStatus
 from bot.ui.buttons import handlers

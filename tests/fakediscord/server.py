@@ -190,11 +190,11 @@ class FakeDiscord:
         self.thread_members[thread["id"]] = {self.owner["user"]["id"]}
         return thread
 
-    def set_command_permissions(self, command: str | None, overrides: Sequence[JSON]) -> None:
+    async def set_command_permissions(self, command: str | None, overrides: Sequence[JSON]) -> None:
         """What a server admin sets under Integrations: overrides (`payloads.command_permission`) for
-        one synced command by name, or with `None` for all the application's commands. Discord
-        applies them to slash commands before the bot sees them; the fake does not (the bot's own
-        checks of other paths are what tests look at)."""
+        one synced command by name, or with `None` for all the application's commands; the gateway
+        announces the change. Discord applies them to slash commands before the bot sees them; the
+        fake does not (the bot's own checks of the other paths are what tests look at)."""
         command_id = self.app_id
         if command is not None:
             definition, _ = self._synced(command)
@@ -202,6 +202,13 @@ class FakeDiscord:
                 raise ValueError(f"/{command} is not synced")
             command_id = definition["id"]
         self.command_permissions[command_id] = list(overrides)
+        event = {
+            "id": command_id,
+            "application_id": self.app_id,
+            "guild_id": self.guild_id,
+            "permissions": list(overrides),
+        }
+        await self.gateway.dispatch("APPLICATION_COMMAND_PERMISSIONS_UPDATE", event)
 
     def add_dm(self, member: JSON) -> JSON:
         """The bot's direct-message channel with `member`; pass it as `channel=` for interactions there

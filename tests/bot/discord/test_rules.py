@@ -1,0 +1,113 @@
+"""Who may start jobs, by every path (``bot.rules``): the command, the result buttons, the Edit form
+and 🔁 reactions, against the fake Discord and the tiny model."""
+
+import asyncio
+
+import discord
+
+from bot.store import jobs
+from bot.store.database import Store
+from tests.bot.discord.conftest import StartBot
+from tests.bot.discord.test_inpaint import JOB_TIMEOUT, refusal, result
+from tests.bot.discord.test_results import delivered, mention
+from tests.bot.discord.test_server import job_in
+from tests.fakediscord import FakeDiscord, FakeInteraction
+from tests.fakediscord.payloads import (
+    COMMAND_CHANNEL,
+    COMMAND_USER,
+    JSON,
+    command_permission,
+    overwrite,
+)
+
+EDIT_VALUES = {"prompt": "a blue hat", "negative_prompt": "", "strength": "0.5", "seed": "7"}
+
+
+async def reroll_notices(fake: FakeDiscord, member: JSON) -> list[str]:
+    """The notes in the channel that answer ``member``'s refused 🔁."""
+    return [
+        r.json["content"]
+        for r in fake.recorded("post_message")
+        if r.json["content"].startswith(mention(member))
+    ]
+
+
+async def open_edit(fake: FakeDiscord, message: str, member: JSON) -> str:
+    click = await fake.click(message, "job:edit:1", user=member)
+    return (await fake.wait_for("callback", click.owns)).json["data"]["custom_id"]
+
+
+async def click(fake: FakeDiscord, message: str, action: str, member: JSON) -> FakeInteraction:
+    return await fake.click(message, f"job:{action}:1", user=member)
+
+
+async def test_no_path_starts_a_job_for_a_member_who_may_not_post_in_the_channel(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    muted = discord.Permissions(send_messages=True, send_messages_in_threads=True)
+    news = fake_discord.add_channel("news", overwrites=[overwrite(fake_discord.guild_id, deny=muted)])
+    mallory = fake_discord.add_member("mallory")
+    await start_bot()
+    _, message = await delivered(fake_discord, await job_in(fake_discord, news, fake_discord.owner))
+    refused = "You cannot start jobs in this channel: you need the Send Messages permission here."
+
+    assert await refusal(fake_discord, await job_in(fake_discord, news)) == refused
+    assert len(fake_discord.recorded("cdn")) == 2, "refused before the pictures were downloaded"
+    for action in ("reroll", "faces"):
+        assert (
+            await refusal(fake_discord, await click(fake_discord, message, action, mallory)) == refused
+        )
+
+    # 🔁: one note, then quiet for a while however often they react.
+    await fake_discord.react(message, "🔁", user=mallory)
+    notice = await fake_discord.wait_for("post_message")
+    assert notice.json["content"] == f"{mention(mallory)} {refused}"
+    await fake_discord.react(message, "🔁", user=mallory)
+    await fake_discord.react(message, "🔁", user=fake_discord.alice)  # answered: mallory's was before
+    await fake_discord.wait_for("post_message", after=notice)
+    await asyncio.sleep(0.2)
+    assert await reroll_notices(fake_discord, mallory) == [f"{mention(mallory)} {refused}"]
+    assert await jobs.get_job(store, 2) is None
+
+    # The owner (every permission) still re-rolls there.
+    await result(fake_discord, await click(fake_discord, message, "reroll", fake_discord.owner))
+
+
+async def test_buttons_forms_and_reactions_follow_the_servers_command_permissions(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    moderator = fake_discord.add_member("mod", permissions=discord.Permissions(manage_messages=True))
+    await start_bot()
+    _, message = await delivered(fake_discord, await job_in(fake_discord))
+    modal = await open_edit(fake_discord, message, moderator)  # before the server's change
+
+    # Server Settings > Integrations: /inpaint denied to the moderator.
+    await fake_discord.set_command_permissions(
+        "inpaint", [command_permission(moderator["user"]["id"], COMMAND_USER, False)]
+    )
+    await asyncio.sleep(0.1)  # the gateway's note of the change reaches the bot
+    denied = (
+        "This server does not let you use /inpaint in this channel, so its buttons and 🔁 cannot "
+        "start jobs for you here either."
+    )
+    edited = await fake_discord.submit_modal(modal, EDIT_VALUES, user=moderator, message=message)
+    assert await refusal(fake_discord, edited) == denied
+    assert await refusal(fake_discord, await click(fake_discord, message, "reroll", moderator)) == denied
+    await fake_discord.react(message, "🔁", user=moderator)
+    assert (await fake_discord.wait_for("post_message")).json["content"] == (
+        f"{mention(moderator)} {denied}"
+    )
+    assert await jobs.get_job(store, 2) is None
+
+    # All of the bot's commands denied in #general: for everyone but administrators.
+    general = fake_discord.channel["id"]
+    await fake_discord.set_command_permissions(
+        None, [command_permission(general, COMMAND_CHANNEL, False)]
+    )
+    await asyncio.sleep(0.1)
+    alice = fake_discord.alice
+    assert await refusal(fake_discord, await click(fake_discord, message, "reroll", alice)) == denied
+    owner = await click(fake_discord, message, "reroll", fake_discord.owner)
+    await fake_discord.wait_for(
+        "edit_webhook_message", lambda r: owner.owns(r) and bool(r.files), timeout=JOB_TIMEOUT
+    )
