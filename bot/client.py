@@ -134,6 +134,25 @@ class InpaintBot(commands.Bot):
         self.tree.clear_commands(guild=None)
         await self.tree.sync()
 
+    async def on_ready(self) -> None:
+        for guild in self.guilds:
+            await self._leave_unless_served(guild)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._leave_unless_served(guild)
+
+    async def _leave_unless_served(self, guild: discord.Guild) -> None:
+        """A bot anyone can invite would let any server use the operator's GPU."""
+        if self.config.serves(guild.id):
+            return
+        log.warning(
+            "leaving server %s (%s): it is not in INPAINTBOT_ALLOWED_GUILDS", guild.id, guild.name
+        )
+        try:
+            await guild.leave()
+        except discord.HTTPException:
+            log.exception("could not leave server %s", guild.id)
+
     def _know(self, guild_id: int | None, commands: list[app_commands.AppCommand]) -> None:
         """Remember /inpaint's id: its permission overrides apply to its buttons and 🔁 too."""
         for command in commands:

@@ -127,8 +127,15 @@ class Rules:
 
     async def admit(self, asker: Asker) -> Admission:
         """Raise ``BotError`` with a message for the member when they may not start a job here: the
-        server's allowed channels, their permission to post in the channel and to use /inpaint
-        there. Call it before any download: a refusal should cost nothing."""
+        operator's servers and direct messages, the server's allowed channels, their permission to
+        post in the channel and to use /inpaint there. Call it before any download: a refusal
+        should cost nothing."""
+        if asker.guild_id is None and not self.config.allow_dms:
+            raise BotError(
+                f"This bot takes no jobs in direct messages; use /{COMMAND} in a server it is in."
+            )
+        if asker.guild_id is not None and not self.config.serves(asker.guild_id):
+            raise BotError("This bot is not set up to serve this server, so it takes no jobs here.")
         guild = await check_channel(
             self.client, self.store, asker.guild_id, asker.channel_id, asker.channel
         )

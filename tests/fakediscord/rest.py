@@ -203,11 +203,13 @@ async def get_command_permissions(fake: "FakeDiscord", request: web.Request, bod
 
 
 async def leave_guild(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
-    """Like Discord: the bot is out, and the gateway says so with GUILD_DELETE."""
-    if request.match_info["guild_id"] != fake.guild_id or fake.left:
+    """Like Discord: the bot is out, and the gateway says so with GUILD_DELETE. Other guilds than the
+    fake's are those a test announced with its own GUILD_CREATE."""
+    guild_id = request.match_info["guild_id"]
+    if guild_id in fake.left:
         raise DiscordError(404, 10004, "Unknown Guild")
-    fake.left = True
-    await fake.gateway.dispatch("GUILD_DELETE", {"id": fake.guild_id})
+    fake.left.add(guild_id)
+    await fake.gateway.dispatch("GUILD_DELETE", {"id": guild_id})
     return web.Response(status=204)
 
 

@@ -107,7 +107,7 @@ class FakeDiscord:
         self.thread_members: dict[str, set[str]] = {}  # user ids by thread id
         # Application command permission overrides by command id (the application's id: all commands).
         self.command_permissions: dict[str, list[JSON]] = {}
-        self.left = False  # the bot left the guild (DELETE users/@me/guilds/{id})
+        self.left: set[str] = set()  # guilds the bot left (DELETE users/@me/guilds/{id})
         self._recorder = Recorder()
         self.gateway = Gateway(
             self._recorder, self._identify_events, lambda: list(self.members.values())

@@ -2,8 +2,10 @@
 and 🔁 reactions, against the fake Discord and the tiny model."""
 
 import asyncio
+import logging
 
 import discord
+import pytest
 
 from bot.store import jobs
 from bot.store.database import Store
@@ -11,7 +13,7 @@ from tests.bot.discord.conftest import StartBot
 from tests.bot.discord.test_inpaint import JOB_TIMEOUT, refusal, result
 from tests.bot.discord.test_results import delivered, mention
 from tests.bot.discord.test_server import job_in
-from tests.fakediscord import FakeDiscord, FakeInteraction
+from tests.fakediscord import FakeDiscord, FakeInteraction, payloads
 from tests.fakediscord.payloads import (
     COMMAND_CHANNEL,
     COMMAND_USER,
@@ -111,3 +113,57 @@ async def test_buttons_forms_and_reactions_follow_the_servers_command_permission
     await fake_discord.wait_for(
         "edit_webhook_message", lambda r: owner.owns(r) and bool(r.files), timeout=JOB_TIMEOUT
     )
+
+
+async def test_direct_messages_take_no_jobs_unless_the_operator_allows_them(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    dm = fake_discord.add_dm(fake_discord.alice)
+    bot = await start_bot()
+    assert await refusal(fake_discord, await job_in(fake_discord, dm)) == (
+        "This bot takes no jobs in direct messages; use /inpaint in a server it is in."
+    )
+    assert not fake_discord.recorded("cdn")
+    await bot.close()
+    await bot.queue.close()
+
+    await start_bot(allow_dms=True)
+    await result(fake_discord, await job_in(fake_discord, dm))
+
+
+async def test_the_bot_leaves_servers_not_on_the_allow_list_at_start_and_on_join(
+    fake_discord: FakeDiscord, start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "bot")
+    other = payloads.snowflake()
+    await start_bot(allowed_guilds=[int(other)])
+    await fake_discord.wait_for("leave_guild", lambda r: r.params["guild_id"] == fake_discord.guild_id)
+    assert f"leaving server {fake_discord.guild_id}" in caplog.text
+    assert "INPAINTBOT_ALLOWED_GUILDS" in caplog.text
+    # An interaction that was on its way is refused all the same.
+    assert await refusal(fake_discord, await job_in(fake_discord)) == (
+        "This bot is not set up to serve this server, so it takes no jobs here."
+    )
+
+    def joined(guild_id: str) -> JSON:
+        """GUILD_CREATE of a server the bot was just invited to (no ``unavailable`` key)."""
+        guild = payloads.guild(guild_id, fake_discord.owner["user"]["id"], [], [], [])
+        return {key: value for key, value in guild.items() if key != "unavailable"}
+
+    stranger = payloads.snowflake()  # invited to another server: it leaves at once
+    await fake_discord.gateway.dispatch("GUILD_CREATE", joined(stranger))
+    await fake_discord.wait_for("leave_guild", lambda r: r.params["guild_id"] == stranger)
+    await fake_discord.gateway.dispatch("GUILD_CREATE", joined(other))
+    await asyncio.sleep(0.2)
+    assert [r.params["guild_id"] for r in fake_discord.recorded("leave_guild")] == [
+        fake_discord.guild_id,
+        stranger,
+    ]
+
+
+async def test_every_server_is_served_while_the_allow_list_is_empty_or_names_it(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    await start_bot(allowed_guilds=[int(fake_discord.guild_id)])
+    await result(fake_discord, await job_in(fake_discord))
+    assert not fake_discord.recorded("leave_guild")
