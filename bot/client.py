@@ -97,7 +97,7 @@ class InpaintBot(commands.Bot):
         self.config = config
         self.queue = queue
         self.store = store
-        self.rules = Rules(self, store, config)
+        self.rules = Rules(self, store, config, queue)
         self.router = DeliveryRouter(self, queue, store, config, edit_interval=edit_interval)
         self.memory_ids = MemoryIds()  # custom ids of in-memory views and modals
         self.handlers = Handlers()  # the cogs that do persistent components' work

@@ -25,6 +25,9 @@ class BotConfig(EngineConfig):
     )
     queue_max_per_user: int = Field(3, ge=1, description="Jobs one user may have queued or running.")
     queue_max_total: int = Field(100, ge=1, description="Jobs all users may have queued or running.")
+    queue_max_per_guild: int | None = Field(
+        None, ge=1, description="Jobs one server's members may have queued or running; unset: no cap."
+    )
     batch_size: int | None = Field(
         None, ge=1, description="Most images in one pipeline call; unset means 4 on CUDA, 1 on the CPU."
     )

@@ -22,7 +22,7 @@ import discord
 from bot.config import BotConfig
 from bot.errors import BotError
 from bot.guards import age_restricted, screen
-from bot.queue.base import JobSubmission
+from bot.queue.base import JobQueue, JobSubmission
 from bot.store.database import Store
 from bot.store.guilds import get_guild_settings
 from bot.store.models import GuildSettings, Job, NsfwPolicy
@@ -118,18 +118,19 @@ class Admission:
 class Rules:
     """The bot's and the servers' rules on who may start a job where."""
 
-    def __init__(self, client: discord.Client, store: Store, config: BotConfig) -> None:
+    def __init__(self, client: discord.Client, store: Store, config: BotConfig, queue: JobQueue) -> None:
         self.client = client
         self.store = store
         self.config = config
+        self.queue = queue
         self.command_ids: dict[int | None, int] = {}  # /inpaint's id per server (None: global)
         self._command_permissions: dict[int, tuple[float, Mapping[int, list[Any]]]] = {}
 
     async def admit(self, asker: Asker) -> Admission:
         """Raise ``BotError`` with a message for the member when they may not start a job here: the
         operator's servers and direct messages, the server's allowed channels, their permission to
-        post in the channel and to use /inpaint there. Call it before any download: a refusal
-        should cost nothing."""
+        post in the channel and to use /inpaint there, and the queue's caps (the member's, the
+        server's, everyone's). Call it before any download: a refusal should cost nothing."""
         if asker.guild_id is None and not self.config.allow_dms:
             raise BotError(
                 f"This bot takes no jobs in direct messages; use /{COMMAND} in a server it is in."
@@ -146,6 +147,8 @@ class Rules:
                     f"This server does not let you use /{COMMAND} in this channel, so its buttons "
                     "and 🔁 cannot start jobs for you here either."
                 )
+        limit = guild.max_jobs_per_user if guild else None
+        await self.queue.check_room(asker.user_id, asker.guild_id, limit)
         checked = self.config.safety_checker is not None
         hidden = (
             guild is not None

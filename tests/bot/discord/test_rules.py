@@ -9,7 +9,7 @@ import pytest
 
 from bot.store import jobs
 from bot.store.database import Store
-from tests.bot.discord.conftest import StartBot
+from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_inpaint import JOB_TIMEOUT, refusal, result
 from tests.bot.discord.test_results import delivered, mention
 from tests.bot.discord.test_server import job_in
@@ -167,3 +167,26 @@ async def test_every_server_is_served_while_the_allow_list_is_empty_or_names_it(
     await start_bot(allowed_guilds=[int(fake_discord.guild_id)])
     await result(fake_discord, await job_in(fake_discord))
     assert not fake_discord.recorded("leave_guild")
+
+
+async def test_caps_are_checked_before_the_pictures_are_downloaded_the_servers_included(
+    fake_discord: FakeDiscord, start_bot: StartBot, gated_engine: GatedEngine
+) -> None:
+    gated_engine.gate.clear()
+    await start_bot(queue_max_per_user=1, queue_max_per_guild=2)
+    first = await job_in(fake_discord)
+    await fake_discord.wait_for("edit_webhook_message", first.owns)
+    again = await refusal(fake_discord, await job_in(fake_discord))
+    assert "the most one person may have at a time (1)" in again
+    assert len(fake_discord.recorded("cdn")) == 2, "refused before the pictures were downloaded"
+
+    second = await job_in(fake_discord, user=fake_discord.owner)
+    await fake_discord.wait_for("edit_webhook_message", second.owns)
+    mallory = fake_discord.add_member("mallory")
+    assert await refusal(fake_discord, await job_in(fake_discord, user=mallory)) == (
+        "This server already has 2 jobs waiting or running, the most one server may have at a time "
+        "(2), so that other servers get their turn too. Try again when one has finished."
+    )
+    assert len(fake_discord.recorded("cdn")) == 4
+    gated_engine.gate.set()
+    await result(fake_discord, first)
