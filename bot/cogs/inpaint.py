@@ -14,7 +14,13 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 
 from bot.errors import BotError
-from bot.options import check_model, given_settings, matching, preset_choices, settings_options
+from bot.options import (
+    check_model,
+    given_settings,
+    model_choices,
+    preset_choices,
+    settings_options,
+)
 from bot.rules import Asker, Via
 from bot.store.presets import resolve_settings, visible_presets
 from engine.job import InpaintRequest
@@ -93,7 +99,7 @@ class Inpaint(commands.Cog):
 
     @inpaint.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
-        return matching(self.bot.config.allowed_models(), current)
+        return model_choices(self.bot.config.allowed_models(), current)
 
 
 async def setup(bot: InpaintBot) -> None:

@@ -2,15 +2,18 @@
 and 🔁 reactions, against the fake Discord and the tiny model."""
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 
 import discord
 import pytest
+from discord.utils import escape_markdown
 
 from bot.store import jobs
 from bot.store.database import Store
 from tests.bot.discord.conftest import GatedEngine, StartBot
-from tests.bot.discord.test_inpaint import JOB_TIMEOUT, refusal, result
+from tests.bot.discord.test_inpaint import JOB_TIMEOUT, embed_fields, refusal, result
 from tests.bot.discord.test_results import delivered, mention
 from tests.bot.discord.test_server import job_in
 from tests.fakediscord import FakeDiscord, FakeInteraction, payloads
@@ -22,6 +25,7 @@ from tests.fakediscord.payloads import (
     overwrite,
 )
 
+AUTOCOMPLETE_RESULT = 8
 EDIT_VALUES = {"prompt": "a blue hat", "negative_prompt": "", "strength": "0.5", "seed": "7"}
 
 
@@ -190,3 +194,34 @@ async def test_caps_are_checked_before_the_pictures_are_downloaded_the_servers_i
     assert len(fake_discord.recorded("cdn")) == 4
     gated_engine.gate.set()
     await result(fake_discord, first)
+
+
+async def test_prompts_show_as_typed_and_local_models_by_their_name_only(
+    fake_discord: FakeDiscord, start_bot: StartBot, tiny_sd_path: Path
+) -> None:
+    bot = await start_bot(model=str(tiny_sd_path))  # a local folder, as the engine's
+    name = tiny_sd_path.name
+    it = await job_in(fake_discord, prompt="**bold** _lean_ ~~gone~~", negative_prompt="`code`")
+    done = await result(fake_discord, it)
+    assert done.json["embeds"][0]["description"] == r"**Prompt:** \*\*bold\*\* \_lean\_ \~\~gone\~\~"
+    fields = embed_fields(done)
+    assert fields["Negative prompt"] == r"\`code\`"
+    assert fields["Model"] == escape_markdown(name)
+
+    typed = await fake_discord.slash("inpaint", {"model": ""}, focused="model")
+    choices = (await fake_discord.wait_for("callback", typed.owns)).json["data"]["choices"]
+    assert [choice["name"] for choice in choices] == [name]
+
+    saved = await fake_discord.slash("preset save", {"name": "mine", "model": bot.config.model})
+    await fake_discord.wait_for("callback", saved.owns)
+    shown = await fake_discord.slash("preset show", {"name": "mine"})
+    embed = (await fake_discord.wait_for("callback", shown.owns)).json["data"]["embeds"][0]
+    assert {f["name"]: f["value"] for f in embed["fields"]}["model"] == escape_markdown(f'"{name}"')
+    folder = str(Path(bot.config.model).parent)
+    said = [
+        json.dumps(r.json)
+        for r in fake_discord.records
+        if r.kind in ("callback", "followup", "edit_webhook_message", "post_message")
+        and r.json.get("type") != AUTOCOMPLETE_RESULT  # a choice's value is sent back, not shown
+    ]
+    assert said and not [text for text in said if folder in text]
