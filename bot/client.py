@@ -19,6 +19,7 @@ from bot.delivery.delivery import EDIT_INTERVAL
 from bot.delivery.router import DeliveryRouter
 from bot.queue.base import JobQueue
 from bot.replies import error_message, refuse
+from bot.rules import COMMAND, Rules
 from bot.store.database import Store
 from bot.ui.buttons import EXPIRED_MESSAGE, Handlers, MemoryIds
 
@@ -96,6 +97,7 @@ class InpaintBot(commands.Bot):
         self.config = config
         self.queue = queue
         self.store = store
+        self.rules = Rules(self, store, config, queue)
         self.router = DeliveryRouter(self, queue, store, config, edit_interval=edit_interval)
         self.memory_ids = MemoryIds()  # custom ids of in-memory views and modals
         self.handlers = Handlers()  # the cogs that do persistent components' work
@@ -113,13 +115,13 @@ class InpaintBot(commands.Bot):
         listed server that refuses (the bot is not in it, or lacks the applications.commands scope)
         is logged and skipped, so one typo does not stop the bot."""
         if not self.config.guild_ids:
-            await self.tree.sync()
+            self._know(None, await self.tree.sync())
             return
         for guild_id in self.config.guild_ids:
             guild = discord.Object(guild_id)
             self.tree.copy_global_to(guild=guild)
             try:
-                await self.tree.sync(guild=guild)
+                self._know(guild_id, await self.tree.sync(guild=guild))
             except (discord.Forbidden, discord.NotFound) as exc:
                 log.error(
                     "could not register the slash commands in server %s from INPAINTBOT_GUILD_IDS "
@@ -131,6 +133,36 @@ class InpaintBot(commands.Bot):
                 )
         self.tree.clear_commands(guild=None)
         await self.tree.sync()
+
+    async def on_ready(self) -> None:
+        for guild in self.guilds:
+            await self._leave_unless_served(guild)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._leave_unless_served(guild)
+
+    async def _leave_unless_served(self, guild: discord.Guild) -> None:
+        """A bot anyone can invite would let any server use the operator's GPU."""
+        if self.config.serves(guild.id):
+            return
+        log.warning(
+            "leaving server %s (%s): it is not in INPAINTBOT_ALLOWED_GUILDS", guild.id, guild.name
+        )
+        try:
+            await guild.leave()
+        except discord.HTTPException:
+            log.exception("could not leave server %s", guild.id)
+
+    def _know(self, guild_id: int | None, commands: list[app_commands.AppCommand]) -> None:
+        """Remember /inpaint's id: its permission overrides apply to its buttons and 🔁 too."""
+        for command in commands:
+            if command.name == COMMAND:
+                self.rules.command_ids[guild_id] = command.id
+
+    async def on_raw_app_command_permissions_update(
+        self, payload: discord.RawAppCommandPermissionsUpdateEvent
+    ) -> None:
+        self.rules.forget_command_permissions(payload.guild.id)
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Answer a click or form of an in-memory view or modal this process no longer knows

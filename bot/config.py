@@ -25,6 +25,9 @@ class BotConfig(EngineConfig):
     )
     queue_max_per_user: int = Field(3, ge=1, description="Jobs one user may have queued or running.")
     queue_max_total: int = Field(100, ge=1, description="Jobs all users may have queued or running.")
+    queue_max_per_guild: int | None = Field(
+        None, ge=1, description="Jobs one server's members may have queued or running; unset: no cap."
+    )
     batch_size: int | None = Field(
         None, ge=1, description="Most images in one pipeline call; unset means 4 on CUDA, 1 on the CPU."
     )
@@ -61,6 +64,14 @@ class BotConfig(EngineConfig):
         default_factory=list,
         description="Guilds to sync commands to instantly (comma-separated); empty syncs globally.",
     )
+    allowed_guilds: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Servers the bot serves (comma-separated ids); it leaves any other. Empty serves any "
+            "server it is invited to."
+        ),
+    )
+    allow_dms: bool = Field(False, description="Take jobs in direct messages with the bot.")
 
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -70,7 +81,7 @@ class BotConfig(EngineConfig):
         ),
     )
 
-    @field_validator("guild_ids", "models", mode="before")
+    @field_validator("guild_ids", "allowed_guilds", "models", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         """Operators write ``123,456`` in an env file, not JSON."""
@@ -82,6 +93,10 @@ class BotConfig(EngineConfig):
     @classmethod
     def _upper_case(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    def serves(self, guild_id: int) -> bool:
+        """Whether the bot works for this server (``allowed_guilds``); the GPU is the operator's."""
+        return not self.allowed_guilds or guild_id in self.allowed_guilds
 
     def allowed_models(self) -> list[str]:
         """Members may only name these: any other name would let them make the bot download or

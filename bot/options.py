@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from discord import app_commands
@@ -74,10 +75,27 @@ def given_settings(options: Mapping[str, Any]) -> dict[str, Any]:
     return {name: v.value if isinstance(v, Choice) else v for name, v in values.items()}
 
 
+LOCAL_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def model_name(model: str) -> str:
+    """What members see of a model: a Hub id as it is, a local file or folder by its own name only.
+    Where the operator keeps their files is no member's business."""
+    path = Path(model)
+    local = path.is_absolute() or model.startswith((".", "~")) or model.endswith(LOCAL_SUFFIXES)
+    return path.name if local or path.expanduser().exists() else model
+
+
 def check_model(model: str | None, allowed: list[str]) -> None:
     """Members may only name the configured models (see ``BotConfig.allowed_models``)."""
     if model is not None and model not in allowed:
-        raise BotError(f"Unknown model {model!r}. This bot offers: {', '.join(allowed)}.")
+        offered = ", ".join(model_name(name) for name in allowed)
+        raise BotError(f"Unknown model {model_name(model)!r}. This bot offers: {offered}.")
+
+
+def model_choices(allowed: list[str], current: str) -> list[Choice[str]]:
+    """Autocomplete answers for the ``model`` option, shown by their names (``model_name``)."""
+    return matching(allowed, current, labels=[model_name(name) for name in allowed])
 
 
 def matching(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 
 import discord
@@ -66,3 +67,20 @@ async def guarded(interaction: discord.Interaction, work: Callable[[], Awaitable
         await work()
     except Exception as exc:
         await refuse(interaction, error_message(exc))
+
+
+class Quiet:
+    """Answers each member at most once per ``seconds``: a refusal nobody asked for privately (a 🔁
+    reaction's, posted in the channel) must not let one member make the bot spam a channel."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: dict[int, float] = {}
+
+    def may_answer(self, user_id: int) -> bool:
+        now = time.monotonic()
+        self._last = {user: at for user, at in self._last.items() if now - at < self.seconds}
+        if user_id in self._last:
+            return False
+        self._last[user_id] = now
+        return True

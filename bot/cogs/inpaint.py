@@ -14,9 +14,14 @@ from discord.app_commands import Choice, Range
 from discord.ext import commands
 
 from bot.errors import BotError
-from bot.guards import check_channel
-from bot.options import check_model, given_settings, matching, preset_choices, settings_options
-from bot.queue.base import JobSubmission
+from bot.options import (
+    check_model,
+    given_settings,
+    model_choices,
+    preset_choices,
+    settings_options,
+)
+from bot.rules import Asker, Via
 from bot.store.presets import resolve_settings, visible_presets
 from engine.job import InpaintRequest
 
@@ -70,15 +75,12 @@ class Inpaint(commands.Cog):
     ) -> None:
         values = given_settings(options)
         await interaction.response.defer(thinking=True)
-        # Before the downloads: a job refused here costs nothing (``submit`` checks again, for all).
-        guild = await check_channel(
-            self.bot, self.bot.store, interaction.guild_id, interaction.channel_id, interaction.channel
-        )
-        user_id = interaction.user.id
+        # Before the downloads: a job refused here costs nothing.
+        admission = await self.bot.rules.admit(Asker.of(interaction, Via.COMMAND))
         settings = await resolve_settings(
             self.bot.store,
-            user_id=user_id,
-            guild=guild,
+            user_id=interaction.user.id,
+            guild=admission.guild,
             preset=preset,
             options=values,
         )
@@ -88,13 +90,7 @@ class Inpaint(commands.Cog):
             mask=await download(mask, "mask") if mask else None,
             settings=settings,
         )
-        submission = JobSubmission(
-            user_id=user_id,
-            request=request,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-        )
-        await self.bot.router.submit(submission, interaction)
+        await self.bot.router.submit(admission, request, interaction)
 
     @inpaint.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
@@ -103,7 +99,7 @@ class Inpaint(commands.Cog):
 
     @inpaint.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
-        return matching(self.bot.config.allowed_models(), current)
+        return model_choices(self.bot.config.allowed_models(), current)
 
 
 async def setup(bot: InpaintBot) -> None:

@@ -17,10 +17,10 @@ from discord.ext import commands
 
 from bot.delivery.render import post_result, result_message, status_text
 from bot.errors import BotError
-from bot.guards import check_channel
 from bot.options import MAX_CHOICES
 from bot.queue.events import DoneEvent, QueuedEvent, StartedEvent, final_event
 from bot.replies import defer_privately, guarded
+from bot.rules import can_view, check_channel
 from bot.store import jobs
 from bot.store.models import LIVE_STATUSES, ImageRole, Job, JobStatus
 from bot.ui.buttons import handlers
@@ -178,6 +178,7 @@ class Jobs(commands.Cog):
             self.bot, self.bot.store, interaction.guild_id, interaction.channel_id, interaction.channel
         )
         row = await self._job_here(interaction, job)
+        await self._check_seen(interaction, row)
         if row.hidden and row.user_id != interaction.user.id:
             raise BotError(
                 f"Job {job}'s result was deleted from the channel (🗑), so only the member who "
@@ -232,6 +233,16 @@ class Jobs(commands.Cog):
                 f"Job {job_id} was not made in this server; /show only shows this server's jobs."
             )
         return row
+
+    async def _check_seen(self, interaction: discord.Interaction, row: Job) -> None:
+        """Only its owner, or a member who can read the channel it was made in, may post a job again:
+        job numbers are sequential, and staff channels and private threads have jobs too."""
+        if row.user_id == interaction.user.id or row.guild_id is None or row.channel_id is None:
+            return
+        if not await can_view(self.bot, row.guild_id, row.channel_id, interaction.user):
+            raise BotError(
+                f"Job {row.id} was made in a channel you cannot view, so you cannot show it here."
+            )
 
     @show.autocomplete("job")
     async def _show_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[int]]:

@@ -16,7 +16,13 @@ from discord.ext import commands
 from discord.utils import escape_markdown
 
 from bot.errors import PresetError
-from bot.options import check_model, given_settings, matching, preset_choices, settings_options
+from bot.options import (
+    check_model,
+    given_settings,
+    model_choices,
+    preset_choices,
+    settings_options,
+)
 from bot.store.guilds import get_guild_settings
 from bot.store.models import Preset
 from bot.store.presets import (
@@ -28,7 +34,7 @@ from bot.store.presets import (
     set_default_preset,
     visible_presets,
 )
-from bot.ui.presets import OwnedView, clip, label, save_or_ask, summary, value_text
+from bot.ui.presets import OwnedView, clip, label, save_or_ask, setting_text, summary
 from engine.settings import InpaintSettings
 
 if TYPE_CHECKING:
@@ -77,7 +83,7 @@ async def _preset_names(interaction: discord.Interaction, current: str) -> list[
 
 
 async def _model_names(interaction: discord.Interaction, current: str) -> list[Choice[str]]:
-    return matching(_bot(interaction).config.allowed_models(), current)
+    return model_choices(_bot(interaction).config.allowed_models(), current)
 
 
 def _marks(preset: Preset, user_default: Preset | None, server_default_id: int | None) -> str:
@@ -209,10 +215,11 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
             if key in preset.settings
         ]
         kind = "Server preset" if preset.guild_id is not None else "Preset"
-        embed = discord.Embed(title=f"{kind} {preset.name}", description="\n".join(prompts) or None)
+        title = f"{kind} {escape_markdown(preset.name)}"
+        embed = discord.Embed(title=title, description="\n".join(prompts) or None)
         for key, value in preset.settings.items():
             if key not in PROMPTS:
-                embed.add_field(name=key, value=value_text(value))
+                embed.add_field(name=key, value=escape_markdown(setting_text(key, value)))
         if preset.guild_id is not None:
             embed.add_field(name="saved by", value=f"<@{preset.user_id}>", inline=False)
         await interaction.response.send_message(embed=embed, ephemeral=True)

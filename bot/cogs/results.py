@@ -20,8 +20,8 @@ from discord.ext import commands
 from bot.delivery.render import REROLL_EMOJI
 from bot.errors import BotError
 from bot.options import check_model
-from bot.queue.base import JobSubmission
-from bot.replies import error_message, guarded
+from bot.replies import Quiet, error_message, guarded
+from bot.rules import Asker, Via, check_resubmit, may_manage
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOTICE_SECONDS = 60.0  # how long a refused reaction's note stays in the channel
+QUIET_SECONDS = 60.0  # after a refused reaction's note, that member's next refusals get none
 N = TypeVar("N", int, float)
 
 
@@ -56,11 +57,6 @@ def face_settings(job: Job) -> InpaintSettings:
         model=s.model,
         auto_mask=AutoMask.FACE,
     )
-
-
-def may_manage(interaction: discord.Interaction, job: Job) -> bool:
-    """Checked at run time: ``default_permissions`` are only a default that admins can change."""
-    return interaction.user.id == job.user_id or interaction.permissions.manage_messages
 
 
 async def picture(store: Store, job: Job, role: ImageRole) -> bytes:
@@ -131,7 +127,8 @@ class EditModal(discord.ui.Modal):
                 "seed": _number(self.seed.value, int, "Seed"),
             }
         )
-        await self.results.resubmit_for(interaction, self.job, settings)
+        asker = Asker.of(interaction, Via.FORM)
+        await self.results.resubmit(self.job, settings, asker, interaction, changes_settings=True)
 
 
 class PresetModal(discord.ui.Modal):
@@ -159,6 +156,7 @@ class PresetModal(discord.ui.Modal):
 class Results(commands.Cog):
     def __init__(self, bot: InpaintBot) -> None:
         self.bot = bot
+        self.quiet = Quiet(QUIET_SECONDS)
 
     async def cog_load(self) -> None:
         self.bot.handlers.job_actions = self
@@ -180,20 +178,29 @@ class Results(commands.Cog):
 
     async def _reroll(self, interaction: discord.Interaction, job: Job) -> None:
         await interaction.response.defer(thinking=True)
-        await self.resubmit_for(interaction, job, reroll_settings(job))
+        asker = Asker.of(interaction, Via.BUTTON)
+        await self.resubmit(job, reroll_settings(job), asker, interaction, changes_settings=False)
 
     async def _edit(self, interaction: discord.Interaction, job: Job) -> None:
+        """Checked before the form opens, so nobody types for nothing, and again when it is sent."""
+        asker = Asker.of(interaction, Via.BUTTON)
+        await check_resubmit(self.bot.store, job, asker, changes_settings=True)
+        await self.bot.rules.admit(asker)
         await interaction.response.send_modal(EditModal(self, job))
 
     async def _fix_faces(self, interaction: discord.Interaction, job: Job) -> None:
         await interaction.response.defer(thinking=True)
-        await self.resubmit_for(interaction, job, face_settings(job), role=ImageRole.OUTPUT)
+        asker = Asker.of(interaction, Via.BUTTON)
+        settings = face_settings(job)
+        await self.resubmit(
+            job, settings, asker, interaction, changes_settings=False, role=ImageRole.OUTPUT
+        )
 
     async def _save_preset(self, interaction: discord.Interaction, job: Job) -> None:
         await interaction.response.send_modal(PresetModal(self, job))
 
     async def _delete(self, interaction: discord.Interaction, job: Job) -> None:
-        if not may_manage(interaction, job):
+        if not may_manage(interaction.user.id, interaction.permissions, job):
             raise BotError(
                 f"Only the person who ran job {job.id} or someone who may manage messages can delete it."
             )
@@ -205,7 +212,7 @@ class Results(commands.Cog):
             await interaction.message.delete()
 
     async def _cancel(self, interaction: discord.Interaction, job: Job) -> None:
-        if not may_manage(interaction, job):
+        if not may_manage(interaction.user.id, interaction.permissions, job):
             raise BotError(
                 f"Only the person who ran job {job.id} or someone who may manage messages can cancel it."
             )
@@ -242,14 +249,14 @@ class Results(commands.Cog):
             await self.resubmit(
                 job,
                 reroll_settings(job),
-                user_id=payload.user_id,
-                interaction=None,
-                guild_id=payload.guild_id,
-                channel_id=payload.channel_id,
+                Asker.reacting(self.bot, payload),
+                None,
+                changes_settings=False,
                 reply_to=payload.message_id,
             )
         except Exception as exc:
-            await self._notify(payload, error_message(exc))
+            if self.quiet.may_answer(payload.user_id):
+                await self._notify(payload, error_message(exc))
 
     async def _notify(self, payload: discord.RawReactionActionEvent, message: str) -> None:
         """A reaction has no interaction to answer privately: a short-lived reply that mentions them."""
@@ -266,52 +273,31 @@ class Results(commands.Cog):
         except discord.HTTPException:
             log.warning("could not tell user %s: %s", payload.user_id, message, exc_info=True)
 
-    async def resubmit_for(
-        self,
-        interaction: discord.Interaction,
-        job: Job,
-        settings: InpaintSettings,
-        *,
-        role: ImageRole = ImageRole.INPUT,
-    ) -> None:
-        """A new job for whoever clicked, shown in the interaction's (deferred) response."""
-        await self.resubmit(
-            job,
-            settings,
-            user_id=interaction.user.id,
-            interaction=interaction,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            role=role,
-        )
-
     async def resubmit(
         self,
         job: Job,
         settings: InpaintSettings,
-        *,
-        user_id: int,
+        asker: Asker,
         interaction: discord.Interaction | None,
-        guild_id: int | None,
-        channel_id: int | None,
+        *,
+        changes_settings: bool,
         role: ImageRole = ImageRole.INPUT,
         reply_to: int | None = None,
     ) -> None:
-        """Queue ``settings`` on a stored job's pictures: its input and mask, or (``role=OUTPUT``) its
-        first result. The one place every re-roll, edit and face fix goes through."""
+        """Queue ``settings`` on a stored job's pictures for ``asker``: its input and mask, or
+        (``role=OUTPUT``) its first result. The one place every re-roll, edit and face fix goes
+        through: the rules on re-submitting someone else's job, then those on starting any job."""
+        await check_resubmit(self.bot.store, job, asker, changes_settings=changes_settings)
+        admission = await self.bot.rules.admit(asker)
         check_model(settings.model, self.bot.config.allowed_models())  # the list may have changed
         store = self.bot.store
         image = await picture(store, job, role)
         has_mask = role is ImageRole.INPUT and bool(job.images_with(ImageRole.MASK))
         mask = await picture(store, job, ImageRole.MASK) if has_mask else None
-        submission = JobSubmission(
-            user_id=user_id,
-            request=InpaintRequest(image=image, mask=mask, settings=settings),
-            guild_id=guild_id,
-            channel_id=channel_id,
-            parent_id=job.id,
+        request = InpaintRequest(image=image, mask=mask, settings=settings)
+        await self.bot.router.submit(
+            admission, request, interaction, parent_id=job.id, reply_to=reply_to
         )
-        await self.bot.router.submit(submission, interaction, reply_to=reply_to)
 
 
 async def setup(bot: InpaintBot) -> None:

@@ -3,7 +3,7 @@ default preset, and what happens to pictures the safety checker flags.
 
 Only for members with Manage Server. ``default_permissions`` hides the group from the others, but admins
 can change who sees a command, so every subcommand checks the permission again when it runs. Every
-answer is ephemeral. The rules are applied in ``bot.guards``.
+answer is ephemeral. The rules are applied in ``bot.rules`` and ``bot.guards``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from discord.ext import commands
 from discord.utils import escape_markdown
 
 from bot.errors import BotError
-from bot.guards import channel_list
 from bot.options import preset_choices
+from bot.rules import channel_list
 from bot.store.guilds import get_guild_settings, update_guild_settings
 from bot.store.models import GuildSettings, NsfwPolicy
 from bot.store.presets import get_preset, list_presets

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import discord
+from discord.utils import escape_markdown
 
 from bot.guards import screen
+from bot.options import model_name
 from bot.queue.events import DoneEvent, ProgressEvent, QueuedEvent, StartedEvent
 from bot.store import jobs
 from bot.store.database import Store
@@ -32,11 +34,14 @@ Send = Callable[[str, list[FittedFile], discord.Embed, discord.ui.View], Awaitab
 
 
 def settings_embed(event: DoneEvent) -> discord.Embed:
-    """The settings the job actually used (concrete seeds included), so anyone can reproduce it."""
+    """The settings the job actually used (concrete seeds included), so anyone can reproduce it. The
+    prompts are shown as typed: Markdown in them is escaped."""
     s = event.settings
-    embed = discord.Embed(description=f"**Prompt:** {s.prompt or '(none)'}"[:4096])
+    prompt = escape_markdown(s.prompt) or "(none)"
+    embed = discord.Embed(description=f"**Prompt:** {prompt}"[:4096])
     if s.negative_prompt:
-        embed.add_field(name="Negative prompt", value=s.negative_prompt[:1024], inline=False)
+        negative = escape_markdown(s.negative_prompt)[:1024]
+        embed.add_field(name="Negative prompt", value=negative, inline=False)
     seeds = ", ".join(str(seed) for seed in event.seeds)
     fields = {
         "Seed" if len(event.seeds) == 1 else "Seeds": seeds,
@@ -56,7 +61,7 @@ def settings_embed(event: DoneEvent) -> discord.Embed:
         )
     for name, value in fields.items():
         embed.add_field(name=name, value=value)
-    embed.add_field(name="Model", value=event.model[:1024], inline=False)
+    embed.add_field(name="Model", value=escape_markdown(model_name(event.model))[:1024], inline=False)
     source = f"mask: {event.mask_source.value} · " if event.mask_source else ""
     embed.set_footer(text=f"{source}{event.seconds:.1f} s · job {event.job_id}")
     return embed

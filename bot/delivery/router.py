@@ -7,19 +7,19 @@ to the job's channel (its interaction is gone).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 
 import discord
 
 from bot.config import BotConfig
 from bot.delivery.delivery import EDIT_INTERVAL, Delivery
-from bot.guards import admit
 from bot.logs import JobLog
-from bot.queue.base import JobQueue, JobSubmission
+from bot.queue.base import JobQueue
 from bot.queue.events import CancelledEvent, DoneEvent, EventStream, FailedEvent, JobEvent, QueuedEvent
+from bot.rules import Admission
 from bot.store import jobs
 from bot.store.database import Store
+from engine.job import InpaintRequest
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,18 @@ class DeliveryRouter:
 
     async def submit(
         self,
-        submission: JobSubmission,
+        admission: Admission,
+        request: InpaintRequest,
         interaction: discord.Interaction | None,
         *,
+        parent_id: int | None = None,
         reply_to: int | None = None,
     ) -> QueuedEvent:
-        """Queue a job, if the server's rules allow it here (``bot.guards.admit``), and show its
-        progress and result through ``interaction`` (or in its channel, replying to message
+        """Queue a job that ``bot.rules.Rules.admit`` admitted (no job is queued without), and show
+        its progress and result through ``interaction`` (or in its channel, replying to message
         ``reply_to``)."""
-        if interaction is not None and self.config.progress_previews:
-            submission = dataclasses.replace(submission, previews=True)  # only shown in a response
-        channel = interaction.channel if interaction is not None else None
-        checked = self.config.safety_checker is not None
-        submission = await admit(self.client, self.store, submission, channel, checked=checked)
+        previews = interaction is not None and self.config.progress_previews  # only in a response
+        submission = admission.submission(request, parent_id=parent_id, previews=previews)
         queued = await self.queue.submit(submission)
         # No await between submit and track: the job's first event must find its delivery.
         self.track(

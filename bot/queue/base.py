@@ -67,6 +67,11 @@ class JobQueue(Protocol):
         """
         ...
 
+    async def check_room(self, user_id: int, guild_id: int | None, max_pending: int | None) -> None:
+        """Raise ``QueueFullError`` when ``submit`` would refuse such a job now for a cap: asked
+        before the pictures are downloaded, so a full queue costs no download (``submit`` checks
+        again)."""
+
     async def cancel(self, job_id: int) -> bool:
         """Take a queued job out, or stop a running one within a step; False if it is not live."""
         ...

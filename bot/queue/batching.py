@@ -61,6 +61,7 @@ class QueuedJob(Generic[P]):
     total_steps: int
     key: Hashable | None
     previews: bool = False
+    guild_id: int | None = None  # counted against the server's cap
     prepared: asyncio.Future[P] | None = None
     solo: bool = False  # run alone from now on: the batch it was in ran out of memory
     cancelled: bool = False
@@ -72,6 +73,7 @@ class QueuedJob(Generic[P]):
         return cls(
             id=row.id,
             user_id=row.user_id,
+            guild_id=row.guild_id,
             settings=prepared.settings,
             image_sha256=inputs[ImageRole.INPUT],
             mask_sha256=inputs.get(ImageRole.MASK),

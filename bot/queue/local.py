@@ -92,12 +92,14 @@ class LocalJobQueue(Generic[P]):
         self._store = store
         self._max_per_user = config.queue_max_per_user
         self._max_total = config.queue_max_total
+        self._max_per_guild = config.queue_max_per_guild
         self._batch_size = config.effective_batch_size()
         self._job_timeout = config.job_timeout
         self._shutdown_timeout = config.shutdown_timeout
         self._waiting: FairQueue[QueuedJob[P]] = FairQueue()
         self._running: Batch[P] | None = None
         self._reserved: Counter[int] = Counter()  # submissions being validated and written
+        self._reserved_guilds: Counter[int | None] = Counter()  # the same, by server
         self._wake = asyncio.Event()
         self._writer = StoreWriter()
         self._eta = EtaEstimator()
@@ -144,9 +146,10 @@ class LocalJobQueue(Generic[P]):
             raise RuntimeError("start() the queue before submitting jobs")
         if self._closed:
             raise QueueClosedError()
-        user_id = submission.user_id
-        self._check_caps(user_id, submission.max_pending)
+        user_id, guild_id = submission.user_id, submission.guild_id
+        self._check_caps(user_id, guild_id, submission.max_pending)
         self._reserved[user_id] += 1
+        self._reserved_guilds[guild_id] += 1
         try:
             request = replace(submission.request, settings=submission.request.settings.with_seed())
             prepared = await self._prepare(request)
@@ -164,11 +167,15 @@ class LocalJobQueue(Generic[P]):
             )
         finally:
             self._reserved[user_id] -= 1
+            self._reserved_guilds[guild_id] -= 1
         job = QueuedJob.admit(row, prepared, previews=submission.previews)
         job.prepared = asyncio.get_running_loop().create_future()
         job.prepared.set_result(prepared)  # kept only if the job runs next (see _prefetch)
         self._waiting.push(user_id, job)
         return self._changed()[job.id]
+
+    async def check_room(self, user_id: int, guild_id: int | None, max_pending: int | None) -> None:
+        self._check_caps(user_id, guild_id, max_pending)
 
     async def cancel(self, job_id: int) -> bool:
         waiting = next((job for job in self._waiting if job.id == job_id), None)
@@ -229,13 +236,24 @@ class LocalJobQueue(Generic[P]):
 
     # -- admission ----------------------------------------------------------------------------------
 
-    def _check_caps(self, user_id: int, guild_limit: int | None) -> None:
+    def _check_caps(self, user_id: int, guild_id: int | None, guild_limit: int | None) -> None:
         running = self._running.jobs if self._running else []
         mine = self._waiting.count(user_id) + self._reserved[user_id]
         mine += sum(job.user_id == user_id for job in running)
         everyone = len(self._waiting) + self._reserved.total() + len(running)
         limit = min(self._max_per_user, guild_limit or self._max_per_user)
-        check_caps(mine=mine, per_user=limit, everyone=everyone, total=self._max_total)
+        # Direct messages have no server, and no server's cap.
+        per_guild = self._max_per_guild if guild_id is not None else None
+        ours = self._reserved_guilds[guild_id] if guild_id is not None else 0
+        ours += sum(job.guild_id == guild_id for job in (*self._waiting, *running))
+        check_caps(
+            mine=mine,
+            per_user=limit,
+            everyone=everyone,
+            total=self._max_total,
+            ours=ours,
+            per_guild=per_guild,
+        )
 
     async def _prepare(self, request: InpaintRequest) -> P:
         """The engine's CPU stage, in its own thread so neither the loop nor the GPU waits for it."""

@@ -18,6 +18,7 @@ import discord
 from discord.utils import escape_markdown
 
 from bot.config import BotConfig
+from bot.options import model_name
 from bot.replies import error_message, refuse
 from bot.store.database import Store
 from bot.store.models import Preset
@@ -52,9 +53,14 @@ def value_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def setting_text(key: str, value: object) -> str:
+    """A preset's value as members see it: a model by its name, never its path."""
+    return value_text(model_name(value) if key == "model" and isinstance(value, str) else value)
+
+
 def summary(settings: Mapping[str, Any], limit: int = SUMMARY_CHARS) -> str:
     """What a preset sets, on one line: ``prompt "a red scarf" · steps 40 · sampler "ddim"``."""
-    text = " · ".join(f"{key} {value_text(value)}" for key, value in settings.items())
+    text = " · ".join(f"{key} {setting_text(key, value)}" for key, value in settings.items())
     return clip(escape_markdown(text), limit) if text else "nothing"
 
 

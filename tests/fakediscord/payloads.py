@@ -22,8 +22,12 @@ LOADING = 128
 # Application command option types the fake can infer from a Python value.
 SUB_COMMAND, SUB_COMMAND_GROUP, STRING, INTEGER, BOOLEAN, NUMBER, ATTACHMENT = 1, 2, 3, 4, 5, 10, 11
 CHANNEL = 7
-PUBLIC_THREAD = 11  # channel type
+PUBLIC_THREAD, PRIVATE_THREAD = 11, 12  # channel types
+THREADS = (PUBLIC_THREAD, PRIVATE_THREAD)
 DM = 1  # channel type
+ROLE, MEMBER = 0, 1  # permission overwrite types
+# Application command permission types, and the "every channel" target (the guild id minus 1).
+COMMAND_ROLE, COMMAND_USER, COMMAND_CHANNEL = 1, 2, 3
 
 MEMBER_PERMISSIONS = discord.Permissions(
     view_channel=True,
@@ -93,15 +97,34 @@ def member(user: JSON, roles: Sequence[JSON] = ()) -> JSON:
     }
 
 
-def text_channel(guild_id: str, name: str, position: int, *, nsfw: bool = False) -> JSON:
-    """`nsfw`: age-restricted."""
+def overwrite(
+    target_id: str,
+    *,
+    kind: int = ROLE,
+    allow: discord.Permissions | None = None,
+    deny: discord.Permissions | None = None,
+) -> JSON:
+    """A channel's permission overwrite for a role (the guild id is @everyone) or a member."""
+    allowed, denied = (p.value if p else 0 for p in (allow, deny))
+    return {"id": target_id, "type": kind, "allow": str(allowed), "deny": str(denied)}
+
+
+def command_permission(target_id: str, kind: int, allowed: bool) -> JSON:
+    """An application command permission override (Server Settings > Integrations)."""
+    return {"id": target_id, "type": kind, "permission": allowed}
+
+
+def text_channel(
+    guild_id: str, name: str, position: int, *, nsfw: bool = False, overwrites: Sequence[JSON] = ()
+) -> JSON:
+    """`nsfw`: age-restricted; `overwrites`: its permission overwrites (see `overwrite`)."""
     return {
         "id": snowflake(),
         "type": 0,
         "guild_id": guild_id,
         "name": name,
         "position": position,
-        "permission_overwrites": [],
+        "permission_overwrites": list(overwrites),
         "nsfw": nsfw,
         "parent_id": None,
         "topic": None,
@@ -111,11 +134,11 @@ def text_channel(guild_id: str, name: str, position: int, *, nsfw: bool = False)
     }
 
 
-def thread(parent: JSON, name: str, owner_id: str) -> JSON:
-    """A public thread in a text channel; GUILD_CREATE lists it under `threads`."""
+def thread(parent: JSON, name: str, owner_id: str, *, private: bool = False) -> JSON:
+    """A public (or private) thread in a text channel; GUILD_CREATE lists it under `threads`."""
     return {
         "id": snowflake(),
-        "type": PUBLIC_THREAD,
+        "type": PRIVATE_THREAD if private else PUBLIC_THREAD,
         "guild_id": parent["guild_id"],
         "parent_id": parent["id"],
         "owner_id": owner_id,
@@ -158,9 +181,9 @@ def guild(
         "member_count": len(members),
         "joined_at": now(),
         "roles": roles,
-        "channels": [c for c in channels if c["type"] != PUBLIC_THREAD],
+        "channels": [c for c in channels if c["type"] not in THREADS],
         "members": members,
-        "threads": [c for c in channels if c["type"] == PUBLIC_THREAD],
+        "threads": [c for c in channels if c["type"] in THREADS],
         "emojis": [],
         "stickers": [],
         "features": [],

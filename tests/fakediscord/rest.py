@@ -177,6 +177,42 @@ async def add_reaction(fake: "FakeDiscord", request: web.Request, body: Body) ->
     return web.Response(status=204)
 
 
+async def get_thread_member(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
+    thread = _channel(fake, request)
+    user_id = request.match_info["user_id"]
+    if thread["type"] not in payloads.THREADS:
+        raise DiscordError(400, 50024, "Cannot execute action on this channel type")
+    if user_id not in fake.thread_members.get(thread["id"], set()):
+        raise DiscordError(404, 10007, "Unknown Member")
+    return json_response(
+        {"id": thread["id"], "user_id": user_id, "join_timestamp": payloads.now(), "flags": 0}
+    )
+
+
+async def get_command_permissions(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
+    """Every command's overrides in the guild, the application-wide ones under the application's id."""
+    guild_id = request.match_info["guild_id"]
+    if guild_id != fake.guild_id:
+        raise DiscordError(403, 50001, "Missing Access")
+    return json_response(
+        [
+            {"id": command_id, "application_id": fake.app_id, "guild_id": guild_id, "permissions": p}
+            for command_id, p in fake.command_permissions.items()
+        ]
+    )
+
+
+async def leave_guild(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
+    """Like Discord: the bot is out, and the gateway says so with GUILD_DELETE. Other guilds than the
+    fake's are those a test announced with its own GUILD_CREATE."""
+    guild_id = request.match_info["guild_id"]
+    if guild_id in fake.left:
+        raise DiscordError(404, 10004, "Unknown Guild")
+    fake.left.add(guild_id)
+    await fake.gateway.dispatch("GUILD_DELETE", {"id": guild_id})
+    return web.Response(status=204)
+
+
 async def cdn(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
     attachment_id = request.match_info["attachment_id"]
     if attachment_id in fake.expired_attachments or attachment_id not in fake.files:
@@ -212,6 +248,14 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("PATCH", CHANNEL_MESSAGE, "edit_message", edit_message),
     ("DELETE", CHANNEL_MESSAGE, "delete_message", delete_message),
     ("PUT", CHANNEL_MESSAGE + "/reactions/{emoji}/@me", "add_reaction", add_reaction),
+    (
+        "GET",
+        "/api/v10/channels/{channel_id}/thread-members/{user_id}",
+        "get_thread_member",
+        get_thread_member,
+    ),
+    ("GET", GUILD_COMMANDS + "/permissions", "get_command_permissions", get_command_permissions),
+    ("DELETE", "/api/v10/users/@me/guilds/{guild_id}", "leave_guild", leave_guild),
     ("GET", "/attachments/{channel_id}/{attachment_id}/{filename}", "cdn", cdn),
     ("*", "/{path:.*}", "unmatched", unmatched),  # last: anything else is recorded, then 404
 ]

@@ -104,6 +104,10 @@ class FakeDiscord:
         self.files: dict[str, bytes] = {}  # attachment bytes by attachment id
         self.expired_attachments: set[str] = set()
         self.forbidden_channels: set[str] = set()  # see `forbid`
+        self.thread_members: dict[str, set[str]] = {}  # user ids by thread id
+        # Application command permission overrides by command id (the application's id: all commands).
+        self.command_permissions: dict[str, list[JSON]] = {}
+        self.left: set[str] = set()  # guilds the bot left (DELETE users/@me/guilds/{id})
         self._recorder = Recorder()
         self.gateway = Gateway(
             self._recorder, self._identify_events, lambda: list(self.members.values())
@@ -158,17 +162,53 @@ class FakeDiscord:
             self.roles += roles
         return self._add(payloads.member(payloads.user(username, bot=bot), roles))
 
-    def add_channel(self, name: str, *, nsfw: bool = False) -> JSON:
-        """A text channel; `nsfw`: age-restricted."""
-        channel = payloads.text_channel(self.guild_id, name, position=len(self.channels), nsfw=nsfw)
+    def add_channel(self, name: str, *, nsfw: bool = False, overwrites: Sequence[JSON] = ()) -> JSON:
+        """A text channel; `nsfw`: age-restricted; `overwrites` (`payloads.overwrite`) change what
+        members may do there, as Discord computes it (see `permissions_in`)."""
+        channel = payloads.text_channel(
+            self.guild_id, name, position=len(self.channels), nsfw=nsfw, overwrites=overwrites
+        )
         self.channels[channel["id"]] = channel
         return channel
 
-    def add_thread(self, parent: JSON, name: str) -> JSON:
-        """A public thread in `parent`, started by the owner; pass it as `channel=` like a channel."""
-        thread = payloads.thread(parent, name, self.owner["user"]["id"])
+    def add_private_channel(self, name: str, *members: JSON) -> JSON:
+        """A channel @everyone cannot view, but `members` and the bot can (a staff channel)."""
+        hidden = payloads.overwrite(self.guild_id, deny=discord.Permissions(view_channel=True))
+        seen = [
+            payloads.overwrite(
+                m["user"]["id"], kind=payloads.MEMBER, allow=discord.Permissions(view_channel=True)
+            )
+            for m in (self.bot_member, *members)
+        ]
+        return self.add_channel(name, overwrites=[hidden, *seen])
+
+    def add_thread(self, parent: JSON, name: str, *, private: bool = False) -> JSON:
+        """A thread in `parent`, started by the owner; pass it as `channel=` like a channel. A
+        private thread is seen only by its members (`thread_members`) and those who manage threads."""
+        thread = payloads.thread(parent, name, self.owner["user"]["id"], private=private)
         self.channels[thread["id"]] = thread
+        self.thread_members[thread["id"]] = {self.owner["user"]["id"]}
         return thread
+
+    async def set_command_permissions(self, command: str | None, overrides: Sequence[JSON]) -> None:
+        """What a server admin sets under Integrations: overrides (`payloads.command_permission`) for
+        one synced command by name, or with `None` for all the application's commands; the gateway
+        announces the change. Discord applies them to slash commands before the bot sees them; the
+        fake does not (the bot's own checks of the other paths are what tests look at)."""
+        command_id = self.app_id
+        if command is not None:
+            definition, _ = self._synced(command)
+            if definition is None:
+                raise ValueError(f"/{command} is not synced")
+            command_id = definition["id"]
+        self.command_permissions[command_id] = list(overrides)
+        event = {
+            "id": command_id,
+            "application_id": self.app_id,
+            "guild_id": self.guild_id,
+            "permissions": list(overrides),
+        }
+        await self.gateway.dispatch("APPLICATION_COMMAND_PERMISSIONS_UPDATE", event)
 
     def add_dm(self, member: JSON) -> JSON:
         """The bot's direct-message channel with `member`; pass it as `channel=` for interactions there
@@ -341,6 +381,27 @@ class FakeDiscord:
         self.members[member["user"]["id"]] = member
         return member
 
+    def permissions_in(self, member: JSON, channel: JSON) -> int:
+        """The member's permissions in a channel as Discord computes them: the guild's (roles), then
+        the channel's overwrites for @everyone, the member's roles and the member; threads use their
+        parent's. Without View Channel, nothing."""
+        base = self._permissions(member)
+        if base == discord.Permissions.all().value or channel["type"] == payloads.DM:
+            return base
+        if channel["type"] in payloads.THREADS:
+            channel = self.channels[channel["parent_id"]]
+        overwrites = channel["permission_overwrites"]
+        user_id = member["user"]["id"]
+        everyone = [o for o in overwrites if o["id"] == self.guild_id]
+        roles = [o for o in overwrites if o["type"] == payloads.ROLE and o["id"] in member["roles"]]
+        own = [o for o in overwrites if o["type"] == payloads.MEMBER and o["id"] == user_id]
+        for group in (everyone, roles, own):
+            deny = allow = 0
+            for o in group:
+                deny, allow = deny | int(o["deny"]), allow | int(o["allow"])
+            base = (base & ~deny) | allow
+        return base if discord.Permissions(base).view_channel else 0
+
     def _permissions(self, member: JSON) -> int:
         if member["user"]["id"] == self.owner["user"]["id"]:
             return discord.Permissions.all().value
@@ -362,7 +423,7 @@ class FakeDiscord:
         self, kind: int, data: JSON, user: JSON | None, channel: JSON, message: JSON | None = None
     ) -> FakeInteraction:
         member = user or self.alice
-        permissions = str(self._permissions(member))
+        permissions = str(self.permissions_in(member, channel))
         payload = {
             "id": payloads.snowflake(),
             "token": secrets.token_urlsafe(24),
@@ -375,7 +436,7 @@ class FakeDiscord:
             "channel_id": channel["id"],
             "channel": channel | {"permissions": permissions},
             "member": member | {"permissions": permissions},
-            "app_permissions": str(self._permissions(self.bot_member)),
+            "app_permissions": str(self.permissions_in(self.bot_member, channel)),
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],

@@ -433,6 +433,38 @@ async def test_show_keeps_to_the_allowed_channels_and_to_its_owner_once_deleted(
     ] == f"Job 1 by {mention(fake_discord.alice)}."
 
 
+async def test_show_needs_the_jobs_channel_in_view_or_its_owner(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    """Job numbers are sequential: without this, anyone could repost pictures from staff channels
+    and private threads."""
+    mallory = fake_discord.add_member("mallory")
+    staff = fake_discord.add_private_channel("staff", fake_discord.alice)
+    secret = fake_discord.add_thread(fake_discord.channel, "secret", private=True)
+    await start_bot()
+    await delivered(fake_discord, await job_in(fake_discord, staff))  # job 1, by alice
+    await delivered(fake_discord, await job_in(fake_discord, secret, user=fake_discord.owner))
+
+    async def show(job_id: int, member: JSON) -> FakeInteraction:
+        return await fake_discord.slash("show", {"job": job_id}, user=member)
+
+    assert await refusal(fake_discord, await show(1, mallory)) == (
+        "Job 1 was made in a channel you cannot view, so you cannot show it here."
+    )
+    assert await refusal(fake_discord, await show(2, mallory)) == (
+        "Job 2 was made in a channel you cannot view, so you cannot show it here."
+    )
+    assert await refusal(fake_discord, await show(2, fake_discord.alice)) == (
+        "Job 2 was made in a channel you cannot view, so you cannot show it here."
+    )
+    # Its owner, and members who see the channel (or are in the thread), may.
+    shown = (await with_embed(fake_discord, await show(1, fake_discord.alice))).json["content"]
+    assert shown == f"Job 1 by {mention(fake_discord.alice)}."
+    await with_embed(fake_discord, await show(2, fake_discord.owner))
+    fake_discord.thread_members[secret["id"]].add(fake_discord.alice["user"]["id"])
+    await with_embed(fake_discord, await show(2, fake_discord.alice))
+
+
 async def test_queue_lists_at_most_ten_of_a_members_jobs(
     fake_discord: FakeDiscord, start_bot: StartBot, gated_engine: GatedEngine, store: Store
 ) -> None:

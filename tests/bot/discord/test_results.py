@@ -140,6 +140,32 @@ async def test_edit_applies_the_modals_values_and_refuses_bad_ones(
     assert "a blue hat" in done.json["embeds"][0]["description"]
 
 
+async def test_edit_is_for_the_owner_and_manage_messages_others_may_reroll(
+    fake_discord: FakeDiscord, start_bot: StartBot, gated_engine: GatedEngine
+) -> None:
+    """Edit at strength 0 would post the owner's upload as it is, the part they masked out included:
+    only they (or a moderator) may change a job's settings; others re-roll it as it is."""
+    stranger = fake_discord.add_member("mallory")
+    await start_bot()
+    it = await inpaint(fake_discord, prompt="a red scarf", seed=42)
+    _, message = await delivered(fake_discord, it)
+
+    refused = await fake_discord.click(message, "job:edit:1", user=stranger)
+    assert await ephemeral_answer(fake_discord, refused) == (
+        "Only the person who ran job 1 or someone who may manage messages can edit it; "
+        "re-roll it (🔁) to get your own version."
+    )
+    rerolled = await fake_discord.click(message, "job:reroll:1", user=stranger)
+    assert embed_fields(await result(fake_discord, rerolled))["Strength"] == "0.75"
+
+    values = {"prompt": "a red scarf", "negative_prompt": "", "strength": "0", "seed": "7"}
+    click = await fake_discord.click(message, "job:edit:1", user=fake_discord.owner)  # a moderator
+    modal = (await fake_discord.wait_for("callback", click.owns)).json["data"]["custom_id"]
+    edited = await fake_discord.submit_modal(modal, values, user=fake_discord.owner, message=message)
+    assert embed_fields(await result(fake_discord, edited))["Strength"] == "0"
+    assert [s.strength for s in gated_engine.ran] == [0.75, 0.75, 0]
+
+
 async def test_fix_faces_repaints_the_faces_of_the_result(
     fake_discord: FakeDiscord, start_bot: StartBot, store: Store
 ) -> None:

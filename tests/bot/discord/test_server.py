@@ -271,6 +271,41 @@ async def test_block_policy_applies_to_a_result_posted_after_the_token_expired(
     await shown(fake_discord, late.reply["id"])
 
 
+async def test_only_the_owner_or_a_moderator_may_resubmit_withheld_pictures(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    """A withheld result is the owner's upload with a repainted part; a re-roll or face fix by
+    someone else would put it back in front of the checker, which may miss it the second time."""
+    stranger = fake_discord.add_member("mallory")
+    bot = await start_bot(**CHECKED)
+    it = await job_in(fake_discord)
+    await fake_discord.wait_for(
+        "edit_webhook_message", lambda r: it.owns(r) and bool(r.json.get("embeds"))
+    )
+    assert it.original_id is not None
+    message = it.original_id
+    await shown(fake_discord, message)
+    withheld = (
+        "Job 1's pictures were withheld by this server's NSFW policy, so only the person who ran it "
+        "or someone who may manage messages can use it again."
+    )
+    for action in ("reroll", "faces"):
+        click = await fake_discord.click(message, f"job:{action}:1", user=stranger)
+        assert await refusal(fake_discord, click) == withheld
+    await fake_discord.react(message, "🔁", user=stranger)
+    notice = await fake_discord.wait_for("post_message")
+    assert notice.json["content"] == f"{mention(stranger)} {withheld}"
+    assert await jobs.get_job(bot.store, 2) is None
+
+    owners = await fake_discord.click(message, "job:reroll:1")
+    await fake_discord.wait_for(
+        "edit_webhook_message",
+        lambda r: owners.owns(r) and bool(r.json.get("embeds")),
+        timeout=JOB_TIMEOUT,
+    )
+    assert (await jobs.get_job(bot.store, 2)) is not None
+
+
 async def test_age_restricted_channels_and_policy_off_post_flagged_pictures_as_they_are(
     fake_discord: FakeDiscord, start_bot: StartBot
 ) -> None:

@@ -74,3 +74,24 @@ async def test_bad_input_is_refused_before_it_is_stored(
         await queue.submit(JobSubmission(1, type(bad)(NOT_AN_IMAGE, bad.settings)))
     event = await queue.submit(JobSubmission(1, request()))  # the refused one took no slot
     assert event.job_id == 1  # and no row
+
+
+async def test_per_guild_cap_counts_every_member_of_the_server_and_not_other_servers(
+    make_queue: MakeQueue, fake_engine: FakeEngine
+) -> None:
+    queue, events = await make_queue(queue_max_per_guild=2)
+    busy, quiet = 10, 20
+    first = await hold_worker(queue, events, fake_engine, JobSubmission(1, request("1"), guild_id=busy))
+    await queue.submit(JobSubmission(2, request("2"), guild_id=busy))
+    with pytest.raises(QueueFullError, match=r"one server may have at a time \(2\)") as error:
+        await queue.submit(JobSubmission(3, request("3"), guild_id=busy))
+    assert (error.value.cap, error.value.limit) == ("per-guild", 2)
+    with pytest.raises(QueueFullError):  # asked before the downloads: the same answer
+        await queue.check_room(3, busy, None)
+    await queue.check_room(3, quiet, None)
+    await queue.submit(JobSubmission(3, request("elsewhere"), guild_id=quiet))
+    await queue.submit(JobSubmission(4, request("a direct message")))  # no server, no server cap
+
+    fake_engine.gate.set()
+    await next_event(events, DoneEvent, first.job_id)
+    await queue.submit(JobSubmission(3, request("3"), guild_id=busy))  # a slot came free
