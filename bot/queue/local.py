@@ -32,6 +32,7 @@ from bot.queue.batching import Batch, P, QueuedJob, Stop, estimate, input_hashes
 from bot.queue.caps import check_caps
 from bot.queue.eta import EtaEstimator
 from bot.queue.events import (
+    POISONED,
     UNEXPECTED_FAILURE,
     CancelledEvent,
     EventStream,
@@ -94,6 +95,7 @@ class LocalJobQueue(Generic[P]):
         self._max_total = config.queue_max_total
         self._batch_size = config.effective_batch_size()
         self._job_timeout = config.job_timeout
+        self._max_attempts = config.job_max_attempts
         self._shutdown_timeout = config.shutdown_timeout
         self._waiting: FairQueue[QueuedJob[P]] = FairQueue()
         self._running: Batch[P] | None = None
@@ -249,8 +251,14 @@ class LocalJobQueue(Generic[P]):
         return await self._prepare(InpaintRequest(image_bytes, settings, mask_bytes))
 
     async def _resume(self, row: Job) -> None:
-        """Queue a job found live in the database again; one that was running goes back to queued.
-        Preparing it checks that it can still run (the jobs that run next are prepared again)."""
+        """Queue a job found live in the database again; one that was running goes back to queued,
+        unless the process died running it ``job_max_attempts`` times: such a job would take the bot
+        down at every start, forever. Preparing it checks that it can still run (the jobs that run
+        next are prepared again)."""
+        if row.status is JobStatus.RUNNING and row.attempts >= self._max_attempts:
+            log.error("job %s was running at %d stops of the bot; it fails", row.id, row.attempts)
+            await self._fail_stored(row, POISONED.format(attempts=row.attempts))
+            return
         if row.status is JobStatus.RUNNING:
             await jobs.requeue_job(self._store, row.id)
         try:
@@ -259,11 +267,13 @@ class LocalJobQueue(Generic[P]):
                 row.inpaint_settings(), inputs[ImageRole.INPUT], inputs.get(ImageRole.MASK)
             )
         except Exception as exc:
-            message = failure_message(exc)
-            await jobs.fail_job(self._store, row.id, message)
-            self._emit(FailedEvent(row.id, row.user_id, message))
+            await self._fail_stored(row, failure_message(exc))
         else:
             self._waiting.push(row.user_id, QueuedJob.admit(row, prepared))
+
+    async def _fail_stored(self, row: Job, message: str) -> None:
+        await jobs.fail_job(self._store, row.id, message)
+        self._emit(FailedEvent(row.id, row.user_id, message))
 
     def _changed(self) -> dict[int, QueuedEvent]:
         """After any change to the waiting jobs: wake the worker, get the next batch's inputs ready,
