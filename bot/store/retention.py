@@ -1,8 +1,9 @@
 """Retention: delete old picture files by age and by disk budget, least recently used first.
 
 Rows stay (history, seeds and settings are kept forever); only the files go and ``purged_at`` records
-when. Pictures a queued or running job needs, and those of kept jobs, are never touched. The whole
-pass holds the files lock, so no job can start referencing a picture while it is being removed.
+when. Pictures a queued or running job needs, those of results not shown yet (they are posted again
+after a restart), and those of kept jobs are never touched. The whole pass holds the files lock, so
+no job can start referencing a picture while it is being removed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy import or_, select, update
 
 from bot.config import BotConfig
 from bot.store.database import Store
-from bot.store.models import LIVE_STATUSES, Image, Job, JobImage, utcnow
+from bot.store.models import LIVE_STATUSES, Image, Job, JobImage, undelivered, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ async def clean_up(
             needed = (
                 select(JobImage.image_id)
                 .join(Job)
-                .where(or_(Job.status.in_(LIVE_STATUSES), Job.kept.is_(True)))
+                .where(or_(Job.status.in_(LIVE_STATUSES), undelivered(), Job.kept.is_(True)))
             )
             stored = (
                 (await session.execute(select(Image).where(Image.purged_at.is_(None)))).scalars().all()

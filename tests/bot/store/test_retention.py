@@ -1,4 +1,5 @@
-"""Retention removes old pictures by age and disk budget, never those a live or kept job needs."""
+"""Retention removes old pictures by age and disk budget, never those a live, undelivered or kept job
+needs."""
 
 from datetime import timedelta
 
@@ -14,11 +15,14 @@ from tests.pictures import photo, png_bytes
 LATER = utcnow() + timedelta(days=10)
 
 
-async def finished_job(store: Store, user_id: int = 1) -> Job:
+async def finished_job(store: Store, user_id: int = 1, *, shown: bool = True) -> Job:
+    """A done job; ``shown``: its result was posted (acknowledged by the bot)."""
     job = await new_job(store, user_id=user_id)
     await jobs.start_job(store, job.id)
     done = await jobs.finish_job(store, job.id, result())
     assert done is not None
+    if shown:
+        await jobs.mark_delivered(store, job.id)
     return done
 
 
@@ -50,6 +54,20 @@ async def test_live_and_kept_jobs_keep_their_pictures(store: Store) -> None:
     report = await clean_up(store, RetentionPolicy(max_age=timedelta(days=1), max_bytes=0), now=LATER)
     assert report.purged == 0
     assert len(files_on_disk(store)) == 4  # the shared input and mask, two outputs
+
+
+async def test_a_result_not_shown_yet_keeps_its_pictures(store: Store) -> None:
+    """It is posted again after a restart (a Discord outage, say): its pictures must still be there."""
+    job = await finished_job(store, shown=False)
+    report = await clean_up(store, RetentionPolicy(max_age=timedelta(days=1), max_bytes=0), now=LATER)
+    assert report.purged == 0
+    assert len(files_on_disk(store)) == 4
+    (undelivered,) = await jobs.undelivered_jobs(store)
+    assert all(jobs.image_path(store, link.image).is_file() for link in undelivered.images)
+
+    await jobs.mark_delivered(store, job.id)
+    report = await clean_up(store, RetentionPolicy(max_age=timedelta(days=1)), now=LATER)
+    assert report.purged == 4
 
 
 async def test_budget_removes_least_recently_used_first(store: Store) -> None:
