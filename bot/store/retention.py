@@ -22,6 +22,9 @@ from bot.store.models import LIVE_STATUSES, Image, Job, JobImage, undelivered, u
 log = logging.getLogger(__name__)
 
 BYTES_PER_GB = 1024**3
+# Rows per UPDATE: SQLite refuses statements with more bound variables than its build allows (999
+# before 3.32), and one pass may purge many thousands of pictures.
+CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,9 @@ async def clean_up(
                 policy=policy,
                 now=now,
             )
-            if victims:
-                await session.execute(
-                    update(Image)
-                    .where(Image.id.in_([image.id for image in victims]))
-                    .values(purged_at=now)
-                )
+            for start in range(0, len(victims), CHUNK):
+                chunk = [image.id for image in victims[start : start + CHUNK]]
+                await session.execute(update(Image).where(Image.id.in_(chunk)).values(purged_at=now))
         known = {image.sha256 for image in stored} - {image.sha256 for image in victims}
         strays = await asyncio.to_thread(
             _delete_files, store, [image.sha256 for image in victims], known

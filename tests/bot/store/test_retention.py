@@ -1,14 +1,17 @@
 """Retention removes old pictures by age and disk budget, never those a live, undelivered or kept job
 needs."""
 
+import sqlite3
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, insert, select
+from sqlalchemy.util import await_only
 
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import Image, ImageRole, Job, utcnow
-from bot.store.retention import RetentionPolicy, clean_up
+from bot.store.retention import CHUNK, RetentionPolicy, clean_up
 from tests.bot.store.test_jobs import new_job, result
 from tests.pictures import photo, png_bytes
 
@@ -94,3 +97,38 @@ async def test_stray_files_are_removed(store: Store) -> None:
     report = await clean_up(store, RetentionPolicy())
     assert report.stray_files == 1
     assert not store.files.path(stray.sha256).exists()
+
+
+def like_an_old_sqlite(store: Store, variables: int = 999) -> None:
+    """Limit bound variables per statement as SQLite builds before 3.32 do (newer ones allow 32766)."""
+
+    def limit(dbapi_connection: Any, record: object) -> None:
+        connection = dbapi_connection.driver_connection  # aiosqlite's, whose thread owns sqlite3's
+        limit = connection._conn.setlimit
+        await_only(connection._execute(limit, sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables))
+
+    event.listen(store.sql_engine.sync_engine, "connect", limit)
+
+
+async def test_a_pass_purges_more_pictures_than_one_statement_can_name(store: Store) -> None:
+    like_an_old_sqlite(store)
+    await store.sql_engine.dispose()  # connections opened from now on have the limit
+    count = 2 * CHUNK + 1
+    assert count > 999
+    old = utcnow() - timedelta(days=10)
+    rows = [
+        {
+            "sha256": f"{i:064x}",
+            "size": 10,
+            "width": 1,
+            "height": 1,
+            "format": "PNG",
+            "last_used_at": old,
+        }
+        for i in range(count)
+    ]
+    async with store.sessions.begin() as session:
+        await session.execute(insert(Image), rows)
+    report = await clean_up(store, RetentionPolicy(max_age=timedelta(days=1)))
+    assert report.purged == count
+    assert all(image.purged_at is not None for image in (await images(store)).values())
