@@ -426,21 +426,29 @@ class LocalJobQueue(Generic[P]):
         self, job: QueuedJob[P], write: Callable[[], Awaitable[object]], event: JobEvent | None = None
     ) -> None:
         """Store the job's outcome in order with its other writes, then send its final event
-        (``None``: the done event, built from the stored row)."""
+        (``None``: the done event, built from the stored row).
+
+        The job's delivery gets a final event even when the database refuses: a failed write is tried
+        once more, and a result that cannot be stored (nor the job's start before it) fails the job.
+        A row the database keeps refusing stays live, and the next start runs it again or fails it
+        (``job_max_attempts``)."""
         written = self._writer.write(write)
 
         async def report() -> None:
             try:
                 stored = await written
-            except Exception:
-                self._emit(FailedEvent(job.id, job.user_id, UNEXPECTED_FAILURE))
-                return
+            except Exception:  # the writer logged it
+                stored = None
             if event is not None:
+                if stored is None:
+                    self._writer.write(write)
                 self._emit(event)
             elif isinstance(stored, Job):
                 self._emit(final_event(self._store, stored))
             else:
-                log.error("job %s was no longer running when its result came", job.id)
+                log.error("the result of job %s could not be stored; it fails", job.id)
+                self._writer.write(partial(jobs.fail_job, self._store, job.id, UNEXPECTED_FAILURE))
+                self._emit(FailedEvent(job.id, job.user_id, UNEXPECTED_FAILURE))
 
         task = asyncio.create_task(report())
         self._reports.add(task)
