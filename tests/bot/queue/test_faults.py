@@ -1,6 +1,7 @@
 """A failing job fails alone; time limits; graceful shutdown."""
 
 import sqlite3
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -8,7 +9,7 @@ import pytest
 from sqlalchemy import event
 
 from bot.queue.base import JobSubmission
-from bot.queue.events import INPUT_GONE, UNEXPECTED_FAILURE, DoneEvent, FailedEvent, StartedEvent
+from bot.queue.events import INPUT_GONE, STUCK, UNEXPECTED_FAILURE, DoneEvent, FailedEvent, StartedEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, JobStatus
@@ -149,3 +150,27 @@ async def test_a_job_whose_start_or_result_cannot_be_stored_fails_and_ends(
     stored = await jobs.get_job(store, doomed.job_id)
     assert stored is not None and (stored.status, stored.error) == (JobStatus.FAILED, UNEXPECTED_FAILURE)
     assert [job.id for job in await jobs.live_jobs(store)] == []
+
+
+async def test_a_job_the_gpu_hangs_on_fails_and_the_queue_says_it_is_stuck(
+    make_queue: MakeQueue, fake_engine: FakeEngine, store: Store
+) -> None:
+    """A hang in loading or decoding never looks at the job's cancel event: the time limit alone
+    cannot end it."""
+    release = threading.Event()
+    fake_engine.on_run = lambda prompts: release.wait() if prompts == ["hangs"] else None
+    queue, events = await make_queue(job_timeout=0.05, watchdog_grace=0.05)
+    try:
+        hung = await queue.submit(JobSubmission(1, request("hangs")))
+        waiting = await queue.submit(JobSubmission(2, request("waiting")))
+        failed = await next_event(events, FailedEvent, hung.job_id)
+        assert failed.message == STUCK
+        assert queue.stuck() == "the GPU has been busy on one job for over 0.1 seconds"
+        stored = await jobs.get_job(store, hung.job_id)
+        assert stored is not None and stored.status is JobStatus.FAILED
+        assert [job.id for job in await jobs.live_jobs(store)] == [waiting.job_id]  # it waits
+    finally:
+        release.set()
+    await next_event(events, DoneEvent, waiting.job_id)  # the thread came back: the queue goes on
+    assert queue.stuck() is None
+    assert fake_engine.calls == [["hangs"], ["waiting"]]
