@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.config import BotConfig
-from bot.delivery.delivery import EDIT_INTERVAL
+from bot.delivery.delivery import EDIT_INTERVAL, RETRY_DELAY
 from bot.delivery.router import DeliveryRouter
 from bot.queue.base import JobQueue
 from bot.replies import error_message, refuse
@@ -81,6 +81,7 @@ class InpaintBot(commands.Bot):
         *,
         guild_ready_timeout: float = 2.0,
         edit_interval: float = EDIT_INTERVAL,
+        retry_delay: float = RETRY_DELAY,
     ) -> None:
         intents = discord.Intents.default()
         intents.guild_reactions = (
@@ -98,7 +99,9 @@ class InpaintBot(commands.Bot):
         self.queue = queue
         self.store = store
         self.rules = Rules(self, store, config, queue)
-        self.router = DeliveryRouter(self, queue, store, config, edit_interval=edit_interval)
+        self.router = DeliveryRouter(
+            self, queue, store, config, edit_interval=edit_interval, retry_delay=retry_delay
+        )
         self.memory_ids = MemoryIds()  # custom ids of in-memory views and modals
         self.handlers = Handlers()  # the cogs that do persistent components' work
 

@@ -32,6 +32,16 @@ class BotConfig(EngineConfig):
         None, ge=1, description="Most images in one pipeline call; unset means 4 on CUDA, 1 on the CPU."
     )
     job_timeout: float = Field(600.0, gt=0, description="Seconds one job may run before it is stopped.")
+    watchdog_grace: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds past the job time limit before a GPU that has not stopped counts as stuck.",
+    )
+    job_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Starts a job gets; a job the bot went down running this often fails instead.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Least important log lines `inpaintbot run` writes."
     )

@@ -3,7 +3,8 @@
 The running bot rewrites ``<data dir>/heartbeat`` every ``INTERVAL`` seconds while it is connected to
 Discord with its model loaded and its queue running, and removes it when it stops. A bot that hangs,
 stays disconnected or has stopped lets the file go stale, so a check from another process (the
-container's health check) tells a working bot from a merely running process.
+container's health check) tells a working bot from a merely running process. A bot whose GPU thread
+hangs on a job (which no thread can end) writes why instead: unhealthy at once, with the reason.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 HEARTBEAT_FILE = "heartbeat"
+UNHEALTHY = "unhealthy: "
 INTERVAL = 30.0  # seconds between heartbeats
 STALE_AFTER = 3 * INTERVAL  # a few missed beats (a short reconnect) are still healthy
 
@@ -22,10 +24,19 @@ def heartbeat_path(data_dir: Path) -> Path:
 
 
 def beat(path: Path, now: float | None = None) -> None:
-    """Record that the bot is ready now; written aside and renamed, so a reader never sees half a file."""
-    stamp = time.time() if now is None else now
+    """Record that the bot is ready now."""
+    _write(path, f"{time.time() if now is None else now:.3f}")
+
+
+def unhealthy(path: Path, reason: str) -> None:
+    """The bot runs but cannot do its work: ``problem`` reports ``reason`` until the next ``beat``."""
+    _write(path, UNHEALTHY + reason)
+
+
+def _write(path: Path, text: str) -> None:
+    """Written aside and renamed, so a reader never sees half a file."""
     partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(f"{stamp:.3f}\n", encoding="ascii")
+    partial.write_text(f"{text}\n", encoding="utf-8")
     os.replace(partial, path)
 
 
@@ -37,11 +48,13 @@ def clear(path: Path) -> None:
 def problem(path: Path, now: float | None = None, stale_after: float = STALE_AFTER) -> str | None:
     """Why the bot is not healthy, or ``None`` when its last heartbeat is recent."""
     try:
-        text = path.read_text(encoding="ascii")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return f"no heartbeat at {path}: the bot is starting, stopped, or not connected to Discord"
     except (OSError, UnicodeDecodeError) as exc:
         return f"cannot read the heartbeat {path}: {exc}"
+    if text.startswith(UNHEALTHY):
+        return text.removeprefix(UNHEALTHY).strip()
     try:
         stamp = float(text)
     except ValueError:

@@ -52,12 +52,15 @@ class Maintenance(commands.Cog):
     @tasks.loop(seconds=health.INTERVAL)
     async def heartbeat(self) -> None:
         """Tell the health check the bot is working: only while connected (the model is loaded and
-        the queue started before the bot connects)."""
+        the queue started before the bot connects), and not while the queue's GPU hangs."""
         bot = self.bot
         if bot.is_closed() or bot.ws is None or not bot.ws.open:
             return
         try:
-            health.beat(self._heartbeat_path)
+            if (stuck := bot.queue.stuck()) is not None:
+                health.unhealthy(self._heartbeat_path, stuck)
+            else:
+                health.beat(self._heartbeat_path)
         except OSError:
             log.warning("could not write the heartbeat %s", self._heartbeat_path, exc_info=True)
 

@@ -6,8 +6,9 @@ Every message that shows a job is recorded in the database, so its buttons and ð
 job after a restart.
 
 A result is acknowledged to the queue once shown, or once Discord refuses it for good (the channel is
-gone, the bot may not post there): only a result that failed for a passing reason (Discord's 5xx, a
-lost connection) is posted again after a restart.
+gone, the bot may not post there). One that fails for a passing reason (Discord's 5xx, a lost
+connection) is posted again a few times, further and further apart; if Discord is still down then, it
+is posted again after the next restart.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.delivery.render import post_result, result_message, status_text
@@ -38,6 +40,8 @@ from bot.uploads import DEFAULT_UPLOAD_LIMIT, FittedFile, preview_file
 log = logging.getLogger(__name__)
 
 EDIT_INTERVAL = 2.0
+RETRY_DELAY = 5.0  # seconds before posting an outcome again; each further wait is four times longer
+RETRIES = 3  # 5, 20 and 80 s: a short outage passes, a long one is left for the next restart
 
 
 class UndeliverableError(Exception):
@@ -50,6 +54,14 @@ def is_permanent(error: Exception) -> bool:
     if isinstance(error, UndeliverableError):
         return True
     return isinstance(error, discord.HTTPException) and 400 <= error.status < 500 and error.status != 429
+
+
+def is_passing(error: Exception) -> bool:
+    """Whether a failed post may well pass if tried again soon: Discord's 5xx that discord.py does not
+    retry itself (503), a dropped connection, a timeout."""
+    if isinstance(error, discord.HTTPException):
+        return error.status >= 500
+    return isinstance(error, OSError | aiohttp.ClientError | TimeoutError)
 
 
 class Delivery:
@@ -72,6 +84,7 @@ class Delivery:
         *,
         store: Store,
         edit_interval: float = EDIT_INTERVAL,
+        retry_delay: float = RETRY_DELAY,
         status_id: int | None = None,
     ) -> None:
         self.client = client
@@ -84,9 +97,11 @@ class Delivery:
         self.message_id = message_id
         self.status_id = status_id  # the job's own status message, once there is one
         self.edit_interval = edit_interval
+        self.retry_delay = retry_delay
         self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._finishing = False
+        self._closing = asyncio.Event()  # ends a wait to post again: the next start posts it
 
     def push(self, event: JobEvent) -> None:
         self._events.put_nowait(event)
@@ -97,9 +112,11 @@ class Delivery:
 
     async def close(self) -> None:
         """Stop showing progress. A result already being posted is let through to its
-        acknowledgement: cancelled in between, it would be posted again after a restart."""
+        acknowledgement: cancelled in between, it would be posted again after a restart. One waiting
+        to be posted again is left for the next start."""
         if self._task is None:
             return
+        self._closing.set()
         if not self._finishing:
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
@@ -145,21 +162,38 @@ class Delivery:
             await jobs.set_job_message(self.store, self.job_id, message_id=message.id)
 
     async def _finish(self, event: JobEvent) -> None:
-        """Post the outcome, then acknowledge it, unless the failure is worth a retry after a restart
-        (``is_permanent``): an unacknowledged result is reported again then."""
-        try:
-            await self._post(event)
-        except Exception as exc:
-            if not is_permanent(exc):
-                raise
-            log.warning(
-                "job %s: its outcome cannot be posted in channel %s, so it is dropped: %s",
-                self.job_id,
-                self.channel_id,
-                exc,
-            )
-            await self._tell_owner(event)
+        """Post the outcome, then acknowledge it. A passing failure (``is_passing``) is tried again
+        ``RETRIES`` times with growing waits, then left unacknowledged: it is reported again after a
+        restart. One Discord refuses for good (``is_permanent``) is dropped, and its owner told."""
+        delays = [self.retry_delay * 4**retry for retry in range(RETRIES)]
+        for delay in [*delays, None]:
+            try:
+                await self._post(event)
+                break
+            except Exception as exc:
+                if is_permanent(exc):
+                    log.warning(
+                        "job %s: its outcome cannot be posted in channel %s, so it is dropped: %s",
+                        self.job_id,
+                        self.channel_id,
+                        exc,
+                    )
+                    await self._tell_owner(event)
+                    break
+                if delay is None or not is_passing(exc):
+                    raise
+                log.info("posting job %s failed (%s); trying again in %g s", self.job_id, exc, delay)
+                if not await self._still_open_after(delay):
+                    raise
         await self.queue.acknowledge(self.job_id)
+
+    async def _still_open_after(self, seconds: float) -> bool:
+        """Wait ``seconds``; False if the bot closes in the meantime."""
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
 
     async def _tell_owner(self, event: JobEvent) -> None:
         """By direct message (if they accept them): otherwise they would never hear of the job."""

@@ -12,7 +12,7 @@ import logging
 import discord
 
 from bot.config import BotConfig
-from bot.delivery.delivery import EDIT_INTERVAL, Delivery
+from bot.delivery.delivery import EDIT_INTERVAL, RETRY_DELAY, Delivery
 from bot.logs import JobLog
 from bot.queue.base import JobQueue
 from bot.queue.events import CancelledEvent, DoneEvent, EventStream, FailedEvent, JobEvent, QueuedEvent
@@ -35,12 +35,14 @@ class DeliveryRouter:
         config: BotConfig,
         *,
         edit_interval: float = EDIT_INTERVAL,
+        retry_delay: float = RETRY_DELAY,
     ) -> None:
         self.client = client
         self.queue = queue
         self.store = store
         self.config = config
         self.edit_interval = edit_interval  # seconds between progress edits of one message
+        self.retry_delay = retry_delay  # seconds before a result that failed to post is posted again
         self.deliveries: dict[int, Delivery] = {}
         self._events: EventStream | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -90,6 +92,7 @@ class DeliveryRouter:
                 reply_to,
                 store=self.store,
                 edit_interval=self.edit_interval,
+                retry_delay=self.retry_delay,
             )
         )
         return queued
@@ -127,6 +130,7 @@ class DeliveryRouter:
                 row.channel_id,
                 row.message_id,
                 store=self.store,
+                retry_delay=self.retry_delay,
                 status_id=row.message_id,  # its status message, never replaced by a result yet
             )
             self.track(delivery)

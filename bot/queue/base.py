@@ -80,6 +80,10 @@ class JobQueue(Protocol):
         """What is running and waiting now, for ``/queue``; changes nothing."""
         ...
 
+    def stuck(self) -> str | None:
+        """Why the queue cannot run jobs (its GPU hangs on a job), or ``None``: the health check."""
+        ...
+
     async def acknowledge(self, job_id: int) -> None:
         """The bot has shown the job's final result; it is not sent again after a restart."""
 

@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 
 UNEXPECTED_FAILURE = "Something went wrong on the bot's side while running this job. Try again later."
 INPUT_GONE = "The pictures of this job are no longer stored, so it cannot run again."
+STUCK = "The job got stuck on the bot's side and was stopped. Try again later."
+POISONED = (
+    "The bot went down {attempts} times while running this job, so it is not run again. "
+    "Try other settings or another picture."
+)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ safety screening, events) live beside it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -32,6 +33,8 @@ from bot.queue.batching import Batch, P, QueuedJob, Stop, estimate, input_hashes
 from bot.queue.caps import check_caps
 from bot.queue.eta import EtaEstimator
 from bot.queue.events import (
+    POISONED,
+    STUCK,
     UNEXPECTED_FAILURE,
     CancelledEvent,
     EventStream,
@@ -95,6 +98,9 @@ class LocalJobQueue(Generic[P]):
         self._max_per_guild = config.queue_max_per_guild
         self._batch_size = config.effective_batch_size()
         self._job_timeout = config.job_timeout
+        self._max_attempts = config.job_max_attempts
+        self._watchdog_grace = config.watchdog_grace
+        self._stuck: str | None = None  # why the GPU thread is not available, while it hangs
         self._shutdown_timeout = config.shutdown_timeout
         self._waiting: FairQueue[QueuedJob[P]] = FairQueue()
         self._running: Batch[P] | None = None
@@ -204,6 +210,9 @@ class LocalJobQueue(Generic[P]):
             waiting=tuple(QueueEntry(job.id, job.user_id, etas[job.id]) for job in self._waiting),
         )
 
+    def stuck(self) -> str | None:
+        return self._stuck
+
     async def acknowledge(self, job_id: int) -> None:
         await jobs.mark_delivered(self._store, job_id)
 
@@ -220,7 +229,10 @@ class LocalJobQueue(Generic[P]):
             _, pending = await asyncio.wait({self._worker}, timeout=self._shutdown_timeout)
             if pending and self._running is not None:
                 self._running.stop(Stop.SHUTDOWN)
-            await self._worker
+            if pending and self._stuck is not None:
+                self._worker.cancel()  # it waits for a thread that may never come back
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
         for job in self._waiting:
             if job.prepared is not None:
                 job.prepared.cancel()
@@ -229,7 +241,7 @@ class LocalJobQueue(Generic[P]):
         if self._writer_task is not None:
             await self._writer.drain()
             self._writer_task.cancel()
-        self._gpu.shutdown()
+        self._gpu.shutdown(wait=self._stuck is None)  # a hung thread cannot be stopped
         self._cpu.shutdown()
         for stream in self._streams:
             stream.put(None)
@@ -267,8 +279,14 @@ class LocalJobQueue(Generic[P]):
         return await self._prepare(InpaintRequest(image_bytes, settings, mask_bytes))
 
     async def _resume(self, row: Job) -> None:
-        """Queue a job found live in the database again; one that was running goes back to queued.
-        Preparing it checks that it can still run (the jobs that run next are prepared again)."""
+        """Queue a job found live in the database again; one that was running goes back to queued,
+        unless the process died running it ``job_max_attempts`` times: such a job would take the bot
+        down at every start, forever. Preparing it checks that it can still run (the jobs that run
+        next are prepared again)."""
+        if row.status is JobStatus.RUNNING and row.attempts >= self._max_attempts:
+            log.error("job %s was running at %d stops of the bot; it fails", row.id, row.attempts)
+            await self._fail_stored(row, POISONED.format(attempts=row.attempts))
+            return
         if row.status is JobStatus.RUNNING:
             await jobs.requeue_job(self._store, row.id)
         try:
@@ -277,11 +295,13 @@ class LocalJobQueue(Generic[P]):
                 row.inpaint_settings(), inputs[ImageRole.INPUT], inputs.get(ImageRole.MASK)
             )
         except Exception as exc:
-            message = failure_message(exc)
-            await jobs.fail_job(self._store, row.id, message)
-            self._emit(FailedEvent(row.id, row.user_id, message))
+            await self._fail_stored(row, failure_message(exc))
         else:
             self._waiting.push(row.user_id, QueuedJob.admit(row, prepared))
+
+    async def _fail_stored(self, row: Job, message: str) -> None:
+        await jobs.fail_job(self._store, row.id, message)
+        self._emit(FailedEvent(row.id, row.user_id, message))
 
     def _changed(self) -> dict[int, QueuedEvent]:
         """After any change to the waiting jobs: wake the worker, get the next batch's inputs ready,
@@ -325,6 +345,8 @@ class LocalJobQueue(Generic[P]):
                 outcome = exc
             self._running = None
             self._settle(batch, outcome)
+            if isinstance(outcome, GpuStuck):
+                await self._until_unstuck(outcome)
 
     def _plan(self) -> list[QueuedJob[P]]:
         return plan(self._waiting, self._batch_size)
@@ -360,25 +382,44 @@ class LocalJobQueue(Generic[P]):
         return prepared
 
     async def _run(self, batch: Batch[P], prepared: list[P]) -> list[_Checked]:
+        """Run and screen the batch in the GPU thread; stop it at the time limit, and give up on it
+        (``GpuStuck``) when it has not stopped ``watchdog_grace`` seconds later."""
         loop = asyncio.get_running_loop()
 
         def on_progress(progress: Progress) -> None:  # runs in the GPU thread
             loop.call_soon_threadsafe(self._progressed, batch, progress)
 
-        call = partial(
-            self._engine.run,
-            prepared,
-            on_progress=on_progress,
-            cancel=batch.cancel,
-            previews=any(job.previews for job in batch.jobs),
-        )
-        running = loop.run_in_executor(self._gpu, call)
-        _, late = await asyncio.wait({running}, timeout=self._job_timeout * len(batch.jobs))
+        def run_and_screen() -> list[_Checked]:
+            results = self._engine.run(
+                prepared,
+                on_progress=on_progress,
+                cancel=batch.cancel,
+                previews=any(job.previews for job in batch.jobs),
+            )
+            verdicts = screening.verdicts(self._safety, results)
+            return list(zip(results, verdicts, strict=True))
+
+        running = loop.run_in_executor(self._gpu, run_and_screen)
+        limit = self._job_timeout * len(batch.jobs)
+        _, late = await asyncio.wait({running}, timeout=limit)
         if late:
             batch.stop(Stop.TIMEOUT)
-        results = await running
-        verdicts = await loop.run_in_executor(self._gpu, screening.verdicts, self._safety, results)
-        return list(zip(results, verdicts, strict=True))
+            _, late = await asyncio.wait({running}, timeout=self._watchdog_grace)
+        if late:
+            raise GpuStuck(running, limit + self._watchdog_grace)
+        return await running
+
+    async def _until_unstuck(self, stuck: GpuStuck) -> None:
+        """The GPU thread hangs (in a driver, a download, a deadlock): no job can run until it comes
+        back, which may be never; meanwhile the health check says so (see ``bot.health``), so the
+        container can be restarted. Jobs stay queued in the database."""
+        self._stuck = f"the GPU has been busy on one job for over {stuck.seconds:g} seconds"
+        log.error("%s: it hangs; no job runs until it comes back", self._stuck)
+        if not self._closed:
+            with contextlib.suppress(Exception):
+                await stuck.run  # what a run that ends this late made is not used
+            self._stuck = None
+            log.warning("the GPU is back; the queue goes on")
 
     def _progressed(self, batch: Batch[P], progress: Progress) -> None:
         batch.step = progress.step
@@ -414,7 +455,9 @@ class LocalJobQueue(Generic[P]):
             # Batch mates of a cancelled job run again; on shutdown they run after the next start.
             self._put_back([job for job in batch.jobs if not job.cancelled])
             return
-        if batch.stop_reason is Stop.TIMEOUT:
+        if isinstance(outcome, GpuStuck):
+            message = STUCK
+        elif batch.stop_reason is Stop.TIMEOUT:
             limit = self._job_timeout * len(batch.jobs)
             message = f"The job took longer than the limit of {limit:g} seconds and was stopped."
         else:
@@ -434,21 +477,29 @@ class LocalJobQueue(Generic[P]):
         self, job: QueuedJob[P], write: Callable[[], Awaitable[object]], event: JobEvent | None = None
     ) -> None:
         """Store the job's outcome in order with its other writes, then send its final event
-        (``None``: the done event, built from the stored row)."""
+        (``None``: the done event, built from the stored row).
+
+        The job's delivery gets a final event even when the database refuses: a failed write is tried
+        once more, and a result that cannot be stored (nor the job's start before it) fails the job.
+        A row the database keeps refusing stays live, and the next start runs it again or fails it
+        (``job_max_attempts``)."""
         written = self._writer.write(write)
 
         async def report() -> None:
             try:
                 stored = await written
-            except Exception:
-                self._emit(FailedEvent(job.id, job.user_id, UNEXPECTED_FAILURE))
-                return
+            except Exception:  # the writer logged it
+                stored = None
             if event is not None:
+                if stored is None:
+                    self._writer.write(write)
                 self._emit(event)
             elif isinstance(stored, Job):
                 self._emit(final_event(self._store, stored))
             else:
-                log.error("job %s was no longer running when its result came", job.id)
+                log.error("the result of job %s could not be stored; it fails", job.id)
+                self._writer.write(partial(jobs.fail_job, self._store, job.id, UNEXPECTED_FAILURE))
+                self._emit(FailedEvent(job.id, job.user_id, UNEXPECTED_FAILURE))
 
         task = asyncio.create_task(report())
         self._reports.add(task)
@@ -485,6 +536,15 @@ class LocalJobQueue(Generic[P]):
                 sent[job.id] = QueuedEvent(job.id, job.user_id, position, etas[job.id])
                 self._emit(sent[job.id])
         return sent
+
+
+class GpuStuck(Exception):
+    """A batch's run did not stop within its time limit and the watchdog's grace."""
+
+    def __init__(self, run: asyncio.Future[list[_Checked]], seconds: float) -> None:
+        super().__init__(f"the GPU thread did not return within {seconds:g} s")
+        self.run = run
+        self.seconds = seconds
 
 
 def _retrieve_exception(task: asyncio.Future[Any]) -> None:

@@ -22,7 +22,9 @@ class StoreWriter:
         self._pending: asyncio.Queue[tuple[Write, asyncio.Future[object]]] = asyncio.Queue()
 
     def write(self, operation: Write) -> asyncio.Future[object]:
+        """Queue ``operation``; await the future for its result, or leave it (failures are logged)."""
         done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_logged)
         self._pending.put_nowait((operation, done))
         return done
 
@@ -39,3 +41,9 @@ class StoreWriter:
 
     async def drain(self) -> None:
         await self._pending.join()
+
+
+def _logged(done: asyncio.Future[object]) -> None:
+    """A failure nobody awaits is logged by ``run`` already, not again as 'never retrieved'."""
+    if not done.cancelled():
+        done.exception()

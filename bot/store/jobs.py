@@ -26,6 +26,7 @@ from bot.store.models import (
     JobMessage,
     JobStatus,
     User,
+    undelivered,
     utcnow,
 )
 from engine.job import InpaintResult, MaskSource
@@ -196,9 +197,7 @@ async def live_jobs(store: Store) -> list[Job]:
 async def undelivered_jobs(store: Store) -> list[Job]:
     """Finished jobs whose result the bot never confirmed showing (it stopped in between)."""
     async with store.sessions() as session:
-        query = select(Job).where(
-            Job.status.in_((JobStatus.DONE, JobStatus.FAILED)), Job.delivered_at.is_(None)
-        )
+        query = select(Job).where(undelivered())
         return list(await session.scalars(_with_images(query.order_by(Job.finished_at, Job.id))))
 
 

@@ -22,9 +22,11 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    and_,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 from engine.job import MaskSource
 from engine.settings import InpaintSettings
@@ -198,6 +200,12 @@ class Job(Base):
 
     def inpaint_settings(self) -> InpaintSettings:
         return InpaintSettings.model_validate(self.settings)
+
+
+def undelivered() -> ColumnElement[bool]:
+    """Finished jobs whose outcome the bot has not confirmed showing: it is reported again after a
+    restart, so retention keeps their pictures."""
+    return and_(Job.status.in_((JobStatus.DONE, JobStatus.FAILED)), Job.delivered_at.is_(None))
 
 
 class JobMessage(Base):

@@ -1,8 +1,9 @@
 """Retention: delete old picture files by age and by disk budget, least recently used first.
 
 Rows stay (history, seeds and settings are kept forever); only the files go and ``purged_at`` records
-when. Pictures a queued or running job needs, and those of kept jobs, are never touched. The whole
-pass holds the files lock, so no job can start referencing a picture while it is being removed.
+when. Pictures a queued or running job needs, those of results not shown yet (they are posted again
+after a restart), and those of kept jobs are never touched. The whole pass holds the files lock, so
+no job can start referencing a picture while it is being removed.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from sqlalchemy import or_, select, update
 
 from bot.config import BotConfig
 from bot.store.database import Store
-from bot.store.models import LIVE_STATUSES, Image, Job, JobImage, utcnow
+from bot.store.models import LIVE_STATUSES, Image, Job, JobImage, undelivered, utcnow
 
 log = logging.getLogger(__name__)
 
 BYTES_PER_GB = 1024**3
+# Rows per UPDATE: SQLite refuses statements with more bound variables than its build allows (999
+# before 3.32), and one pass may purge many thousands of pictures.
+CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ async def clean_up(
             needed = (
                 select(JobImage.image_id)
                 .join(Job)
-                .where(or_(Job.status.in_(LIVE_STATUSES), Job.kept.is_(True)))
+                .where(or_(Job.status.in_(LIVE_STATUSES), undelivered(), Job.kept.is_(True)))
             )
             stored = (
                 (await session.execute(select(Image).where(Image.purged_at.is_(None)))).scalars().all()
@@ -65,12 +69,9 @@ async def clean_up(
                 policy=policy,
                 now=now,
             )
-            if victims:
-                await session.execute(
-                    update(Image)
-                    .where(Image.id.in_([image.id for image in victims]))
-                    .values(purged_at=now)
-                )
+            for start in range(0, len(victims), CHUNK):
+                chunk = [image.id for image in victims[start : start + CHUNK]]
+                await session.execute(update(Image).where(Image.id.in_(chunk)).values(purged_at=now))
         known = {image.sha256 for image in stored} - {image.sha256 for image in victims}
         strays = await asyncio.to_thread(
             _delete_files, store, [image.sha256 for image in victims], known

@@ -108,6 +108,7 @@ class FakeDiscord:
         # Application command permission overrides by command id (the application's id: all commands).
         self.command_permissions: dict[str, list[JSON]] = {}
         self.left: set[str] = set()  # guilds the bot left (DELETE users/@me/guilds/{id})
+        self.outages: dict[str, int] = {}  # requests of a kind still to answer 503 (see `fail_next`)
         self._recorder = Recorder()
         self.gateway = Gateway(
             self._recorder, self._identify_events, lambda: list(self.members.values())
@@ -237,6 +238,11 @@ class FakeDiscord:
     def forbid(self, channel: JSON) -> None:
         """The bot lost Send Messages (or Attach Files) in `channel`: posting there gets 403/50013."""
         self.forbidden_channels.add(channel["id"])
+
+    def fail_next(self, kind: str, times: int = 1) -> None:
+        """An outage: the next `times` requests of `kind` (see rest.ROUTES) get 503 Service Unavailable,
+        which discord.py raises at once (it retries 500, 502, 504 and 524 itself)."""
+        self.outages[kind] = times
 
     def expire_attachment(self, attachment: JSON) -> None:
         """Its signed CDN URL ran out: downloads get 404 (discord.NotFound)."""
@@ -490,6 +496,9 @@ class FakeDiscord:
             at, body = time.monotonic(), Body(None, ())
             try:
                 body = await read_body(request)
+                if self.outages.get(kind):
+                    self.outages[kind] -= 1
+                    raise rest.DiscordError(503, 0, "503: Service Unavailable")
                 if any(len(f.data) > self.upload_limit for f in body.files):
                     raise rest.DiscordError(413, 40005, "Request entity too large")
                 response = await handler(self, request, body)

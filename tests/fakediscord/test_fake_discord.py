@@ -285,6 +285,20 @@ async def test_refusals_a_bot_meets_and_direct_messages(
     assert sent.reply["content"] == "psst"
 
 
+async def test_an_outage_answers_503_which_discord_py_raises_at_once(
+    fake_discord: FakeDiscord, bot: SmokeBot
+) -> None:
+    fake_discord.fail_next("post_message", 2)
+    channel = bot.get_channel(int(fake_discord.channel["id"]))
+    assert isinstance(channel, discord.TextChannel)
+    for _ in range(2):
+        with pytest.raises(discord.DiscordServerError) as outage:
+            await channel.send("hello")
+        assert outage.value.status == 503
+    assert (await channel.send("hello")).content == "hello"
+    assert [r.status for r in fake_discord.recorded("post_message")] == [503, 503, 200]
+
+
 async def test_a_deleted_message_can_still_be_clicked_as_given(
     fake_discord: FakeDiscord, bot: SmokeBot
 ) -> None:

@@ -61,6 +61,7 @@ def make_delivery(
         interaction=cast(discord.Interaction | None, interaction),
         channel_id=5,
         store=store,
+        retry_delay=0.001,
     )
 
 

@@ -11,6 +11,7 @@ from skimage import data
 
 from bot.client import InpaintBot
 from bot.config import BotConfig
+from bot.delivery.delivery import RETRY_DELAY
 from bot.queue.local import LocalJobQueue
 from bot.store import jobs
 from bot.store.database import Store
@@ -116,11 +117,17 @@ class AckingQueue(LocalJobQueue[PreparedJob]):
 
 @asynccontextmanager
 async def running_bot(
-    fake: FakeDiscord, engine: GatedEngine, store: Store, config: BotConfig
+    fake: FakeDiscord,
+    engine: GatedEngine,
+    store: Store,
+    config: BotConfig,
+    retry_delay: float = RETRY_DELAY,
 ) -> AsyncIterator[InpaintBot]:
     """A bot with a queue of its own on the shared store; both are closed on exit, client first."""
     queue = AckingQueue(engine, store, config)
-    bot = InpaintBot(config, queue, store, guild_ready_timeout=0.05, edit_interval=0)
+    bot = InpaintBot(
+        config, queue, store, guild_ready_timeout=0.05, edit_interval=0, retry_delay=retry_delay
+    )
     try:
         async with run_client(fake, bot):
             yield bot
@@ -224,6 +231,26 @@ async def test_a_result_the_channel_refuses_is_acknowledged_and_its_owner_told(
         "messages or attach files there, or the channel is gone. Use `/show job:1` in another "
         "channel of that server to see it."
     )
+    assert (await job(store, 1)).delivered_at is not None
+
+
+async def test_a_result_discord_fails_to_take_for_a_moment_is_posted_again_soon(
+    fake_discord: FakeDiscord, gated_engine: GatedEngine, store: Store, bot_config: BotConfig
+) -> None:
+    """Not only after the next restart, which may be weeks away."""
+    gated_engine.gate.clear()
+    async with running_bot(fake_discord, gated_engine, store, bot_config, retry_delay=0.01) as bot:
+        it = await inpaint(fake_discord)
+        await fake_discord.wait_for("edit_webhook_message", it.owns)
+        fake_discord.expire(it)  # the result goes to the channel, where Discord has an outage
+        fake_discord.fail_next("post_message", 2)
+        gated_engine.gate.set()
+        posted = await fake_discord.wait_for(
+            "post_message", lambda r: r.status == 200, timeout=JOB_TIMEOUT
+        )
+        await cast(AckingQueue, bot.queue).acknowledged(1)
+    assert [r.status for r in fake_discord.recorded("post_message")] == [503, 503, 200]
+    assert has_result(posted) and job_of(posted) == 1
     assert (await job(store, 1)).delivered_at is not None
 
 

@@ -1,9 +1,15 @@
 """A failing job fails alone; time limits; graceful shutdown."""
 
+import sqlite3
+import threading
 from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import event
 
 from bot.queue.base import JobSubmission
-from bot.queue.events import INPUT_GONE, UNEXPECTED_FAILURE, DoneEvent, FailedEvent, StartedEvent
+from bot.queue.events import INPUT_GONE, STUCK, UNEXPECTED_FAILURE, DoneEvent, FailedEvent, StartedEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole, JobStatus
@@ -113,3 +119,58 @@ async def test_a_job_whose_pictures_vanish_while_waiting_fails_alone(
     assert failed.message == INPUT_GONE
     after = await queue.submit(JobSubmission(1, request("after")))
     await next_event(events, DoneEvent, after.job_id)  # the worker goes on
+
+
+def refuse_once(store: Store, status: JobStatus) -> list[str]:
+    """The database refuses the first write that sets a job's status to ``status`` (a full disk, an
+    I/O error); returns the statements it refused."""
+    refused: list[str] = []
+
+    def check(conn: object, cursor: object, statement: str, parameters: Any, *args: object) -> None:
+        if not refused and statement.startswith("UPDATE jobs SET status") and status.name in parameters:
+            refused.append(statement)
+            raise sqlite3.OperationalError("disk I/O error")
+
+    event.listen(store.sql_engine.sync_engine, "before_cursor_execute", check)
+    return refused
+
+
+@pytest.mark.parametrize("status", [JobStatus.RUNNING, JobStatus.DONE], ids=["start", "finish"])
+async def test_a_job_whose_start_or_result_cannot_be_stored_fails_and_ends(
+    make_queue: MakeQueue, store: Store, status: JobStatus
+) -> None:
+    """Neither a row left running (run again at every start) nor a delivery that never hears the end."""
+    refused = refuse_once(store, status)
+    queue, events = await make_queue()
+    doomed = await queue.submit(JobSubmission(1, request("doomed")))
+    failed = await next_event(events, FailedEvent, doomed.job_id)
+    assert failed.message == UNEXPECTED_FAILURE and refused
+    after = await queue.submit(JobSubmission(1, request("after")))
+    await next_event(events, DoneEvent, after.job_id)  # the worker goes on
+    stored = await jobs.get_job(store, doomed.job_id)
+    assert stored is not None and (stored.status, stored.error) == (JobStatus.FAILED, UNEXPECTED_FAILURE)
+    assert [job.id for job in await jobs.live_jobs(store)] == []
+
+
+async def test_a_job_the_gpu_hangs_on_fails_and_the_queue_says_it_is_stuck(
+    make_queue: MakeQueue, fake_engine: FakeEngine, store: Store
+) -> None:
+    """A hang in loading or decoding never looks at the job's cancel event: the time limit alone
+    cannot end it."""
+    release = threading.Event()
+    fake_engine.on_run = lambda prompts: release.wait() if prompts == ["hangs"] else None
+    queue, events = await make_queue(job_timeout=0.05, watchdog_grace=0.05)
+    try:
+        hung = await queue.submit(JobSubmission(1, request("hangs")))
+        waiting = await queue.submit(JobSubmission(2, request("waiting")))
+        failed = await next_event(events, FailedEvent, hung.job_id)
+        assert failed.message == STUCK
+        assert queue.stuck() == "the GPU has been busy on one job for over 0.1 seconds"
+        stored = await jobs.get_job(store, hung.job_id)
+        assert stored is not None and stored.status is JobStatus.FAILED
+        assert [job.id for job in await jobs.live_jobs(store)] == [waiting.job_id]  # it waits
+    finally:
+        release.set()
+    await next_event(events, DoneEvent, waiting.job_id)  # the thread came back: the queue goes on
+    assert queue.stuck() is None
+    assert fake_engine.calls == [["hangs"], ["waiting"]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bot.config import BotConfig
 from bot.queue.base import JobSubmission
-from bot.queue.events import INPUT_GONE, DoneEvent, FailedEvent, QueuedEvent
+from bot.queue.events import INPUT_GONE, POISONED, DoneEvent, FailedEvent, QueuedEvent
 from bot.queue.local import LocalJobQueue
 from bot.store import jobs
 from bot.store.database import Store
@@ -151,3 +151,63 @@ async def test_a_job_whose_pictures_are_gone_fails_on_restart(
     failed = await next_event(events, FailedEvent, job.id)
     assert failed.message == INPUT_GONE
     assert fake_engine.calls == []
+
+
+# Runs the jobs stored in the data directory (submitting two first, with "new") on the fake engine; the
+# process dies (SIGKILL, like a segfault in a GPU library) on the job "poison" once it is recorded
+# as running.
+CRASHING_CHILD = """
+import asyncio, os, signal, sqlite3, sys, time
+from bot.config import BotConfig
+from bot.queue.base import JobSubmission
+from bot.queue.local import LocalJobQueue
+from bot.store.database import open_store
+from tests.bot.queue.fakes import FakeEngine, request
+
+def crash_on_poison(prompts):
+    if "poison" in prompts:
+        with sqlite3.connect(sys.argv[2]) as db:
+            while db.execute("SELECT status FROM jobs WHERE id = 1").fetchone() != ("RUNNING",):
+                time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+async def main():
+    config = BotConfig(
+        data_dir=sys.argv[1], database_url="", batch_size=1, job_max_attempts=3, _env_file=None
+    )
+    queue = LocalJobQueue(FakeEngine(on_run=crash_on_poison), await open_store(config), config)
+    await queue.start()
+    if sys.argv[3] == "new":
+        for prompt in ("poison", "fine"):
+            await queue.submit(JobSubmission(1, request(prompt)))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_job_that_kills_the_process_fails_after_its_attempts(bot_config: BotConfig) -> None:
+    """Resumed at every start, it would take the bot down at every start, forever."""
+    database = bot_config.data_dir / "inpaintbot.sqlite3"
+    for start in ("new", "resume", "resume"):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_CHILD, str(bot_config.data_dir), str(database), start],
+            cwd=REPO,
+        )
+        assert await asyncio.to_thread(child.wait, 60) == -signal.SIGKILL
+    assert statuses(database) == ["RUNNING", "QUEUED"]
+
+    engine = FakeEngine()
+    store = Store.from_config(bot_config)
+    queue = LocalJobQueue(engine, store, bot_config.model_copy(update={"job_max_attempts": 3}))
+    events = queue.subscribe()
+    await queue.start()
+    failed = await next_event(events, FailedEvent, 1)
+    await next_event(events, DoneEvent, 2)
+    await queue.close()
+
+    assert failed.message == POISONED.format(attempts=3)
+    assert engine.calls == [["fine"]]
+    poisoned = await jobs.get_job(store, 1)
+    assert poisoned is not None and (poisoned.status, poisoned.attempts) == (JobStatus.FAILED, 3)
+    await store.close()

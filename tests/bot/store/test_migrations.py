@@ -1,7 +1,10 @@
 """The migrations build exactly the schema the models describe, and undo it."""
 
+import contextlib
 import io
+import os
 import sqlite3
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -10,7 +13,7 @@ from sqlalchemy import inspect
 
 from bot.config import BotConfig
 from bot.store.database import Store
-from bot.store.migrate import alembic_config, downgrade_database, upgrade_database
+from bot.store.migrate import KEPT_BACKUPS, alembic_config, downgrade_database, upgrade_database
 from bot.store.models import Base
 
 
@@ -91,3 +94,31 @@ def test_upgrading_keeps_presets_jobs_and_their_messages_and_maps_the_old_nsfw_p
     downgrade_database(bot_config, "0002")
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT name FROM presets").fetchall() == [("Épée",)]
+
+
+def test_an_upgrade_backs_the_database_up_first_with_its_wal(bot_config: BotConfig) -> None:
+    """A migration cannot be undone by an older bot; the copy taken before it can."""
+    database = Path(bot_config.database_url.removeprefix("sqlite+aiosqlite:///"))
+    upgrade_database(bot_config, "0003")
+    assert list(database.parent.glob("*before-upgrade*")) == []  # a new database: nothing to keep
+    for age, revision in enumerate(["0000", "0001", "0002"], 1):  # older backups, oldest first
+        old = database.with_name(f"inpaintbot-before-upgrade-from-{revision}.sqlite3")
+        old.write_bytes(b"")
+        os.utime(old, (age * 100, age * 100))
+    writer = sqlite3.connect(database)  # still open: its change is in the WAL, not the file
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("INSERT INTO users (id, created_at) VALUES (7, '2024-01-01 00:00:00')")
+    writer.commit()
+    try:
+        upgrade_database(bot_config)
+    finally:
+        writer.close()
+
+    backup = database.with_name("inpaintbot-before-upgrade-from-0003.sqlite3")
+    with contextlib.closing(sqlite3.connect(backup)) as copy:
+        assert copy.execute("SELECT version_num FROM alembic_version").fetchall() == [("0003",)]
+        assert copy.execute("SELECT id FROM users").fetchall() == [(7,)]
+    backups = sorted(path.name for path in database.parent.glob("*before-upgrade*"))
+    assert len(backups) == KEPT_BACKUPS and "inpaintbot-before-upgrade-from-0000.sqlite3" not in backups
+    upgrade_database(bot_config)  # nothing to upgrade: no copy
+    assert len(list(database.parent.glob("*before-upgrade*"))) == KEPT_BACKUPS
