@@ -155,7 +155,7 @@ async def test_a_job_whose_pictures_are_gone_fails_on_restart(
 
 # Runs the jobs stored in the data directory (submitting two first, with "new") on the fake engine; the
 # process dies (SIGKILL, like a segfault in a GPU library) on the job "poison" once it is recorded
-# as running.
+# as running and the job "fine" behind it is stored.
 CRASHING_CHILD = """
 import asyncio, os, signal, sqlite3, sys, time
 from bot.config import BotConfig
@@ -167,7 +167,11 @@ from tests.bot.queue.fakes import FakeEngine, request
 def crash_on_poison(prompts):
     if "poison" in prompts:
         with sqlite3.connect(sys.argv[2]) as db:
-            while db.execute("SELECT status FROM jobs WHERE id = 1").fetchone() != ("RUNNING",):
+            # Both jobs stored (the second is submitted while the first starts) and the first running.
+            query = "SELECT count(*), min(status) FROM jobs"  # QUEUED < RUNNING
+            while db.execute(query).fetchone() != (2, "QUEUED") or db.execute(
+                "SELECT status FROM jobs WHERE id = 1"
+            ).fetchone() != ("RUNNING",):
                 time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGKILL)
 
