@@ -220,21 +220,30 @@ class Engine:
         self,
         jobs: Sequence[PreparedJob],
         *,
-        on_progress: ProgressCallback | None = None,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
     ) -> list[InpaintResult]:
-        """Run prepared jobs as one batch (they must share a ``batch_key`` when there are several)."""
+        """Run prepared jobs as one batch (they must share a ``batch_key`` when there are several).
+
+        ``on_progress`` has one callback (or ``None``) per job, in order: each hears of every step,
+        with a preview of its own job's picture only.
+        """
         if not jobs:
             return []
         if len(jobs) > 1 and (
             jobs[0].batch_key is None or any(j.batch_key != jobs[0].batch_key for j in jobs)
         ):
             raise ValueError("only jobs with the same batch_key can run together")
+        callbacks = on_progress if on_progress is not None else [None] * len(jobs)
+        if len(callbacks) != len(jobs):
+            raise ValueError(f"{len(callbacks)} progress callbacks for {len(jobs)} jobs")
         started = time.perf_counter()
         model = self.models.get(jobs[0].model)
         rows = [_Row(job, seed, job.image) for job in jobs for seed in job.settings.seeds()]
-        tracker = StepTracker(jobs[0].total_steps, on_progress, cancel, previews, model.sdxl)
+        first_rows = [next(i for i, row in enumerate(rows) if row.job is job) for job in jobs]
+        listeners = list(zip(callbacks, first_rows, strict=True))
+        tracker = StepTracker(jobs[0].total_steps, listeners, cancel, previews, model.sdxl)
         try:
             for index in range(len(jobs[0].passes)):
                 tracker.check_cancel()
@@ -258,7 +267,7 @@ class Engine:
     ) -> InpaintResult:
         """Prepare and run one job."""
         job = self.prepare(request)
-        return self.run([job], on_progress=on_progress, cancel=cancel, previews=previews)[0]
+        return self.run([job], on_progress=[on_progress], cancel=cancel, previews=previews)[0]
 
     def _denoise_pass(
         self, model: LoadedModel, rows: list[_Row], index: int, tracker: StepTracker

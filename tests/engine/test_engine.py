@@ -131,6 +131,31 @@ def test_batch_of_jobs_equals_jobs_run_alone(engine: Engine) -> None:
         assert np.abs(pixels(batched.images[0].png) - pixels(single.images[0].png)).max() <= 2
 
 
+def test_each_batched_job_previews_its_own_picture(engine: Engine) -> None:
+    """Batch mates are other members: a job's previews come from its own rows, as when run alone."""
+    mask = rect_mask(64, 64, (8, 8, 56, 56))
+    pictures = [photo(64, 64, seed=1), Image.new("RGB", (64, 64), "white")]
+    jobs = [
+        engine.prepare(request(picture, mask, strength=0.6, seed=seed, count=count))
+        for picture, seed, count in ((pictures[0], 1, 2), (pictures[1], 7, 1))
+    ]
+    assert jobs[0].batch_key == jobs[1].batch_key is not None
+    batched: list[list[Progress]] = [[], []]
+    engine.run(jobs, on_progress=[seen.append for seen in batched], previews=True)
+    for job, seen in zip(jobs, batched, strict=True):
+        alone: list[Progress] = []
+        engine.run([job], on_progress=[alone.append], previews=True)
+        assert [p.step for p in seen] == [p.step for p in alone] == [1, 2]
+        for together, single in zip(seen, alone, strict=True):
+            assert together.preview is not None and single.preview is not None
+            difference = np.abs(image_pixels(together.preview) - image_pixels(single.preview))
+            assert difference.max() <= 2, "a batched job's preview shows another job's picture"
+
+
+def image_pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
 def test_transparency_is_the_mask(engine: Engine) -> None:
     image = photo(64, 64).convert("RGBA")
     alpha = Image.new("L", (64, 64), 255)

@@ -98,7 +98,7 @@ class FakeEngine:
         self,
         jobs: Sequence[FakePrepared],
         *,
-        on_progress: Callable[[Progress], None] | None = None,
+        on_progress: Sequence[Callable[[Progress], None] | None] | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
     ) -> list[InpaintResult]:
@@ -114,8 +114,9 @@ class FakeEngine:
             if stop.is_set():
                 raise JobCancelled()
             time.sleep(self.step_seconds)
-            if on_progress is not None:
-                on_progress(Progress(step, total, Image.new("RGB", (2, 2)) if previews else None))
+            for callback in on_progress or []:
+                if callback is not None:
+                    callback(Progress(step, total, Image.new("RGB", (2, 2)) if previews else None))
             if stop.is_set():
                 self.steps_after_cancel += 1
         for prompt in prompts:
