@@ -44,6 +44,14 @@ class EngineConfig(BaseSettings):
         ),
     )
     max_loaded_models: int = Field(2, ge=1, le=16, description="Pipelines kept resident at once.")
+    max_faces_per_job: int = Field(
+        16,
+        ge=1,
+        description=(
+            "Most faces one automatic face mask repaints, each a denoising pass; a picture with more "
+            "is refused."
+        ),
+    )
     face_detector_model: Path | None = Field(
         None, description="Optional YuNet ONNX file for cv2.FaceDetectorYN (better than Haar)."
     )

@@ -3,7 +3,8 @@
 A job goes through two stages:
 
 1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, faces, or transparency),
-   invert/grow/blur it at full resolution and work out the crop box and processing size of each pass.
+   invert/grow/blur it at full resolution and work out the crop box and processing size of each pass;
+   each pass keeps only the part of its mask inside its crop box.
    It runs in its own thread beside the GPU worker, so it loads no weights: what it needs to know
    about models and ControlNets comes from their config files (``ModelManager.describe``).
 2. ``run`` (GPU): for each pass, crop and resize, apply the masked-content mode, denoise with the
@@ -57,11 +58,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MaskPass:
-    """One denoising pass: a prepared full-resolution mask, its crop box and processing size."""
+    """One denoising pass: its crop box in the picture, the prepared mask over that box (of the box's
+    size, so a crowd of small faces keeps small masks) and the processing size."""
 
     mask: Image.Image
     box: masking.Box
     size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _RawMask:
+    """A mask as found, before the user's settings, and where it lies in the picture: all of it for
+    an uploaded mask or transparency, a face's surroundings for a face."""
+
+    mask: Image.Image
+    at: masking.Box
 
 
 @dataclass(frozen=True)
@@ -157,14 +168,21 @@ class Engine:
         passes = []
         for raw in masks:
             mask = masking.prepare_mask(
-                raw, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
+                raw.mask, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
             )
             if area is Area.MASKED:
-                box, size = masking.masked_region(mask, padding=settings.padding, long_side=long_side)
+                box, size = masking.masked_region(
+                    mask,
+                    padding=settings.padding,
+                    long_side=long_side,
+                    within=(raw.at, original.width, original.height),
+                )
             else:
                 box = masking.Box(0, 0, original.width, original.height)
                 size = masking.processing_size(original.width, original.height, long_side)
-            passes.append(MaskPass(mask=mask, box=box, size=size))
+            # Outside its patch a face's mask is black; Pillow's crop fills what it has not with 0.
+            kept = mask.crop(box.moved(-raw.at.x0, -raw.at.y0).as_tuple())
+            passes.append(MaskPass(mask=kept, box=box, size=size))
         return PreparedJob(
             settings=settings,
             model=model.name,
@@ -202,17 +220,26 @@ class Engine:
 
     def _find_masks(
         self, settings: InpaintSettings, image: Image.Image, uploaded: Image.Image | None
-    ) -> tuple[list[Image.Image], MaskSource]:
+    ) -> tuple[list[_RawMask], MaskSource]:
         """Mask source order: uploaded mask, then automatic face mask, then the image's transparency
         (``images.load_pictures`` made sure there is one)."""
+        whole = masking.Box(0, 0, image.width, image.height)
         if uploaded is not None:
-            return [uploaded], MaskSource.UPLOADED
+            return [_RawMask(uploaded, whole)], MaskSource.UPLOADED
         if settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
-                self.face_detector, images.flatten(image), settings.max_faces
+                self.face_detector,
+                images.flatten(image),
+                settings.max_faces,
+                limit=self.config.max_faces_per_job,
             )
-            return faces.face_masks(image, found), MaskSource.FACE
-        return [images.mask_from_alpha(image)], MaskSource.TRANSPARENCY
+            # Grow and blur reach this far; an inverted face mask is all the rest of the picture.
+            margin = masking.mask_reach(settings.mask_grow, settings.mask_blur)
+            if settings.invert_mask:
+                margin = max(image.size)
+            patches = [faces.face_mask(face, image.width, image.height, margin) for face in found]
+            return [_RawMask(mask, at) for mask, at in patches], MaskSource.FACE
+        return [_RawMask(images.mask_from_alpha(image), whole)], MaskSource.TRANSPARENCY
 
     # -- stage 2 ------------------------------------------------------------------------------------
 
@@ -282,10 +309,7 @@ class Engine:
             row.canvas.crop(p.box.as_tuple()).resize((width, height), Image.Resampling.LANCZOS)
             for row, p in zip(rows, mask_pass, strict=True)
         ]
-        crop_masks = [
-            p.mask.crop(p.box.as_tuple()).resize((width, height), Image.Resampling.BILINEAR)
-            for p in mask_pass
-        ]
+        crop_masks = [p.mask.resize((width, height), Image.Resampling.BILINEAR) for p in mask_pass]
         # The control image follows the picture as it is, before any fill.
         each = [row.job.settings for row in rows]
         control = control_inputs(each, crops, crop_masks) if job.controlnet else None

@@ -15,8 +15,11 @@ from engine.errors import ImageError, JobCancelled, MaskError, NoFaceError, OutO
 from engine.job import InpaintRequest, MaskSource, Progress
 from engine.settings import InpaintSettings
 from tests.pictures import ASTRONAUT_FEATURES, ASTRONAUT_HEAD, astronaut, photo, png_bytes, rect_mask
+from tests.support.memory import MIB, peak_growth
 
 FAST = {"steps": 4, "resolution": 64, "seed": 1234}
+# Preparing a 6 MP picture of 200 faces: decoding, detection and 200 crop-sized masks (README).
+CROWD_PEAK_BYTES = 250 * MIB
 
 
 def request(image: Image.Image, mask: Image.Image | None = None, **settings: object) -> InpaintRequest:
@@ -290,3 +293,43 @@ def test_max_pixels_from_the_environment_refuses_a_larger_picture(
         ImageError, match=r"97x64 \(0.00621 megapixels\), more than the limit of 0.00614"
     ):
         engine.prepare(request(photo(97, 64), rect_mask(97, 64, (8, 8, 40, 40))))
+
+
+def crowd(columns: int = 20, rows: int = 10) -> Image.Image:
+    """The astronaut's head tiled ``columns`` x ``rows`` times: 200 faces the detector finds."""
+    head = astronaut().crop((145, 15, 315, 195))
+    picture = Image.new("RGB", (head.width * columns, head.height * rows))
+    for column in range(columns):
+        for row in range(rows):
+            picture.paste(head, (column * head.width, row * head.height))
+    return picture
+
+
+def test_a_crowd_of_faces_is_refused_beyond_the_operators_cap(engine: Engine) -> None:
+    job = request(crowd(), auto_mask="face")
+
+    def refused() -> MaskError:
+        with pytest.raises(MaskError) as caught:
+            engine.prepare(job)
+        return caught.value
+
+    error, growth = peak_growth(refused)
+    assert str(error) == (
+        "Found 200 faces; this bot repaints at most 16 faces per job. Upload a mask of the faces to "
+        "repaint instead, or crop the picture to fewer faces."
+    )
+    assert growth < CROWD_PEAK_BYTES, f"refusing 200 faces took {growth / MIB:.0f} MiB"
+
+
+def test_a_crowd_of_faces_prepares_within_bounded_memory(tiny_sd_path: Path) -> None:
+    """200 faces in a 6 MP picture: each pass keeps a mask the size of its crop, not of the picture
+    (one full-size mask per face was 1.2 GB here)."""
+    config = EngineConfig(model=str(tiny_sd_path), device="cpu", max_faces_per_job=200, _env_file=None)
+    engine = Engine(config)
+    job = request(crowd(), auto_mask="face")
+    prepared, growth = peak_growth(lambda: engine.prepare(job))
+    assert len(prepared.passes) == 200
+    assert growth < CROWD_PEAK_BYTES, f"preparing 200 faces took {growth / MIB:.0f} MiB"
+    assert all(p.mask.size == (p.box.width, p.box.height) for p in prepared.passes)
+    kept = sum(p.mask.width * p.mask.height for p in prepared.passes)
+    assert kept < 10 * MIB, f"the masks kept take {kept / MIB:.0f} MiB"
