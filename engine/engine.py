@@ -397,6 +397,7 @@ class Engine:
                         "prepare": job.prepare_seconds,
                         "denoise": rows[0].timings.get("denoise", 0.0),
                     },
+                    repainted=tuple(p.box for p in job.passes),
                 )
             )
         return results

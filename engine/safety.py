@@ -1,10 +1,14 @@
 """Telling whether a result picture is NSFW, so a server's policy can hide it behind a spoiler or
 withhold it (``bot.guards``).
 
-``SafetyChecker`` is the seam: the queue calls ``flags`` on each job's outputs in the GPU thread, right
+``SafetyChecker`` is the seam; the queue calls ``screen`` on each job's outputs in the GPU thread, right
 after the engine. ``DiffusersSafetyChecker`` is Stable Diffusion's own checker (CLIP image embeddings
 compared with fixed concept embeddings); ``INPAINTBOT_SAFETY_CHECKER`` names its weights, or turns
 checking off.
+
+CLIP sees 224 px, centre-cropped: a small repainted area in a big photo is a few pixels there, and the
+edges of a wide picture are cut off. So ``screen`` shows the checker the whole picture and each
+repainted crop, each padded to a square rather than cropped.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from engine.config import EngineConfig
+from engine.masking import Box
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,36 @@ class SafetyChecker(Protocol):
         """One verdict per picture, in order: ``True`` means flagged as NSFW. May raise; the caller
         decides what an unchecked picture becomes."""
         ...
+
+
+VIEW_SIDE = 224
+"""The side of what the checker is shown: CLIP ViT-L/14's input, so its processor has nothing to crop."""
+
+
+def screen(
+    checker: SafetyChecker, pictures: Sequence[tuple[Image.Image, Sequence[Box]]]
+) -> list[bool]:
+    """One verdict per picture, given with the boxes repainted in it: flagged when the whole picture
+    or any repainted crop is. One ``flags`` call for everything; raises what the checker raises, and
+    ``ValueError`` when it miscounts."""
+    views = [_views(image, boxes) for image, boxes in pictures]
+    shown = [view for each in views for view in each]
+    flags = list(checker.flags(shown)) if shown else []
+    if len(flags) != len(shown):
+        raise ValueError(f"{len(flags)} verdicts for {len(shown)} pictures")
+    verdicts = iter(flags)
+    return [any([next(verdicts) for _ in each]) for each in views]
+
+
+def _views(image: Image.Image, boxes: Sequence[Box]) -> list[Image.Image]:
+    whole = Box(0, 0, image.width, image.height)
+    crops = [image.crop(box.as_tuple()) for box in dict.fromkeys(boxes) if box != whole]
+    return [_padded_square(view) for view in [image, *crops]]
+
+
+def _padded_square(image: Image.Image) -> Image.Image:
+    """The picture shrunk (or enlarged) to fit ``VIEW_SIDE`` px, centred on black: nothing cut off."""
+    return ImageOps.pad(image.convert("RGB"), (VIEW_SIDE, VIEW_SIDE), color=(0, 0, 0))
 
 
 class DiffusersSafetyChecker:

@@ -1,15 +1,22 @@
 """The safety checker's verdicts: taken in the GPU thread after the engine, stored per picture."""
 
 import logging
+from collections.abc import Sequence
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from bot.queue import screening
 from bot.queue.base import JobSubmission
 from bot.queue.events import DoneEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole
+from engine.engine import Engine
+from engine.job import InpaintRequest
+from engine.safety import VIEW_SIDE
+from engine.settings import InpaintSettings
 from tests.bot.queue.conftest import MakeQueue
 from tests.bot.queue.fakes import (
     FakeEngine,
@@ -19,6 +26,7 @@ from tests.bot.queue.fakes import (
     request,
     tiny_picture,
 )
+from tests.pictures import photo, png_bytes, rect_mask
 
 
 def painted_with(seed: int) -> StubSafetyChecker:
@@ -117,3 +125,56 @@ async def test_the_checker_loads_with_the_model_and_a_failed_load_does_not_stop_
     queued = await queue.submit(JobSubmission(1, request("after a failed load")))
     await next_event(events, DoneEvent, queued.job_id)
     assert await verdicts(store, queued.job_id) == [True]
+
+
+class RecordingChecker:
+    """Records every picture it is shown; flags those at the ``flagged`` positions of a call."""
+
+    def __init__(self, flagged: frozenset[int] = frozenset()) -> None:
+        self.flagged = flagged
+        self.shown: list[Image.Image] = []
+
+    def load(self) -> None:
+        pass
+
+    def flags(self, images: Sequence[Image.Image]) -> list[bool]:
+        self.shown.extend(images)
+        return [index in self.flagged for index in range(len(images))]
+
+
+def test_the_checker_sees_the_whole_picture_padded_and_each_repainted_crop(engine: Engine) -> None:
+    """A small repaint at the edge of a wide picture: CLIP's centre crop would never see it."""
+    wide = photo(512, 64, seed=5)
+    result = engine.inpaint(
+        InpaintRequest(
+            png_bytes(wide),
+            InpaintSettings.parse(steps=2, resolution=64, seed=1),
+            png_bytes(rect_mask(512, 64, (470, 16, 500, 48))),
+        )
+    )
+    (box,) = result.repainted
+    assert box.x1 > 448, "the repainted crop is at the right edge"
+    picture = result.images[0].image
+
+    only_the_crop = RecordingChecker(flagged=frozenset({1}))
+    assert screening.verdicts(only_the_crop, [result]) == [[True]]
+    whole, crop = only_the_crop.shown
+    assert_padded_view(whole, picture)  # its right edge is there: padded, not centre-cropped
+    # The crop fills its own view: no detail lost to the whole picture's scale.
+    assert_padded_view(crop, picture.crop(box.as_tuple()))
+
+    nothing = RecordingChecker()
+    assert screening.verdicts(nothing, [result]) == [[False]]
+
+
+def assert_padded_view(view: Image.Image, picture: Image.Image) -> None:
+    """``view`` is all of ``picture``, scaled to touch two sides of a square, between black bands."""
+    assert view.size == (VIEW_SIDE, VIEW_SIDE)
+    content = view.getbbox()
+    assert content is not None
+    x0, y0, x1, y1 = content
+    assert max(x1 - x0, y1 - y0) == VIEW_SIDE
+    assert abs((x1 - x0) / (y1 - y0) - picture.width / picture.height) < 0.1
+    shown = np.asarray(view.crop(content)).astype(int)
+    expected = np.asarray(picture.resize((x1 - x0, y1 - y0), Image.Resampling.BICUBIC)).astype(int)
+    assert np.abs(shown - expected).mean() < 8
