@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 from engine.config import EngineConfig
+from engine.errors import ModelLoadError
 from engine.masking import Box
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,7 @@ VIEW_SIDE = 224
 """The side of what the checker is shown: CLIP ViT-L/14's input, so its processor has nothing to crop."""
 
 
-def screen(
-    checker: SafetyChecker, pictures: Sequence[tuple[Image.Image, Sequence[Box]]]
-) -> list[bool]:
+def screen(checker: SafetyChecker, pictures: Sequence[tuple[Image.Image, Sequence[Box]]]) -> list[bool]:
     """One verdict per picture, given with the boxes repainted in it: flagged when the whole picture
     or any repainted crop is. One ``flags`` call for everything; raises what the checker raises, and
     ``ValueError`` when it miscounts."""
@@ -95,7 +94,12 @@ class DiffusersSafetyChecker:
         return [bool(verdict) for verdict in flagged]
 
     def load(self) -> None:
-        self._load()
+        """Load now; a checker that cannot load is a ``ModelLoadError`` naming the setting, as the
+        bot must not start without it (every result would count as flagged, silently)."""
+        try:
+            self._load()
+        except Exception as exc:
+            raise ModelLoadError(unavailable(self.source, exc)) from exc
 
     def _load(self) -> tuple[Any, Any]:
         if self._model is None:
@@ -112,6 +116,17 @@ class DiffusersSafetyChecker:
             )
             self._model = model.to(self.device).eval()
         return self._model, self._processor
+
+
+def unavailable(source: str, exc: BaseException) -> str:
+    """One line for the operator: which setting, what it names, why it failed, what to do."""
+    lines = str(exc).strip().splitlines()
+    reason = lines[0] if lines else type(exc).__name__
+    return (
+        f"INPAINTBOT_SAFETY_CHECKER={source} could not be loaded ({reason}). Fix it (a Hub id, or a "
+        "folder with the checker's config.json, weights and preprocessor_config.json), or set "
+        "INPAINTBOT_SAFETY_CHECKER=none to turn checking off."
+    )
 
 
 def safety_checker(

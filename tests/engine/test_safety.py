@@ -15,6 +15,7 @@ from PIL import Image, ImageStat
 from transformers import CLIPConfig, CLIPImageProcessor
 
 from engine.config import DEFAULT_SAFETY_CHECKER, EngineConfig
+from engine.errors import ModelLoadError
 from engine.masking import Box
 from engine.safety import VIEW_SIDE, DiffusersSafetyChecker, safety_checker, screen
 
@@ -72,6 +73,16 @@ def test_verdicts_follow_the_pictures_in_order(tiny_checker_path: Path) -> None:
     checker = DiffusersSafetyChecker(str(tiny_checker_path), CPU, torch.float32)
     assert checker.flags([RED, BLUE, RED]) == [True, False, True]
     assert checker.flags([BLUE.convert("RGBA")]) == [False]  # any mode is converted to RGB first
+
+
+def test_a_checker_that_cannot_load_names_the_setting_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ModelLoadError) as caught:
+        DiffusersSafetyChecker(str(missing), CPU, torch.float32).load()
+    message = str(caught.value)
+    assert message.startswith(f"INPAINTBOT_SAFETY_CHECKER={missing} could not be loaded (")
+    assert "INPAINTBOT_SAFETY_CHECKER=none to turn checking off" in message
+    assert "\n" not in message
 
 
 def test_loads_lazily_and_fails_on_use(tmp_path: Path) -> None:

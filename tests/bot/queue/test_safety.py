@@ -2,20 +2,25 @@
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from bot.config import BotConfig
 from bot.queue import screening
 from bot.queue.base import JobSubmission
 from bot.queue.events import DoneEvent
+from bot.queue.local import LocalJobQueue
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole
 from engine.engine import Engine
+from engine.errors import ModelLoadError
 from engine.job import InpaintRequest
-from engine.safety import VIEW_SIDE
+from engine.safety import VIEW_SIDE, DiffusersSafetyChecker
 from engine.settings import InpaintSettings
 from tests.bot.queue.conftest import MakeQueue
 from tests.bot.queue.fakes import (
@@ -111,20 +116,22 @@ def test_the_stub_tells_pictures_apart() -> None:
     ]
 
 
-async def test_the_checker_loads_with_the_model_and_a_failed_load_does_not_stop_the_bot(
-    make_queue: MakeQueue, store: Store, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_the_checker_loads_with_the_model(make_queue: MakeQueue) -> None:
     checker = painted_with(3)
     await make_queue(safety=checker)
     assert len(checker.loads) == 1 and checker.loads[0].startswith("inpaint-gpu")
     assert checker.checks == []  # loading judged nothing
 
-    broken = StubSafetyChecker(error=RuntimeError("no weights"))
-    queue, events = await make_queue(safety=broken)
-    assert "the safety checker could not load" in caplog.text
-    queued = await queue.submit(JobSubmission(1, request("after a failed load")))
-    await next_event(events, DoneEvent, queued.job_id)
-    assert await verdicts(store, queued.job_id) == [True]
+
+async def test_a_checker_that_cannot_load_stops_the_start(
+    store: Store, bot_config: BotConfig, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Running on would count every result as flagged: withheld, silently, under the default policy."""
+    missing = DiffusersSafetyChecker(str(tmp_path / "no-checker"), torch.device("cpu"), torch.float32)
+    queue = LocalJobQueue(fake_engine, store, bot_config, safety=missing)
+    with pytest.raises(ModelLoadError, match=r"^INPAINTBOT_SAFETY_CHECKER=\S+no-checker could not"):
+        await queue.start()
+    await queue.close()
 
 
 class RecordingChecker:
