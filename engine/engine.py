@@ -135,6 +135,7 @@ class Engine:
             resolve_device(config.device),
             max_loaded=config.max_loaded_models,
             single_file_config=config.single_file_config,
+            revisions={config.model: config.model_revision} if config.model_revision else None,
         )
         self.face_detector = faces.FaceDetector(config.face_detector_model)
 
@@ -275,14 +276,19 @@ class Engine:
             for index in range(len(jobs[0].passes)):
                 tracker.check_cancel()
                 self._denoise_pass(model, rows, index, tracker)
-        except torch.cuda.OutOfMemoryError:
-            gc.collect()
-            torch.cuda.empty_cache()
-            log.warning("CUDA out of memory", exc_info=True)
-            raise OutOfMemoryError(
-                "The GPU ran out of memory on this job. Try a smaller resolution or fewer images."
-            ) from None
-        return self._results(model, jobs, rows, time.perf_counter() - started)
+        except torch.cuda.OutOfMemoryError as exc:
+            # Only the message: a logged traceback (exc_info) would keep the failed call's tensors.
+            log.warning("CUDA out of memory: %s", str(exc).splitlines()[0] if str(exc) else "")
+        else:
+            return self._results(model, jobs, rows, time.perf_counter() - started)
+        # Outside the except block the traceback, and with it the failed call's frames and their
+        # activations, is gone; only then can emptying the cache give that memory back.
+        del rows, tracker
+        gc.collect()
+        torch.cuda.empty_cache()
+        raise OutOfMemoryError(
+            "The GPU ran out of memory on this job. Try a smaller resolution or fewer images."
+        )
 
     def inpaint(
         self,

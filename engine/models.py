@@ -110,10 +110,17 @@ class ModelManager:
     """Loads pipelines on first use and keeps the most recently used ones in memory."""
 
     def __init__(
-        self, device: torch.device, *, max_loaded: int = 2, single_file_config: str | None = None
+        self,
+        device: torch.device,
+        *,
+        max_loaded: int = 2,
+        single_file_config: str | None = None,
+        revisions: Mapping[str, str] | None = None,
     ) -> None:
         self.device = device
         self.single_file_config = single_file_config
+        # Hub revisions (commit, tag or branch) the operator pinned, by model name.
+        self.revisions = dict(revisions or {})
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -146,7 +153,10 @@ class ModelManager:
             return known
         path = Path(name).expanduser()
         try:
-            facts = self._checkpoint_facts(name, path) if path.is_file() else _config_facts(name)
+            if path.is_file():
+                facts = self._checkpoint_facts(name, path)
+            else:
+                facts = _config_facts(name, self.revisions.get(name))
         except ModelLoadError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -226,7 +236,7 @@ class ModelManager:
         # Loading bars would interleave with the CLI's own progress bar and the bot's log lines.
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
-        pipe = _load_pipeline(name, self.dtype, self.single_file_config)
+        pipe = _load_pipeline(name, self.dtype, self.single_file_config, self.revisions.get(name))
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         return LoadedModel(
@@ -240,9 +250,12 @@ class ModelManager:
         )
 
 
-def _config_facts(name: str) -> ModelFacts:
+def _config_facts(name: str, revision: str | None = None) -> ModelFacts:
     """Facts from a diffusers folder's or Hub repo's UNet and VAE configs (a few hundred bytes)."""
-    unet, vae = (_read_config(name, f"{component}/config.json") for component in ("unet", "vae"))
+    unet, vae = (
+        _read_config(name, f"{component}/config.json", revision=revision)
+        for component in ("unet", "vae")
+    )
     return ModelFacts(
         name=name,
         sdxl=unet.get("addition_embed_type") == "text_time",  # SDXL's size and crop conditioning
@@ -252,14 +265,16 @@ def _config_facts(name: str) -> ModelFacts:
     )
 
 
-def _read_config(name: str, filename: str, what: str = "model") -> dict[str, Any]:
+def _read_config(
+    name: str, filename: str, what: str = "model", revision: str | None = None
+) -> dict[str, Any]:
     path = Path(name).expanduser()
     if path.is_dir():
         config_file = path / filename
     elif name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
         raise ModelLoadError(f"The {what} file or folder {name!r} does not exist.")
     else:
-        config_file = Path(hf_hub_download(name, filename))
+        config_file = Path(hf_hub_download(name, filename, revision=revision))
     config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
     return config
 
@@ -321,7 +336,9 @@ def _size_from_configs(unet: Mapping[str, Any], vae: Mapping[str, Any]) -> int:
     return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
-def _load_pipeline(name: str, dtype: torch.dtype, single_file_config: str | None) -> DiffusionPipeline:
+def _load_pipeline(
+    name: str, dtype: torch.dtype, single_file_config: str | None, revision: str | None = None
+) -> DiffusionPipeline:
     path = Path(name).expanduser()
     try:
         if path.is_file():
@@ -332,9 +349,8 @@ def _load_pipeline(name: str, dtype: torch.dtype, single_file_config: str | None
             )
         if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
             raise ModelLoadError(f"The model file or folder {name!r} does not exist.")
-        return _checked(
-            AutoPipelineForInpainting.from_pretrained(name, **_pretrained_kwargs(dtype)), name
-        )
+        hub = _pretrained_kwargs(dtype) | hub_kwargs(revision)
+        return _checked(AutoPipelineForInpainting.from_pretrained(name, **hub), name)
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -353,7 +369,8 @@ def _load_controlnet(name: str, dtype: torch.dtype) -> Any:
             name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt"))
         ):
             raise ModelLoadError(f"The ControlNet file or folder {name!r} does not exist.")
-        return ControlNetModel.from_pretrained(name, dtype=dtype)
+        local = path.is_dir()
+        return ControlNetModel.from_pretrained(name, dtype=dtype, **({} if local else hub_kwargs()))
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -381,6 +398,13 @@ def _describe_load_failure(
             return f"The {what} {name!r} could not be downloaded: {_first_line(cause)}"
         cause = cause.__cause__ or cause.__context__
     return f"The {what} {name!r} could not be loaded as {expected}: {_first_line(exc)}"
+
+
+def hub_kwargs(revision: str | None = None) -> dict[str, Any]:
+    """What every download from the Hub is loaded with: safetensors only (a pickled ``.bin`` can run
+    code when it is loaded), at the revision the operator pinned, if any. Local folders are the
+    operator's own files and load as they are."""
+    return {"use_safetensors": True} | ({"revision": revision} if revision else {})
 
 
 def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:

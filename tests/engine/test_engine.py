@@ -2,6 +2,7 @@
 
 import io
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +268,30 @@ def test_out_of_memory_is_reported_and_engine_goes_on(
         with pytest.raises(OutOfMemoryError, match="ran out of memory"):
             engine.run([job])
     assert engine.run([job])[0].images
+
+
+def test_out_of_memory_frees_the_failed_call_before_emptying_the_cache(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Emptying the cache while the traceback holds the failed call's tensors gives nothing back."""
+    job = engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40))))
+    pipe = engine.load(job.model).pipe
+    activations: list[weakref.ref[torch.Tensor]] = []
+    alive_when_emptied: list[bool] = []
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        held = torch.ones(1024)  # stands for the activations of the failed call
+        activations.append(weakref.ref(held))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(pipe), "__call__", out_of_memory)
+        patch.setattr(
+            torch.cuda, "empty_cache", lambda: alive_when_emptied.append(activations[0]() is not None)
+        )
+        with pytest.raises(OutOfMemoryError):
+            engine.run([job])
+    assert alive_when_emptied == [False]
 
 
 def test_uploaded_mask_wins_over_transparency(engine: Engine) -> None:
