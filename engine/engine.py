@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine import controlnet, faces, images, latents, masking
+from engine import controlnet, faces, images, latents, masking, prompts
 from engine.config import EngineConfig
 from engine.errors import OutOfMemoryError, SettingsError
 from engine.job import (
@@ -49,7 +49,6 @@ from engine.metadata import a1111_parameters
 from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
 from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
 from engine.progress import StepTracker
-from engine.prompts import PromptEncoder
 from engine.samplers import make_scheduler
 from engine.settings import Area, AutoMask, ControlNet, InpaintSettings, MaskedContent
 
@@ -86,6 +85,7 @@ class PreparedJob:
     passes: tuple[MaskPass, ...]
     prepare_seconds: float = 0.0
     controlnet: str | None = None  # the ControlNet model the job's settings asked for
+    prompt_chunks: int = 1  # 75-token chunks of its conditioning (engine.prompts.chunk_count)
 
     @property
     def processing_size(self) -> tuple[int, int]:
@@ -104,6 +104,7 @@ class PreparedJob:
         key: tuple[Hashable, ...] = (
             self.model,
             self.processing_size,
+            self.prompt_chunks,  # a batch pads every prompt to its longest: the picture would change
             s.steps,
             s.strength,
             s.guidance,
@@ -164,6 +165,8 @@ class Engine:
             control = controlnet.model_name(self.config, settings.controlnet, sdxl=model.sdxl)
             with controlnet.operator_setting(settings.controlnet, sdxl=model.sdxl):
                 self.models.check_controlnet(control, model)  # a missing one fails at submission
+        tokenizer = self.models.tokenizer(model.name)
+        chunks = prompts.chunk_count(tokenizer, settings.prompt, settings.negative_prompt)
         long_side = settings.resolution or model.native_size
         area = Area.MASKED if source is MaskSource.FACE else settings.area
         passes = []
@@ -192,6 +195,7 @@ class Engine:
             passes=tuple(passes),
             prepare_seconds=time.perf_counter() - started,
             controlnet=control,
+            prompt_chunks=chunks,
         )
 
     def controlnet_base(self, model: ModelFacts) -> ModelFacts:
@@ -330,7 +334,7 @@ class Engine:
                 pipe = self.models.controlnet_pipe(model, job.controlnet)
         pipe.scheduler = make_scheduler(settings.sampler, model.base_scheduler_config)
         generators = [torch.Generator("cpu").manual_seed(row.seed + index) for row in rows]
-        embeds = PromptEncoder(pipe).encode(
+        embeds = prompts.PromptEncoder(pipe).encode(
             [row.job.settings.prompt for row in rows], [row.job.settings.negative_prompt for row in rows]
         )
         mask = pipe.mask_processor.preprocess(crop_masks, height=height, width=width).to(

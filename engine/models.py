@@ -38,8 +38,14 @@ from diffusers import (
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+)
 from safetensors import safe_open
+from transformers import CLIPTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from engine.controlnet import ControlNetInpaintPipeline, ControlNetInpaintXLPipeline
@@ -56,6 +62,8 @@ _CROSS_ATTENTION_KEY_SUFFIX = "attn2.to_k.weight"
 # Keys only ControlNets have: diffusers' layout, then the original one.
 _CONTROLNET_KEY_PARTS = ("controlnet_cond_embedding.", "input_hint_block.")
 _SD2_CROSS_ATTENTION_DIM = 1024
+# The tokenizer single-file checkpoints are used with when no configs are named (diffusers' own choice).
+_CLIP_TOKENIZER = "openai/clip-vit-large-patch14"
 _INPAINTING_CHANNELS = 9  # latents, mask and masked-image latents
 
 
@@ -125,6 +133,7 @@ class ModelManager:
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._described: dict[str, ModelFacts] = {}  # config reads of models not loaded (tiny)
+        self._tokenizers: dict[str, PreTrainedTokenizerBase] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> LoadedModel:
@@ -164,6 +173,31 @@ class ModelManager:
         with self._lock:
             self._described[name] = facts
         return facts
+
+    def tokenizer(self, name: str) -> PreTrainedTokenizerBase:
+        """The tokenizer that splits the model's prompts into chunks, without loading weights: the
+        resident pipeline's, or else read from the model's folder or Hub repo (a few hundred kB). A
+        single file has none of its own: its configs' (``INPAINTBOT_SINGLE_FILE_CONFIG``), or CLIP
+        ViT-L's, whose vocabulary every Stable Diffusion family shares."""
+        with self._lock:
+            loaded = self._loaded.get(name)
+            known = self._tokenizers.get(name)
+        if loaded is not None:
+            return loaded.pipe.tokenizer or loaded.pipe.tokenizer_2  # SDXL refiners: the second only
+        if known is not None:
+            return known
+        path = Path(name).expanduser()
+        source = name
+        if path.is_file():
+            source = self.single_file_config or _CLIP_TOKENIZER
+        revision = self.revisions.get(name) if source == name else None
+        try:
+            tokenizer = _load_tokenizer(source, revision)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(_describe_load_failure(name, exc)) from None
+        with self._lock:
+            self._tokenizers[name] = tokenizer
+        return tokenizer
 
     def native_size(self, name: str) -> int:
         """The long side the model was trained at, without loading it (see ``describe``)."""
@@ -248,6 +282,29 @@ class ModelManager:
             cross_attention_dim=_width(pipe.unet.config.cross_attention_dim),
             base_scheduler_config=pipe.scheduler.config,
         )
+
+
+def _load_tokenizer(source: str, revision: str | None) -> PreTrainedTokenizerBase:
+    """A diffusers folder's or repo's first tokenizer (an SDXL refiner has only the second); a plain
+    tokenizer repo (CLIP ViT-L) has it at its root."""
+    if source == _CLIP_TOKENIZER:
+        return CLIPTokenizer.from_pretrained(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        has_first = (path / "tokenizer").is_dir()
+    else:
+        has_first = _in_repo(source, "tokenizer/tokenizer_config.json", revision)
+    pinned: dict[str, Any] = {"revision": revision} if revision else {}
+    folder = "tokenizer" if has_first else "tokenizer_2"
+    return CLIPTokenizer.from_pretrained(source, subfolder=folder, **pinned)
+
+
+def _in_repo(name: str, filename: str, revision: str | None) -> bool:
+    try:
+        hf_hub_download(name, filename, revision=revision)
+    except EntryNotFoundError:
+        return False
+    return True
 
 
 def _config_facts(name: str, revision: str | None = None) -> ModelFacts:

@@ -12,8 +12,16 @@ from PIL import Image
 
 from engine.config import EngineConfig
 from engine.engine import Engine, denoising_steps
-from engine.errors import ImageError, JobCancelled, MaskError, NoFaceError, OutOfMemoryError
+from engine.errors import (
+    ImageError,
+    JobCancelled,
+    MaskError,
+    NoFaceError,
+    OutOfMemoryError,
+    SettingsError,
+)
 from engine.job import InpaintRequest, MaskSource, Progress
+from engine.prompts import MAX_CHUNKS
 from engine.settings import InpaintSettings
 from tests.pictures import ASTRONAUT_FEATURES, ASTRONAUT_HEAD, astronaut, photo, png_bytes, rect_mask
 from tests.support.memory import MIB, peak_growth
@@ -358,3 +366,29 @@ def test_a_crowd_of_faces_prepares_within_bounded_memory(tiny_sd_path: Path) -> 
     assert all(p.mask.size == (p.box.width, p.box.height) for p in prepared.passes)
     kept = sum(p.mask.width * p.mask.height for p in prepared.passes)
     assert kept < 10 * MIB, f"the masks kept take {kept / MIB:.0f} MiB"
+
+
+def test_jobs_batch_only_with_prompts_of_as_many_chunks(engine: Engine) -> None:
+    """A batch pads every prompt to its longest, which changes the picture of the shorter ones."""
+    mask = rect_mask(64, 64, (10, 10, 40, 40))
+    short, other_short, long = (
+        engine.prepare(request(photo(64, 64), mask, prompt=prompt))
+        for prompt in ("a red hat", "(blue:1.3) scarf", "a red hat BREAK a blue scarf")
+    )
+    assert (short.prompt_chunks, other_short.prompt_chunks, long.prompt_chunks) == (1, 1, 2)
+    assert short.batch_key == other_short.batch_key != long.batch_key
+    negative = engine.prepare(request(photo(64, 64), mask, negative_prompt="blurry BREAK dark"))
+    assert negative.prompt_chunks == 2, "a negative prompt's chunks count too"
+
+
+def test_too_many_prompt_chunks_is_refused_when_the_job_is_submitted(engine: Engine) -> None:
+    prompt = " BREAK ".join(["a cat"] * (MAX_CHUNKS + 1))
+    with pytest.raises(SettingsError) as caught:
+        engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), prompt=prompt))
+    assert str(caught.value) == (
+        f"The prompt is too long: it takes {MAX_CHUNKS + 1} chunks of 75 tokens (each BREAK starts a "
+        f"new one), and this bot takes at most {MAX_CHUNKS}. Shorten the prompt or the negative "
+        "prompt, or use fewer BREAKs."
+    )
+    at_the_limit = " BREAK ".join(["a cat"] * MAX_CHUNKS)
+    assert engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), prompt=at_the_limit))

@@ -199,3 +199,16 @@ def test_hub_models_load_safetensors_only_at_the_pinned_revision(
 def test_an_empty_revision_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INPAINTBOT_MODEL_REVISION", "")
     assert EngineConfig(_env_file=None).model_revision is None
+
+
+def test_the_tokenizer_is_read_without_loading_the_model(
+    manager: ModelManager, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    """``prepare`` counts a prompt's chunks beside the GPU thread: it must not load weights."""
+    tokenizer = manager.tokenizer(str(tiny_sd_path))
+    assert tokenizer("a cat").input_ids
+    assert manager.describe(str(tiny_sd_path)) and not manager._loaded
+    checkpoint = save_single_file(tiny_sd_path, tmp_path / "tiny.safetensors")
+    with_configs = ModelManager(torch.device("cpu"), single_file_config=str(tiny_sd_path))
+    single = with_configs.tokenizer(str(checkpoint))
+    assert single.get_vocab() == tokenizer.get_vocab()

@@ -151,3 +151,36 @@ async def test_each_batched_job_previews_its_own_picture(
 
 def preview_pixels(preview: Image.Image) -> np.ndarray:
     return np.asarray(preview.convert("RGB")).astype(np.int16)
+
+
+async def test_prompts_of_different_lengths_give_the_pictures_they_give_alone(
+    engine: Engine, store: Store, bot_config: BotConfig
+) -> None:
+    held = HoldFirstCall(engine)
+    queue = LocalJobQueue(held, store, bot_config.model_copy(update={"batch_size": 4}))
+    events = queue.subscribe()
+    await queue.start()
+    blocker = await queue.submit(JobSubmission(0, tiny_request(0, steps=2)))
+    await next_event(events, StartedEvent, blocker.job_id, timeout=REAL_TIMEOUT)
+    requests = [
+        tiny_request(11, prompt="a red hat"),
+        tiny_request(22, prompt="a red hat BREAK a blue scarf BREAK a green coat"),
+        tiny_request(33, prompt="(blue:1.3) scarf"),
+    ]
+    submitted = [await queue.submit(JobSubmission(user, r)) for user, r in enumerate(requests, 1)]
+    held.release.set()
+    ids = {job.job_id for job in submitted}
+    finished: dict[int, DoneEvent] = {}
+    while len(finished) < len(ids):  # the long prompt's job ends last
+        event = await next_event(
+            events, DoneEvent, where=lambda e: e.job_id in ids, timeout=REAL_TIMEOUT
+        )
+        finished[event.job_id] = event
+    done = [finished[job.job_id] for job in submitted]
+    await queue.close()
+    assert held.batch_sizes == [1, 2, 1]  # the two one-chunk prompts together, the long one alone
+
+    for request, event in zip(requests, done, strict=True):
+        alone = engine.inpaint(request)
+        difference = np.abs(pixels(event.images[0].path.read_bytes()) - pixels(alone.images[0].png))
+        assert difference.max() <= 1, "a job's picture changed with its batch mates' prompts"
