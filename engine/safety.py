@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -110,13 +109,12 @@ class DiffusersSafetyChecker:
             from transformers import CLIPImageProcessor
 
             log.info("loading the safety checker %s on %s (%s)", self.source, self.device, self.dtype)
-            from engine.models import hub_kwargs
-
-            hub = {} if Path(self.source).expanduser().is_dir() else hub_kwargs()
             self._processor = CLIPImageProcessor.from_pretrained(self.source)
             # Typed Any: transformers' ``to`` overloads confuse static checkers on this subclass.
+            # Not use_safetensors=True: the default checker's repo may hold only a pickled .bin, which
+            # transformers prefers a .safetensors over and loads with torch's weights_only anyway.
             model: Any = StableDiffusionSafetyChecker.from_pretrained(
-                self.source, torch_dtype=self.dtype, **hub
+                self.source, torch_dtype=self.dtype
             )
             self._model = model.to(self.device).eval()
         return self._model, self._processor
