@@ -219,10 +219,11 @@ def check_model(config: BotConfig) -> Check:
 
 
 def check_safety_checker(config: BotConfig) -> Check:
-    """Load the NSFW checker as the bot does and let it judge one picture. One that cannot load makes
-    every result count as flagged, which servers with the default policy never see."""
+    """Load the NSFW checker as the bot does and let it judge one picture. One that cannot load stops
+    ``inpaintbot run``, with the message shown here."""
     from PIL import Image
 
+    from engine.errors import ModelLoadError
     from engine.models import ModelManager, resolve_device
     from engine.safety import safety_checker
 
@@ -236,14 +237,17 @@ def check_safety_checker(config: BotConfig) -> Check:
             "policies have no effect",
         )
     try:
+        checker.load()
+    except ModelLoadError as exc:
+        return Check("FAIL", "safety", str(exc))  # word for word what `inpaintbot run` says
+    try:
         checker.flags([Image.new("RGB", (64, 64))])
     except Exception as exc:
         return Check(
             "FAIL",
             "safety",
-            f"the safety checker {config.safety_checker} does not load ({exc}); until it does, every "
-            "result counts as flagged and is withheld where a server's NSFW policy is block (the "
-            "default). Set INPAINTBOT_SAFETY_CHECKER=none to turn checking off.",
+            f"the safety checker {config.safety_checker} loads but fails on a picture ({exc}); every "
+            "result would count as flagged. Set INPAINTBOT_SAFETY_CHECKER=none to turn checking off.",
         )
     return Check("ok", "safety", f"the safety checker {config.safety_checker} loads and runs")
 

@@ -33,6 +33,13 @@ class EngineConfig(BaseSettings):
         DEFAULT_MODEL,
         description="Default model: a Hub id, a local diffusers folder or a single .safetensors file.",
     )
+    model_revision: str | None = Field(
+        None,
+        description=(
+            "Hub revision (commit hash, tag or branch) to load INPAINTBOT_MODEL at, when it is a Hub id; "
+            "unset: the newest."
+        ),
+    )
     device: Literal["auto", "cuda", "cpu"] = "auto"
     data_dir: Path = Path("./data")
     max_pixels: int = Field(40_000_000, ge=1, description="Largest input image, in pixels.")
@@ -44,6 +51,14 @@ class EngineConfig(BaseSettings):
         ),
     )
     max_loaded_models: int = Field(2, ge=1, le=16, description="Pipelines kept resident at once.")
+    max_faces_per_job: int = Field(
+        16,
+        ge=1,
+        description=(
+            "Most faces one automatic face mask repaints, each a denoising pass; a picture with more "
+            "is refused."
+        ),
+    )
     face_detector_model: Path | None = Field(
         None, description="Optional YuNet ONNX file for cv2.FaceDetectorYN (better than Haar)."
     )
@@ -76,7 +91,11 @@ class EngineConfig(BaseSettings):
     )
 
     @field_validator(
-        "controlnet_tile_sdxl", "controlnet_inpaint_sdxl", "controlnet_base_model", mode="before"
+        "controlnet_tile_sdxl",
+        "controlnet_inpaint_sdxl",
+        "controlnet_base_model",
+        "model_revision",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -3,7 +3,8 @@
 A job goes through two stages:
 
 1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, faces, or transparency),
-   invert/grow/blur it at full resolution and work out the crop box and processing size of each pass.
+   invert/grow/blur it at full resolution and work out the crop box and processing size of each pass;
+   each pass keeps only the part of its mask inside its crop box.
    It runs in its own thread beside the GPU worker, so it loads no weights: what it needs to know
    about models and ControlNets comes from their config files (``ModelManager.describe``).
 2. ``run`` (GPU): for each pass, crop and resize, apply the masked-content mode, denoise with the
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine import controlnet, faces, images, latents, masking
+from engine import controlnet, faces, images, latents, masking, prompts
 from engine.config import EngineConfig
 from engine.errors import OutOfMemoryError, SettingsError
 from engine.job import (
@@ -48,7 +49,6 @@ from engine.metadata import a1111_parameters
 from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
 from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
 from engine.progress import StepTracker
-from engine.prompts import PromptEncoder
 from engine.samplers import make_scheduler
 from engine.settings import Area, AutoMask, ControlNet, InpaintSettings, MaskedContent
 
@@ -57,11 +57,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MaskPass:
-    """One denoising pass: a prepared full-resolution mask, its crop box and processing size."""
+    """One denoising pass: its crop box in the picture, the prepared mask over that box (of the box's
+    size, so a crowd of small faces keeps small masks) and the processing size."""
 
     mask: Image.Image
     box: masking.Box
     size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _RawMask:
+    """A mask as found, before the user's settings, and where it lies in the picture: all of it for
+    an uploaded mask or transparency, a face's surroundings for a face."""
+
+    mask: Image.Image
+    at: masking.Box
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class PreparedJob:
     passes: tuple[MaskPass, ...]
     prepare_seconds: float = 0.0
     controlnet: str | None = None  # the ControlNet model the job's settings asked for
+    prompt_chunks: int = 1  # 75-token chunks of its conditioning (engine.prompts.chunk_count)
 
     @property
     def processing_size(self) -> tuple[int, int]:
@@ -93,6 +104,7 @@ class PreparedJob:
         key: tuple[Hashable, ...] = (
             self.model,
             self.processing_size,
+            self.prompt_chunks,  # a batch pads every prompt to its longest: the picture would change
             s.steps,
             s.strength,
             s.guidance,
@@ -124,6 +136,7 @@ class Engine:
             resolve_device(config.device),
             max_loaded=config.max_loaded_models,
             single_file_config=config.single_file_config,
+            revisions={config.model: config.model_revision} if config.model_revision else None,
         )
         self.face_detector = faces.FaceDetector(config.face_detector_model)
 
@@ -152,19 +165,28 @@ class Engine:
             control = controlnet.model_name(self.config, settings.controlnet, sdxl=model.sdxl)
             with controlnet.operator_setting(settings.controlnet, sdxl=model.sdxl):
                 self.models.check_controlnet(control, model)  # a missing one fails at submission
+        tokenizer = self.models.tokenizer(model.name)
+        chunks = prompts.chunk_count(tokenizer, settings.prompt, settings.negative_prompt)
         long_side = settings.resolution or model.native_size
         area = Area.MASKED if source is MaskSource.FACE else settings.area
         passes = []
         for raw in masks:
             mask = masking.prepare_mask(
-                raw, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
+                raw.mask, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
             )
             if area is Area.MASKED:
-                box, size = masking.masked_region(mask, padding=settings.padding, long_side=long_side)
+                box, size = masking.masked_region(
+                    mask,
+                    padding=settings.padding,
+                    long_side=long_side,
+                    within=(raw.at, original.width, original.height),
+                )
             else:
                 box = masking.Box(0, 0, original.width, original.height)
                 size = masking.processing_size(original.width, original.height, long_side)
-            passes.append(MaskPass(mask=mask, box=box, size=size))
+            # Outside its patch a face's mask is black; Pillow's crop fills what it has not with 0.
+            kept = mask.crop(box.moved(-raw.at.x0, -raw.at.y0).as_tuple())
+            passes.append(MaskPass(mask=kept, box=box, size=size))
         return PreparedJob(
             settings=settings,
             model=model.name,
@@ -173,6 +195,7 @@ class Engine:
             passes=tuple(passes),
             prepare_seconds=time.perf_counter() - started,
             controlnet=control,
+            prompt_chunks=chunks,
         )
 
     def controlnet_base(self, model: ModelFacts) -> ModelFacts:
@@ -202,17 +225,26 @@ class Engine:
 
     def _find_masks(
         self, settings: InpaintSettings, image: Image.Image, uploaded: Image.Image | None
-    ) -> tuple[list[Image.Image], MaskSource]:
+    ) -> tuple[list[_RawMask], MaskSource]:
         """Mask source order: uploaded mask, then automatic face mask, then the image's transparency
         (``images.load_pictures`` made sure there is one)."""
+        whole = masking.Box(0, 0, image.width, image.height)
         if uploaded is not None:
-            return [uploaded], MaskSource.UPLOADED
+            return [_RawMask(uploaded, whole)], MaskSource.UPLOADED
         if settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
-                self.face_detector, images.flatten(image), settings.max_faces
+                self.face_detector,
+                images.flatten(image),
+                settings.max_faces,
+                limit=self.config.max_faces_per_job,
             )
-            return faces.face_masks(image, found), MaskSource.FACE
-        return [images.mask_from_alpha(image)], MaskSource.TRANSPARENCY
+            # Grow and blur reach this far; an inverted face mask is all the rest of the picture.
+            margin = masking.mask_reach(settings.mask_grow, settings.mask_blur)
+            if settings.invert_mask:
+                margin = max(image.size)
+            patches = [faces.face_mask(face, image.width, image.height, margin) for face in found]
+            return [_RawMask(mask, at) for mask, at in patches], MaskSource.FACE
+        return [_RawMask(images.mask_from_alpha(image), whole)], MaskSource.TRANSPARENCY
 
     # -- stage 2 ------------------------------------------------------------------------------------
 
@@ -220,33 +252,47 @@ class Engine:
         self,
         jobs: Sequence[PreparedJob],
         *,
-        on_progress: ProgressCallback | None = None,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
     ) -> list[InpaintResult]:
-        """Run prepared jobs as one batch (they must share a ``batch_key`` when there are several)."""
+        """Run prepared jobs as one batch (they must share a ``batch_key`` when there are several).
+
+        ``on_progress`` has one callback (or ``None``) per job, in order: each hears of every step,
+        with a preview of its own job's picture only.
+        """
         if not jobs:
             return []
         if len(jobs) > 1 and (
             jobs[0].batch_key is None or any(j.batch_key != jobs[0].batch_key for j in jobs)
         ):
             raise ValueError("only jobs with the same batch_key can run together")
+        callbacks = on_progress if on_progress is not None else [None] * len(jobs)
+        if len(callbacks) != len(jobs):
+            raise ValueError(f"{len(callbacks)} progress callbacks for {len(jobs)} jobs")
         started = time.perf_counter()
         model = self.models.get(jobs[0].model)
         rows = [_Row(job, seed, job.image) for job in jobs for seed in job.settings.seeds()]
-        tracker = StepTracker(jobs[0].total_steps, on_progress, cancel, previews, model.sdxl)
+        first_rows = [next(i for i, row in enumerate(rows) if row.job is job) for job in jobs]
+        listeners = list(zip(callbacks, first_rows, strict=True))
+        tracker = StepTracker(jobs[0].total_steps, listeners, cancel, previews, model.sdxl)
         try:
             for index in range(len(jobs[0].passes)):
                 tracker.check_cancel()
                 self._denoise_pass(model, rows, index, tracker)
-        except torch.cuda.OutOfMemoryError:
-            gc.collect()
-            torch.cuda.empty_cache()
-            log.warning("CUDA out of memory", exc_info=True)
-            raise OutOfMemoryError(
-                "The GPU ran out of memory on this job. Try a smaller resolution or fewer images."
-            ) from None
-        return self._results(model, jobs, rows, time.perf_counter() - started)
+        except torch.cuda.OutOfMemoryError as exc:
+            # Only the message: a logged traceback (exc_info) would keep the failed call's tensors.
+            log.warning("CUDA out of memory: %s", str(exc).splitlines()[0] if str(exc) else "")
+        else:
+            return self._results(model, jobs, rows, time.perf_counter() - started)
+        # Outside the except block the traceback, and with it the failed call's frames and their
+        # activations, is gone; only then can emptying the cache give that memory back.
+        del rows, tracker
+        gc.collect()
+        torch.cuda.empty_cache()
+        raise OutOfMemoryError(
+            "The GPU ran out of memory on this job. Try a smaller resolution or fewer images."
+        )
 
     def inpaint(
         self,
@@ -258,7 +304,7 @@ class Engine:
     ) -> InpaintResult:
         """Prepare and run one job."""
         job = self.prepare(request)
-        return self.run([job], on_progress=on_progress, cancel=cancel, previews=previews)[0]
+        return self.run([job], on_progress=[on_progress], cancel=cancel, previews=previews)[0]
 
     def _denoise_pass(
         self, model: LoadedModel, rows: list[_Row], index: int, tracker: StepTracker
@@ -273,10 +319,7 @@ class Engine:
             row.canvas.crop(p.box.as_tuple()).resize((width, height), Image.Resampling.LANCZOS)
             for row, p in zip(rows, mask_pass, strict=True)
         ]
-        crop_masks = [
-            p.mask.crop(p.box.as_tuple()).resize((width, height), Image.Resampling.BILINEAR)
-            for p in mask_pass
-        ]
+        crop_masks = [p.mask.resize((width, height), Image.Resampling.BILINEAR) for p in mask_pass]
         # The control image follows the picture as it is, before any fill.
         each = [row.job.settings for row in rows]
         control = control_inputs(each, crops, crop_masks) if job.controlnet else None
@@ -291,7 +334,7 @@ class Engine:
                 pipe = self.models.controlnet_pipe(model, job.controlnet)
         pipe.scheduler = make_scheduler(settings.sampler, model.base_scheduler_config)
         generators = [torch.Generator("cpu").manual_seed(row.seed + index) for row in rows]
-        embeds = PromptEncoder(pipe).encode(
+        embeds = prompts.PromptEncoder(pipe).encode(
             [row.job.settings.prompt for row in rows], [row.job.settings.negative_prompt for row in rows]
         )
         mask = pipe.mask_processor.preprocess(crop_masks, height=height, width=width).to(
@@ -364,6 +407,7 @@ class Engine:
                         "prepare": job.prepare_seconds,
                         "denoise": rows[0].timings.get("denoise", 0.0),
                     },
+                    repainted=tuple(p.box for p in job.passes),
                 )
             )
         return results

@@ -17,7 +17,8 @@ import numpy as np
 from cv2.data import haarcascades
 from PIL import Image
 
-from engine.errors import ModelLoadError, NoFaceError
+from engine.errors import MaskError, ModelLoadError, NoFaceError
+from engine.masking import Box
 
 # alt2 finds the same faces as "default" on our photos without its false positives on textures.
 HAAR_CASCADE = "haarcascade_frontalface_alt2.xml"
@@ -151,8 +152,11 @@ class FaceDetector:
         return [] if rows is None else [(r[0], r[1], r[2], r[3], r[14]) for r in rows]
 
 
-def detect_faces_or_raise(detector: FaceDetector, image: Image.Image, max_faces: int = 0) -> list[Face]:
-    """``detector.detect`` for the face auto-mask, where finding nothing must stop the job."""
+def detect_faces_or_raise(
+    detector: FaceDetector, image: Image.Image, max_faces: int = 0, limit: int | None = None
+) -> list[Face]:
+    """``detector.detect`` for the face auto-mask, where finding nothing, or more than ``limit`` faces
+    (the operator's cap: each face is a denoising pass), must stop the job."""
     faces = detector.detect(image, max_faces=max_faces)
     if not faces:
         min_px = detector.min_face_size(*image.size)
@@ -160,17 +164,22 @@ def detect_faces_or_raise(detector: FaceDetector, image: Image.Image, max_faces:
             f"No face was found in the image. Faces must be visible and at least ~{min_px} px wide; "
             "upload a mask instead."
         )
+    if limit is not None and len(faces) > limit:
+        raise MaskError(
+            f"Found {len(faces)} faces; this bot repaints at most {limit} faces per job. Upload a mask "
+            "of the faces to repaint instead, or crop the picture to fewer faces."
+        )
     return faces
 
 
-def face_masks(image: Image.Image, faces: list[Face]) -> list[Image.Image]:
-    """One full-size "L" mask per face, its box white: the engine inpaints each face on its own."""
-    masks = []
-    for face in faces:
-        mask = np.zeros((image.height, image.width), dtype=np.uint8)
-        mask[face.y0 : face.y1, face.x0 : face.x1] = 255
-        masks.append(Image.fromarray(mask, mode="L"))
-    return masks
+def face_mask(face: Face, width: int, height: int, margin: int) -> tuple[Image.Image, Box]:
+    """The face's box in white on black, kept only ``margin`` px around it within the ``width`` x
+    ``height`` picture, and where that patch lies: a full-size mask per face would take gigabytes for
+    a crowd in a big photo, while the engine only ever works near each face."""
+    patch = Box(face.x0, face.y0, face.x1, face.y1).expanded(margin, width, height)
+    mask = Image.new("L", (patch.width, patch.height), 0)
+    mask.paste(255, (face.x0 - patch.x0, face.y0 - patch.y0, face.x1 - patch.x0, face.y1 - patch.y0))
+    return mask, patch
 
 
 def _detect_scale(width: int, height: int) -> float:

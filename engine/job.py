@@ -13,6 +13,7 @@ from functools import cached_property
 
 from PIL import Image
 
+from engine.masking import Box
 from engine.metadata import encode_png
 from engine.settings import InpaintSettings
 
@@ -82,3 +83,5 @@ class InpaintResult:
     model: str
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    # Where each picture was repainted (the passes' crop boxes): the safety checker looks at each closely.
+    repainted: tuple[Box, ...] = ()

@@ -96,8 +96,7 @@ def prepare_mask(mask: Image.Image, *, invert: bool, grow: int, blur: int) -> Im
     _check_raw_mask(values, invert)
     if invert:
         values = 255 - values
-    reach = abs(grow) + _BLUR_REACH_SIGMAS * blur + 2
-    window = _nonzero_box(values).expanded(reach, mask.width, mask.height)
+    window = _nonzero_box(values).expanded(mask_reach(grow, blur), mask.width, mask.height)
     work = _grow(values[window.slices()], grow)
     if blur:
         work = np.asarray(Image.fromarray(work).filter(ImageFilter.GaussianBlur(blur)))
@@ -106,6 +105,11 @@ def prepare_mask(mask: Image.Image, *, invert: bool, grow: int, blur: int) -> Im
     if not result.any():
         raise MaskError(_emptied_message(grow, invert))
     return Image.fromarray(result)
+
+
+def mask_reach(grow: int, blur: int) -> int:
+    """How far beyond its marked pixels ``prepare_mask`` can make a mask non-zero, in px."""
+    return abs(grow) + _BLUR_REACH_SIGMAS * blur + 2
 
 
 def processing_size(width: int, height: int, long_side: int) -> tuple[int, int]:
@@ -122,18 +126,23 @@ def processing_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     return (long_side, short) if width >= height else (short, long_side)
 
 
-def masked_region(mask: Image.Image, *, padding: int, long_side: int) -> tuple[Box, tuple[int, int]]:
+def masked_region(
+    mask: Image.Image, *, padding: int, long_side: int, within: tuple[Box, int, int] | None = None
+) -> tuple[Box, tuple[int, int]]:
     """The crop of "inpaint only masked" and the size it is processed at.
 
     The crop is the bounding box of the (blurred) mask's non-zero pixels, ``padding`` px wider on each
     side within the image, then grown to the processing size's aspect so the resize does not stretch.
+    ``within`` is for a mask that is a patch of a bigger picture (a face's surroundings): where the
+    patch lies, and the picture's width and height. The box is in the picture's pixels.
     """
     bbox = mask.getbbox()
     if bbox is None:
         raise MaskError("The mask is empty: white marks the area to repaint, and there is none.")
-    padded = Box(*bbox).expanded(padding, mask.width, mask.height)
+    patch, width, height = within or (Box(0, 0, mask.width, mask.height), mask.width, mask.height)
+    padded = Box(*bbox).moved(patch.x0, patch.y0).expanded(padding, width, height)
     size = processing_size(padded.width, padded.height, long_side)
-    return expand_to_aspect(padded, size[0], size[1], mask.width, mask.height), size
+    return expand_to_aspect(padded, size[0], size[1], width, height), size
 
 
 def expand_to_aspect(box: Box, aspect_w: int, aspect_h: int, image_w: int, image_h: int) -> Box:
@@ -172,18 +181,19 @@ def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
 
 
 def composite(original: Image.Image, generated: Image.Image, mask: Image.Image, box: Box) -> Image.Image:
-    """Paste the generated crop over the full-resolution original, the blurred mask as alpha.
+    """Paste the generated crop over the full-resolution original in ``box``, the blurred mask (the
+    part of it in ``box``, so of the box's size) as alpha.
 
     Where the mask is 0 the result is the original, bit for bit: the VAE round trip shifts colours
     everywhere, so the decoded picture is never returned as is.
     """
-    if mask.size != original.size:
-        raise ValueError(f"mask is {mask.size}, original is {original.size}")
+    if mask.size != (box.width, box.height):
+        raise ValueError(f"mask is {mask.size}, box is {box.width}x{box.height}")
     patch = generated.convert("RGB")
     if patch.size != (box.width, box.height):
         patch = patch.resize((box.width, box.height), Image.Resampling.LANCZOS)
     result = original.convert("RGB")
-    result.paste(patch, box.as_tuple(), _grey(mask).crop(box.as_tuple()))
+    result.paste(patch, box.as_tuple(), _grey(mask))
     return result
 
 

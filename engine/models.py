@@ -38,8 +38,14 @@ from diffusers import (
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+)
 from safetensors import safe_open
+from transformers import CLIPTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from engine.controlnet import ControlNetInpaintPipeline, ControlNetInpaintXLPipeline
@@ -56,6 +62,8 @@ _CROSS_ATTENTION_KEY_SUFFIX = "attn2.to_k.weight"
 # Keys only ControlNets have: diffusers' layout, then the original one.
 _CONTROLNET_KEY_PARTS = ("controlnet_cond_embedding.", "input_hint_block.")
 _SD2_CROSS_ATTENTION_DIM = 1024
+# The tokenizer single-file checkpoints are used with when no configs are named (diffusers' own choice).
+_CLIP_TOKENIZER = "openai/clip-vit-large-patch14"
 _INPAINTING_CHANNELS = 9  # latents, mask and masked-image latents
 
 
@@ -110,14 +118,22 @@ class ModelManager:
     """Loads pipelines on first use and keeps the most recently used ones in memory."""
 
     def __init__(
-        self, device: torch.device, *, max_loaded: int = 2, single_file_config: str | None = None
+        self,
+        device: torch.device,
+        *,
+        max_loaded: int = 2,
+        single_file_config: str | None = None,
+        revisions: Mapping[str, str] | None = None,
     ) -> None:
         self.device = device
         self.single_file_config = single_file_config
+        # Hub revisions (commit, tag or branch) the operator pinned, by model name.
+        self.revisions = dict(revisions or {})
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._described: dict[str, ModelFacts] = {}  # config reads of models not loaded (tiny)
+        self._tokenizers: dict[str, PreTrainedTokenizerBase] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str) -> LoadedModel:
@@ -146,7 +162,10 @@ class ModelManager:
             return known
         path = Path(name).expanduser()
         try:
-            facts = self._checkpoint_facts(name, path) if path.is_file() else _config_facts(name)
+            if path.is_file():
+                facts = self._checkpoint_facts(name, path)
+            else:
+                facts = _config_facts(name, self.revisions.get(name))
         except ModelLoadError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -154,6 +173,31 @@ class ModelManager:
         with self._lock:
             self._described[name] = facts
         return facts
+
+    def tokenizer(self, name: str) -> PreTrainedTokenizerBase:
+        """The tokenizer that splits the model's prompts into chunks, without loading weights: the
+        resident pipeline's, or else read from the model's folder or Hub repo (a few hundred kB). A
+        single file has none of its own: its configs' (``INPAINTBOT_SINGLE_FILE_CONFIG``), or CLIP
+        ViT-L's, whose vocabulary every Stable Diffusion family shares."""
+        with self._lock:
+            loaded = self._loaded.get(name)
+            known = self._tokenizers.get(name)
+        if loaded is not None:
+            return loaded.pipe.tokenizer or loaded.pipe.tokenizer_2  # SDXL refiners: the second only
+        if known is not None:
+            return known
+        path = Path(name).expanduser()
+        source = name
+        if path.is_file():
+            source = self.single_file_config or _CLIP_TOKENIZER
+        revision = self.revisions.get(name) if source == name else None
+        try:
+            tokenizer = _load_tokenizer(source, revision)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(_describe_load_failure(name, exc)) from None
+        with self._lock:
+            self._tokenizers[name] = tokenizer
+        return tokenizer
 
     def native_size(self, name: str) -> int:
         """The long side the model was trained at, without loading it (see ``describe``)."""
@@ -226,7 +270,7 @@ class ModelManager:
         # Loading bars would interleave with the CLI's own progress bar and the bot's log lines.
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
-        pipe = _load_pipeline(name, self.dtype, self.single_file_config)
+        pipe = _load_pipeline(name, self.dtype, self.single_file_config, self.revisions.get(name))
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         return LoadedModel(
@@ -240,9 +284,35 @@ class ModelManager:
         )
 
 
-def _config_facts(name: str) -> ModelFacts:
+def _load_tokenizer(source: str, revision: str | None) -> PreTrainedTokenizerBase:
+    """A diffusers folder's or repo's first tokenizer (an SDXL refiner has only the second); a plain
+    tokenizer repo (CLIP ViT-L) has it at its root."""
+    if source == _CLIP_TOKENIZER:
+        return CLIPTokenizer.from_pretrained(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        has_first = (path / "tokenizer").is_dir()
+    else:
+        has_first = _in_repo(source, "tokenizer/tokenizer_config.json", revision)
+    pinned: dict[str, Any] = {"revision": revision} if revision else {}
+    folder = "tokenizer" if has_first else "tokenizer_2"
+    return CLIPTokenizer.from_pretrained(source, subfolder=folder, **pinned)
+
+
+def _in_repo(name: str, filename: str, revision: str | None) -> bool:
+    try:
+        hf_hub_download(name, filename, revision=revision)
+    except EntryNotFoundError:
+        return False
+    return True
+
+
+def _config_facts(name: str, revision: str | None = None) -> ModelFacts:
     """Facts from a diffusers folder's or Hub repo's UNet and VAE configs (a few hundred bytes)."""
-    unet, vae = (_read_config(name, f"{component}/config.json") for component in ("unet", "vae"))
+    unet, vae = (
+        _read_config(name, f"{component}/config.json", revision=revision)
+        for component in ("unet", "vae")
+    )
     return ModelFacts(
         name=name,
         sdxl=unet.get("addition_embed_type") == "text_time",  # SDXL's size and crop conditioning
@@ -252,14 +322,16 @@ def _config_facts(name: str) -> ModelFacts:
     )
 
 
-def _read_config(name: str, filename: str, what: str = "model") -> dict[str, Any]:
+def _read_config(
+    name: str, filename: str, what: str = "model", revision: str | None = None
+) -> dict[str, Any]:
     path = Path(name).expanduser()
     if path.is_dir():
         config_file = path / filename
     elif name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
         raise ModelLoadError(f"The {what} file or folder {name!r} does not exist.")
     else:
-        config_file = Path(hf_hub_download(name, filename))
+        config_file = Path(hf_hub_download(name, filename, revision=revision))
     config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
     return config
 
@@ -321,7 +393,9 @@ def _size_from_configs(unet: Mapping[str, Any], vae: Mapping[str, Any]) -> int:
     return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
-def _load_pipeline(name: str, dtype: torch.dtype, single_file_config: str | None) -> DiffusionPipeline:
+def _load_pipeline(
+    name: str, dtype: torch.dtype, single_file_config: str | None, revision: str | None = None
+) -> DiffusionPipeline:
     path = Path(name).expanduser()
     try:
         if path.is_file():
@@ -332,9 +406,8 @@ def _load_pipeline(name: str, dtype: torch.dtype, single_file_config: str | None
             )
         if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
             raise ModelLoadError(f"The model file or folder {name!r} does not exist.")
-        return _checked(
-            AutoPipelineForInpainting.from_pretrained(name, **_pretrained_kwargs(dtype)), name
-        )
+        hub = _pretrained_kwargs(dtype) | hub_kwargs(revision)
+        return _checked(AutoPipelineForInpainting.from_pretrained(name, **hub), name)
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -353,7 +426,8 @@ def _load_controlnet(name: str, dtype: torch.dtype) -> Any:
             name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt"))
         ):
             raise ModelLoadError(f"The ControlNet file or folder {name!r} does not exist.")
-        return ControlNetModel.from_pretrained(name, dtype=dtype)
+        local = path.is_dir()
+        return ControlNetModel.from_pretrained(name, dtype=dtype, **({} if local else hub_kwargs()))
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -381,6 +455,13 @@ def _describe_load_failure(
             return f"The {what} {name!r} could not be downloaded: {_first_line(cause)}"
         cause = cause.__cause__ or cause.__context__
     return f"The {what} {name!r} could not be loaded as {expected}: {_first_line(exc)}"
+
+
+def hub_kwargs(revision: str | None = None) -> dict[str, Any]:
+    """What every download from the Hub is loaded with: safetensors only (a pickled ``.bin`` can run
+    code when it is loaded), at the revision the operator pinned, if any. Local folders are the
+    operator's own files and load as they are."""
+    return {"use_safetensors": True} | ({"revision": revision} if revision else {})
 
 
 def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:

@@ -28,9 +28,9 @@ _SDXL_FACTORS = torch.tensor(
 _SDXL_BIAS = torch.tensor([0.1084, -0.0175, -0.0011])
 
 
-def latent_preview(latents: torch.Tensor, *, sdxl: bool, max_side: int = 256) -> Image.Image:
-    """RGB preview of the first latent of a batch (shape ``B, 4, H, W``)."""
-    latent = latents[0].detach().float().cpu()
+def latent_preview(latent: torch.Tensor, *, sdxl: bool, max_side: int = 256) -> Image.Image:
+    """RGB preview of one image's latent (shape ``4, H, W``)."""
+    latent = latent.detach().float().cpu()
     factors = _SDXL_FACTORS if sdxl else _SD15_FACTORS
     rgb = torch.einsum("chw,cr->hwr", latent, factors)
     if sdxl:

@@ -17,12 +17,19 @@ import torch
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from transformers import PreTrainedTokenizerBase
 
+from engine.errors import SettingsError
+
 CHUNK_LENGTH: Final = 75
 """Prompt tokens per chunk; BOS and EOS around them make CLIP's 77."""
 
 COMMA_BACKTRACK: Final = 20
 """A1111's default ``comma_padding_backtrack``: a chunk that fills up within this many tokens of a comma
 is cut after the comma, so the words after it stay together in the next chunk."""
+
+MAX_CHUNKS: Final = 8
+"""Most 75-token chunks a prompt (or negative prompt) may take: 600 tokens, far beyond what CLIP
+weighs usefully, while each chunk costs a text-encoder pass and longer cross-attention on every step
+(a 2000-character prompt of BREAKs would be hundreds)."""
 
 BREAK: Final = ("BREAK", -1.0)
 """The segment ``parse_prompt_attention`` emits for the word BREAK: start a new chunk here."""
@@ -128,7 +135,6 @@ class PromptEncoder:
         # SDXL refiners have no first text encoder: they are conditioned on the second one only.
         self._encoders = [(tokenizer, model) for tokenizer, model in pairs if model is not None]
         self._tokenizer: PreTrainedTokenizerBase = self._encoders[0][0]
-        self._comma = self._tokenizer.get_vocab().get(",</w>")
         # SDXL models saved with this flag want an all-zero negative conditioning for an empty negative
         # prompt; A1111 does that, diffusers only when no negative prompt is passed at all.
         self._zero_empty_negative = self._sdxl and bool(pipe.config.get("force_zeros_for_empty_prompt"))
@@ -156,34 +162,7 @@ class PromptEncoder:
         return PromptEmbeds(positive, negative, positive_pooled, negative_pooled)
 
     def _chunks(self, text: str) -> list[_Chunk]:
-        """Weighted tokens of ``text`` in chunks of at most 75, like A1111's ``tokenize_line``."""
-        parsed = parse_prompt_attention(text)
-        # verbose=False: more than 77 tokens is expected here, the chunks take care of it.
-        token_lists = self._tokenizer(
-            [part for part, _ in parsed], add_special_tokens=False, verbose=False
-        ).input_ids
-        chunks: list[_Chunk] = []
-        tokens: list[int] = []
-        weights: list[float] = []
-        last_comma = -1
-        for ids, (part, weight) in zip(token_lists, parsed, strict=True):
-            if (part, weight) == BREAK:
-                chunks.append((tokens, weights))
-                tokens, weights, last_comma = [], [], -1
-                continue
-            for token in ids:
-                if len(tokens) == CHUNK_LENGTH:
-                    near_comma = CHUNK_LENGTH - last_comma <= COMMA_BACKTRACK and token != self._comma
-                    cut = last_comma + 1 if near_comma else CHUNK_LENGTH
-                    chunks.append((tokens[:cut], weights[:cut]))
-                    tokens, weights, last_comma = tokens[cut:], weights[cut:], -1
-                if token == self._comma:
-                    last_comma = len(tokens)
-                tokens.append(token)
-                weights.append(weight)
-        if tokens or not chunks:
-            chunks.append((tokens, weights))
-        return chunks
+        return chunks(self._tokenizer, text)
 
     def _encode_chunk(self, batch: list[_Chunk]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states (batch, 77, features) of one chunk per row, and SDXL's pooled embedding."""
@@ -199,6 +178,53 @@ class PromptEncoder:
         # SDXL's last encoder is the one with a projection: its text_embeds are the pooled embedding.
         pooled = output.text_embeds if self._sdxl else None
         return torch.cat(hiddens, dim=-1), pooled
+
+
+def chunks(tokenizer: PreTrainedTokenizerBase, text: str) -> list[_Chunk]:
+    """Weighted tokens of ``text`` in chunks of at most 75, like A1111's ``tokenize_line``."""
+    parsed = parse_prompt_attention(text)
+    comma_id = tokenizer.convert_tokens_to_ids(",</w>")
+    comma = comma_id if isinstance(comma_id, int) and comma_id != tokenizer.unk_token_id else None
+    # verbose=False: more than 77 tokens is expected here, the chunks take care of it.
+    token_lists = tokenizer(
+        [part for part, _ in parsed], add_special_tokens=False, verbose=False
+    ).input_ids
+    found: list[_Chunk] = []
+    tokens: list[int] = []
+    weights: list[float] = []
+    last_comma = -1
+    for ids, (part, weight) in zip(token_lists, parsed, strict=True):
+        if (part, weight) == BREAK:
+            found.append((tokens, weights))
+            tokens, weights, last_comma = [], [], -1
+            continue
+        for token in ids:
+            if len(tokens) == CHUNK_LENGTH:
+                near_comma = CHUNK_LENGTH - last_comma <= COMMA_BACKTRACK and token != comma
+                cut = last_comma + 1 if near_comma else CHUNK_LENGTH
+                found.append((tokens[:cut], weights[:cut]))
+                tokens, weights, last_comma = tokens[cut:], weights[cut:], -1
+            if token == comma:
+                last_comma = len(tokens)
+            tokens.append(token)
+            weights.append(weight)
+    if tokens or not found:
+        found.append((tokens, weights))
+    return found
+
+
+def chunk_count(tokenizer: PreTrainedTokenizerBase, prompt: str, negative_prompt: str) -> int:
+    """The chunks a job's conditioning takes (its prompt and negative prompt are padded to the longer
+    one), refused beyond ``MAX_CHUNKS``. Jobs batch only with equal counts: padding a prompt with
+    empty chunks changes its picture."""
+    count = max(len(chunks(tokenizer, prompt)), len(chunks(tokenizer, negative_prompt)))
+    if count > MAX_CHUNKS:
+        raise SettingsError(
+            f"The prompt is too long: it takes {count} chunks of {CHUNK_LENGTH} tokens (each BREAK "
+            f"starts a new one), and this bot takes at most {MAX_CHUNKS}. Shorten the prompt or the "
+            "negative prompt, or use fewer BREAKs."
+        )
+    return count
 
 
 def _wrap(tokens: list[int], tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -73,7 +73,7 @@ class InpaintEngine(Protocol[P]):
         self,
         jobs: Sequence[P],
         *,
-        on_progress: ProgressCallback | None = None,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
     ) -> list[InpaintResult]: ...
@@ -386,13 +386,16 @@ class LocalJobQueue(Generic[P]):
         (``GpuStuck``) when it has not stopped ``watchdog_grace`` seconds later."""
         loop = asyncio.get_running_loop()
 
-        def on_progress(progress: Progress) -> None:  # runs in the GPU thread
-            loop.call_soon_threadsafe(self._progressed, batch, progress)
+        def on_progress(job: QueuedJob[P]) -> ProgressCallback:
+            def progressed(progress: Progress) -> None:  # runs in the GPU thread
+                loop.call_soon_threadsafe(self._progressed, batch, job, progress)
+
+            return progressed
 
         def run_and_screen() -> list[_Checked]:
             results = self._engine.run(
                 prepared,
-                on_progress=on_progress,
+                on_progress=[on_progress(job) for job in batch.jobs],
                 cancel=batch.cancel,
                 previews=any(job.previews for job in batch.jobs),
             )
@@ -421,11 +424,11 @@ class LocalJobQueue(Generic[P]):
             self._stuck = None
             log.warning("the GPU is back; the queue goes on")
 
-    def _progressed(self, batch: Batch[P], progress: Progress) -> None:
+    def _progressed(self, batch: Batch[P], job: QueuedJob[P], progress: Progress) -> None:
+        """One job's step, with a preview of its own picture (the engine makes it from its rows)."""
         batch.step = progress.step
-        for job in batch.jobs:
-            preview = progress.preview if job.previews else None
-            self._emit(ProgressEvent(job.id, job.user_id, progress.step, progress.total, preview))
+        preview = progress.preview if job.previews else None
+        self._emit(ProgressEvent(job.id, job.user_id, progress.step, progress.total, preview))
 
     def _settle(self, batch: Batch[P], outcome: list[_Checked] | BaseException) -> None:
         """Decide every job's fate now (put-backs must precede the next pick); store and report later."""

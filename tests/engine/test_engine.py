@@ -2,6 +2,7 @@
 
 import io
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,23 @@ from PIL import Image
 
 from engine.config import EngineConfig
 from engine.engine import Engine, denoising_steps
-from engine.errors import ImageError, JobCancelled, MaskError, NoFaceError, OutOfMemoryError
+from engine.errors import (
+    ImageError,
+    JobCancelled,
+    MaskError,
+    NoFaceError,
+    OutOfMemoryError,
+    SettingsError,
+)
 from engine.job import InpaintRequest, MaskSource, Progress
+from engine.prompts import MAX_CHUNKS
 from engine.settings import InpaintSettings
 from tests.pictures import ASTRONAUT_FEATURES, ASTRONAUT_HEAD, astronaut, photo, png_bytes, rect_mask
+from tests.support.memory import MIB, peak_growth
 
 FAST = {"steps": 4, "resolution": 64, "seed": 1234}
+# Preparing a 6 MP picture of 200 faces: decoding, detection and 200 crop-sized masks (README).
+CROWD_PEAK_BYTES = 250 * MIB
 
 
 def request(image: Image.Image, mask: Image.Image | None = None, **settings: object) -> InpaintRequest:
@@ -131,6 +143,31 @@ def test_batch_of_jobs_equals_jobs_run_alone(engine: Engine) -> None:
         assert np.abs(pixels(batched.images[0].png) - pixels(single.images[0].png)).max() <= 2
 
 
+def test_each_batched_job_previews_its_own_picture(engine: Engine) -> None:
+    """Batch mates are other members: a job's previews come from its own rows, as when run alone."""
+    mask = rect_mask(64, 64, (8, 8, 56, 56))
+    pictures = [photo(64, 64, seed=1), Image.new("RGB", (64, 64), "white")]
+    jobs = [
+        engine.prepare(request(picture, mask, strength=0.6, seed=seed, count=count))
+        for picture, seed, count in ((pictures[0], 1, 2), (pictures[1], 7, 1))
+    ]
+    assert jobs[0].batch_key == jobs[1].batch_key is not None
+    batched: list[list[Progress]] = [[], []]
+    engine.run(jobs, on_progress=[seen.append for seen in batched], previews=True)
+    for job, seen in zip(jobs, batched, strict=True):
+        alone: list[Progress] = []
+        engine.run([job], on_progress=[alone.append], previews=True)
+        assert [p.step for p in seen] == [p.step for p in alone] == [1, 2]
+        for together, single in zip(seen, alone, strict=True):
+            assert together.preview is not None and single.preview is not None
+            difference = np.abs(image_pixels(together.preview) - image_pixels(single.preview))
+            assert difference.max() <= 2, "a batched job's preview shows another job's picture"
+
+
+def image_pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
 def test_transparency_is_the_mask(engine: Engine) -> None:
     image = photo(64, 64).convert("RGBA")
     alpha = Image.new("L", (64, 64), 255)
@@ -241,6 +278,30 @@ def test_out_of_memory_is_reported_and_engine_goes_on(
     assert engine.run([job])[0].images
 
 
+def test_out_of_memory_frees_the_failed_call_before_emptying_the_cache(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Emptying the cache while the traceback holds the failed call's tensors gives nothing back."""
+    job = engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40))))
+    pipe = engine.load(job.model).pipe
+    activations: list[weakref.ref[torch.Tensor]] = []
+    alive_when_emptied: list[bool] = []
+
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        held = torch.ones(1024)  # stands for the activations of the failed call
+        activations.append(weakref.ref(held))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(pipe), "__call__", out_of_memory)
+        patch.setattr(
+            torch.cuda, "empty_cache", lambda: alive_when_emptied.append(activations[0]() is not None)
+        )
+        with pytest.raises(OutOfMemoryError):
+            engine.run([job])
+    assert alive_when_emptied == [False]
+
+
 def test_uploaded_mask_wins_over_transparency(engine: Engine) -> None:
     image = photo(64, 64).convert("RGBA")
     image.putalpha(128)
@@ -265,3 +326,69 @@ def test_max_pixels_from_the_environment_refuses_a_larger_picture(
         ImageError, match=r"97x64 \(0.00621 megapixels\), more than the limit of 0.00614"
     ):
         engine.prepare(request(photo(97, 64), rect_mask(97, 64, (8, 8, 40, 40))))
+
+
+def crowd(columns: int = 20, rows: int = 10) -> Image.Image:
+    """The astronaut's head tiled ``columns`` x ``rows`` times: 200 faces the detector finds."""
+    head = astronaut().crop((145, 15, 315, 195))
+    picture = Image.new("RGB", (head.width * columns, head.height * rows))
+    for column in range(columns):
+        for row in range(rows):
+            picture.paste(head, (column * head.width, row * head.height))
+    return picture
+
+
+def test_a_crowd_of_faces_is_refused_beyond_the_operators_cap(engine: Engine) -> None:
+    job = request(crowd(), auto_mask="face")
+
+    def refused() -> MaskError:
+        with pytest.raises(MaskError) as caught:
+            engine.prepare(job)
+        return caught.value
+
+    error, growth = peak_growth(refused)
+    assert str(error) == (
+        "Found 200 faces; this bot repaints at most 16 faces per job. Upload a mask of the faces to "
+        "repaint instead, or crop the picture to fewer faces."
+    )
+    assert growth < CROWD_PEAK_BYTES, f"refusing 200 faces took {growth / MIB:.0f} MiB"
+
+
+def test_a_crowd_of_faces_prepares_within_bounded_memory(tiny_sd_path: Path) -> None:
+    """200 faces in a 6 MP picture: each pass keeps a mask the size of its crop, not of the picture
+    (one full-size mask per face was 1.2 GB here)."""
+    config = EngineConfig(model=str(tiny_sd_path), device="cpu", max_faces_per_job=200, _env_file=None)
+    engine = Engine(config)
+    job = request(crowd(), auto_mask="face")
+    prepared, growth = peak_growth(lambda: engine.prepare(job))
+    assert len(prepared.passes) == 200
+    assert growth < CROWD_PEAK_BYTES, f"preparing 200 faces took {growth / MIB:.0f} MiB"
+    assert all(p.mask.size == (p.box.width, p.box.height) for p in prepared.passes)
+    kept = sum(p.mask.width * p.mask.height for p in prepared.passes)
+    assert kept < 10 * MIB, f"the masks kept take {kept / MIB:.0f} MiB"
+
+
+def test_jobs_batch_only_with_prompts_of_as_many_chunks(engine: Engine) -> None:
+    """A batch pads every prompt to its longest, which changes the picture of the shorter ones."""
+    mask = rect_mask(64, 64, (10, 10, 40, 40))
+    short, other_short, long = (
+        engine.prepare(request(photo(64, 64), mask, prompt=prompt))
+        for prompt in ("a red hat", "(blue:1.3) scarf", "a red hat BREAK a blue scarf")
+    )
+    assert (short.prompt_chunks, other_short.prompt_chunks, long.prompt_chunks) == (1, 1, 2)
+    assert short.batch_key == other_short.batch_key != long.batch_key
+    negative = engine.prepare(request(photo(64, 64), mask, negative_prompt="blurry BREAK dark"))
+    assert negative.prompt_chunks == 2, "a negative prompt's chunks count too"
+
+
+def test_too_many_prompt_chunks_is_refused_when_the_job_is_submitted(engine: Engine) -> None:
+    prompt = " BREAK ".join(["a cat"] * (MAX_CHUNKS + 1))
+    with pytest.raises(SettingsError) as caught:
+        engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), prompt=prompt))
+    assert str(caught.value) == (
+        f"The prompt is too long: it takes {MAX_CHUNKS + 1} chunks of 75 tokens (each BREAK starts a "
+        f"new one), and this bot takes at most {MAX_CHUNKS}. Shorten the prompt or the negative "
+        "prompt, or use fewer BREAKs."
+    )
+    at_the_limit = " BREAK ".join(["a cat"] * MAX_CHUNKS)
+    assert engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), prompt=at_the_limit))

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from engine.errors import ModelLoadError, NoFaceError
-from engine.faces import Face, FaceDetector, detect_faces_or_raise, face_masks
+from engine.errors import MaskError, ModelLoadError, NoFaceError
+from engine.faces import Face, FaceDetector, detect_faces_or_raise, face_mask
+from engine.masking import Box
 from tests.pictures import ASTRONAUT_FEATURES, ASTRONAUT_HEAD
 from tests.pictures import astronaut as astronaut_photo
 
@@ -140,19 +141,25 @@ def test_detect_faces_or_raise_returns_the_faces(
     assert_pasted_heads(detect_faces_or_raise(detector, three_faces, max_faces=2), HEADS[:2])
 
 
-def test_face_masks_one_full_size_box_per_face() -> None:
-    image = Image.new("RGB", (300, 200))
-    faces = [Face(10, 20, 110, 140, 1.0), Face(200, 0, 300, 50, 0.5)]
+def test_face_mask_is_the_face_box_with_a_margin_within_the_picture() -> None:
+    face = Face(10, 20, 110, 140, 1.0)
 
-    masks = face_masks(image, faces)
+    mask, patch = face_mask(face, 300, 200, margin=16)
 
-    assert len(masks) == 2
-    for mask, face in zip(masks, faces, strict=True):
-        assert mask.mode == "L" and mask.size == (300, 200)
-        pixels = np.asarray(mask)
-        assert (pixels[face.y0 : face.y1, face.x0 : face.x1] == 255).all()
-        assert np.count_nonzero(pixels) == face.area
-        assert set(np.unique(pixels)) == {0, 255}
+    assert patch == Box(0, 4, 126, 156)  # clamped at the left edge
+    assert mask.mode == "L" and mask.size == (patch.width, patch.height)
+    pixels = np.asarray(mask)
+    assert (pixels[20 - 4 : 140 - 4, 10:110] == 255).all()
+    assert np.count_nonzero(pixels) == face.area
+
+
+def test_more_faces_than_the_limit_is_a_clear_error(
+    detector: FaceDetector, three_faces: Image.Image
+) -> None:
+    with pytest.raises(MaskError, match=r"^Found 3 faces; this bot repaints at most 2 faces per job"):
+        detect_faces_or_raise(detector, three_faces, limit=2)
+    # Keeping the largest two (the member's max_faces) is within the limit.
+    assert len(detect_faces_or_raise(detector, three_faces, max_faces=2, limit=2)) == 2
 
 
 # --- YuNet --------------------------------------------------------------------------------------------

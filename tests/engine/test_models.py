@@ -1,5 +1,6 @@
 """Model loading: the three ways users name a model, and the errors when that fails."""
 
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -7,6 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from engine import models
+from engine.config import EngineConfig
+from engine.engine import Engine
 from engine.errors import ModelLoadError
 from engine.models import ModelFacts, ModelManager, resolve_device
 from tests.support.tiny_models import save_single_file
@@ -138,3 +142,73 @@ def test_sd2_checkpoint_sizes_follow_diffusers(
     )
     facts = manager.describe(str(checkpoint))
     assert (facts.native_size, facts.family, facts.inpainting) == (size, "SD 2.x", channels == 9)
+
+
+class Recorded(Exception):
+    """Raised by the recording stubs: nothing can be downloaded here."""
+
+
+def recording(calls: list[tuple[object, dict[str, object]]]) -> Callable[..., object]:
+    def record(name: object, *args: object, **kwargs: object) -> object:
+        calls.append((name, kwargs))
+        raise Recorded()
+
+    return record
+
+
+def test_hub_models_load_safetensors_only_at_the_pinned_revision(
+    monkeypatch: pytest.MonkeyPatch, tiny_sd_path: Path, tiny_tile: Path
+) -> None:
+    """At the diffusers boundary: what a Hub id, a ControlNet and a local folder are loaded with."""
+    pipelines: list[tuple[object, dict[str, object]]] = []
+    controlnets: list[tuple[object, dict[str, object]]] = []
+    configs: list[tuple[object, dict[str, object]]] = []
+    monkeypatch.setattr(models.AutoPipelineForInpainting, "from_pretrained", recording(pipelines))
+    monkeypatch.setattr(models.ControlNetModel, "from_pretrained", recording(controlnets))
+    monkeypatch.setattr(models, "hf_hub_download", recording(configs))
+    config = EngineConfig(
+        model="someone/inpainting", model_revision="0123abc", device="cpu", _env_file=None
+    )
+    manager = Engine(config).models
+
+    with pytest.raises(Recorded):
+        manager.get("someone/inpainting")
+    with pytest.raises(Recorded):
+        manager.describe("someone/inpainting")
+    with pytest.raises(Recorded):
+        manager.get("someone/other")  # a model the operator did not pin: the newest
+    with pytest.raises(Recorded):
+        models._load_controlnet("someone/controlnet", torch.float32)
+    with pytest.raises(Recorded):
+        models._load_controlnet(str(tiny_tile), torch.float32)
+    with pytest.raises(Recorded):
+        manager.get(str(tiny_sd_path))
+
+    assert pipelines[0] == (
+        "someone/inpainting",
+        pipelines[0][1] | {"use_safetensors": True, "revision": "0123abc"},
+    )
+    assert configs[0][1] == {"revision": "0123abc"}
+    assert pipelines[1][1]["use_safetensors"] is True and "revision" not in pipelines[1][1]
+    assert controlnets[0][1]["use_safetensors"] is True
+    # Local folders are the operator's own files: loaded as they are.
+    assert "use_safetensors" not in controlnets[1][1]
+    assert "use_safetensors" not in pipelines[2][1] and "revision" not in pipelines[2][1]
+
+
+def test_an_empty_revision_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INPAINTBOT_MODEL_REVISION", "")
+    assert EngineConfig(_env_file=None).model_revision is None
+
+
+def test_the_tokenizer_is_read_without_loading_the_model(
+    manager: ModelManager, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    """``prepare`` counts a prompt's chunks beside the GPU thread: it must not load weights."""
+    tokenizer = manager.tokenizer(str(tiny_sd_path))
+    assert tokenizer("a cat").input_ids
+    assert manager.describe(str(tiny_sd_path)) and not manager._loaded
+    checkpoint = save_single_file(tiny_sd_path, tmp_path / "tiny.safetensors")
+    with_configs = ModelManager(torch.device("cpu"), single_file_config=str(tiny_sd_path))
+    single = with_configs.tokenizer(str(checkpoint))
+    assert single.get_vocab() == tokenizer.get_vocab()

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[3]
 IDENTIFY = 2
 START_TIMEOUT = 120  # imports torch and loads the model; a loaded CI machine can be slow
 EXIT_INTERRUPTED = 130  # bot.cli's status for Ctrl-C, as documented in the README
+EXIT_USER_ERROR = 2
 
 
 def environment(fake: FakeDiscord, tiny_sd_path: Path, data_dir: Path) -> dict[str, str]:
@@ -83,4 +84,34 @@ async def test_run_connects_serves_and_stops_cleanly_on_ctrl_c(
     assert "Traceback" not in log and " ERROR " not in log, log
     assert fake_discord.token not in log
     assert not (data_dir / "heartbeat").exists(), "a stopped bot is not healthy"
+    assert not fake_discord.gateway.connected
+
+
+async def test_run_refuses_to_start_without_its_safety_checker(
+    fake_discord: FakeDiscord, tiny_sd_path: Path, tmp_path: Path
+) -> None:
+    """A checker that cannot load would withhold every result silently: one line, and no bot."""
+    missing = tmp_path / "no-checker"
+    env = environment(fake_discord, tiny_sd_path, tmp_path / "data")
+    bot = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        cwd=tmp_path,
+        env=env | {"INPAINTBOT_SAFETY_CHECKER": str(missing)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(bot.communicate(), timeout=START_TIMEOUT)
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
+    log = stderr.decode()
+    assert bot.returncode == EXIT_USER_ERROR, log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith(f"error: INPAINTBOT_SAFETY_CHECKER={missing} could not be loaded ("), log
+    assert "Traceback" not in log, log
     assert not fake_discord.gateway.connected

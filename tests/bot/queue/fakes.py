@@ -98,7 +98,7 @@ class FakeEngine:
         self,
         jobs: Sequence[FakePrepared],
         *,
-        on_progress: Callable[[Progress], None] | None = None,
+        on_progress: Sequence[Callable[[Progress], None] | None] | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
     ) -> list[InpaintResult]:
@@ -114,8 +114,9 @@ class FakeEngine:
             if stop.is_set():
                 raise JobCancelled()
             time.sleep(self.step_seconds)
-            if on_progress is not None:
-                on_progress(Progress(step, total, Image.new("RGB", (2, 2)) if previews else None))
+            for callback in on_progress or []:
+                if callback is not None:
+                    callback(Progress(step, total, Image.new("RGB", (2, 2)) if previews else None))
             if stop.is_set():
                 self.steps_after_cancel += 1
         for prompt in prompts:
@@ -142,8 +143,9 @@ def flag_everything(image: Image.Image) -> bool:
 
 @dataclass
 class StubSafetyChecker:
-    """A ``SafetyChecker`` that flags the pictures ``flagged`` picks; with ``error`` every check fails.
-    Records each check's number of pictures and the thread it ran in."""
+    """A ``SafetyChecker`` that flags the pictures ``flagged`` picks; with ``error`` every check fails
+    (loading works: a checker that cannot load stops the start). Records each check's number of
+    pictures and the thread it ran in."""
 
     flagged: Callable[[Image.Image], bool] = flag_everything
     error: Exception | None = None
@@ -152,8 +154,6 @@ class StubSafetyChecker:
 
     def load(self) -> None:
         self.loads.append(threading.current_thread().name)
-        if self.error is not None:
-            raise self.error
 
     def flags(self, images: Sequence[Image.Image]) -> list[bool]:
         self.checks.append((len(images), threading.current_thread().name))

@@ -4,6 +4,7 @@ import asyncio
 import io
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,11 +12,11 @@ from PIL import Image
 
 from bot.config import BotConfig
 from bot.queue.base import JobSubmission
-from bot.queue.events import DoneEvent, StartedEvent
+from bot.queue.events import DoneEvent, ProgressEvent, StartedEvent
 from bot.queue.local import LocalJobQueue
 from bot.store.database import Store
 from engine.engine import Engine, PreparedJob
-from engine.job import InpaintRequest, InpaintResult
+from engine.job import InpaintRequest, InpaintResult, Progress
 from engine.settings import InpaintSettings
 from tests.bot.queue.fakes import next_event
 from tests.pictures import photo, png_bytes, rect_mask
@@ -114,3 +115,72 @@ async def test_batched_results_equal_unbatched_ones(
         for stored, expected in zip(event.images, alone.images, strict=True):
             difference = np.abs(pixels(stored.path.read_bytes()) - pixels(expected.png))
             assert difference.max() <= 1, "batched output differs from the unbatched one"
+
+
+async def test_each_batched_job_previews_its_own_picture(
+    engine: Engine, store: Store, bot_config: BotConfig
+) -> None:
+    """Two members' jobs in one batch: each sees previews of its own rows, as when run alone."""
+    held = HoldFirstCall(engine)
+    queue = LocalJobQueue(held, store, bot_config.model_copy(update={"batch_size": 2}))
+    events = queue.subscribe()
+    await queue.start()
+    blocker = await queue.submit(JobSubmission(0, tiny_request(0, steps=2)))
+    await next_event(events, StartedEvent, blocker.job_id, timeout=REAL_TIMEOUT)
+    dark = tiny_request(11, strength=0.6)
+    light = replace(tiny_request(22, strength=0.6), image=png_bytes(Image.new("RGB", (96, 64), "white")))
+    submitted = [
+        await queue.submit(JobSubmission(user, r, previews=True))
+        for user, r in enumerate([dark, light], 1)
+    ]
+    held.release.set()
+    finals = [
+        await next_event(events, ProgressEvent, job.job_id, lambda e: e.step == e.total, REAL_TIMEOUT)
+        for job in submitted
+    ]
+    await queue.close()
+    assert held.batch_sizes == [1, 2]
+
+    for request, batched in zip([dark, light], finals, strict=True):
+        alone: list[Progress] = []
+        engine.inpaint(request, on_progress=alone.append, previews=True)
+        assert batched.preview is not None and alone[-1].preview is not None
+        difference = np.abs(preview_pixels(batched.preview) - preview_pixels(alone[-1].preview))
+        assert difference.max() <= 2, "a batched job's preview is not made from its own picture"
+
+
+def preview_pixels(preview: Image.Image) -> np.ndarray:
+    return np.asarray(preview.convert("RGB")).astype(np.int16)
+
+
+async def test_prompts_of_different_lengths_give_the_pictures_they_give_alone(
+    engine: Engine, store: Store, bot_config: BotConfig
+) -> None:
+    held = HoldFirstCall(engine)
+    queue = LocalJobQueue(held, store, bot_config.model_copy(update={"batch_size": 4}))
+    events = queue.subscribe()
+    await queue.start()
+    blocker = await queue.submit(JobSubmission(0, tiny_request(0, steps=2)))
+    await next_event(events, StartedEvent, blocker.job_id, timeout=REAL_TIMEOUT)
+    requests = [
+        tiny_request(11, prompt="a red hat"),
+        tiny_request(22, prompt="a red hat BREAK a blue scarf BREAK a green coat"),
+        tiny_request(33, prompt="(blue:1.3) scarf"),
+    ]
+    submitted = [await queue.submit(JobSubmission(user, r)) for user, r in enumerate(requests, 1)]
+    held.release.set()
+    ids = {job.job_id for job in submitted}
+    finished: dict[int, DoneEvent] = {}
+    while len(finished) < len(ids):  # the long prompt's job ends last
+        event = await next_event(
+            events, DoneEvent, where=lambda e: e.job_id in ids, timeout=REAL_TIMEOUT
+        )
+        finished[event.job_id] = event
+    done = [finished[job.job_id] for job in submitted]
+    await queue.close()
+    assert held.batch_sizes == [1, 2, 1]  # the two one-chunk prompts together, the long one alone
+
+    for request, event in zip(requests, done, strict=True):
+        alone = engine.inpaint(request)
+        difference = np.abs(pixels(event.images[0].path.read_bytes()) - pixels(alone.images[0].png))
+        assert difference.max() <= 1, "a job's picture changed with its batch mates' prompts"

@@ -1,15 +1,27 @@
 """The safety checker's verdicts: taken in the GPU thread after the engine, stored per picture."""
 
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from bot.config import BotConfig
+from bot.queue import screening
 from bot.queue.base import JobSubmission
 from bot.queue.events import DoneEvent
+from bot.queue.local import LocalJobQueue
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole
+from engine.engine import Engine
+from engine.errors import ModelLoadError
+from engine.job import InpaintRequest
+from engine.safety import VIEW_SIDE, DiffusersSafetyChecker
+from engine.settings import InpaintSettings
 from tests.bot.queue.conftest import MakeQueue
 from tests.bot.queue.fakes import (
     FakeEngine,
@@ -19,6 +31,7 @@ from tests.bot.queue.fakes import (
     request,
     tiny_picture,
 )
+from tests.pictures import photo, png_bytes, rect_mask
 
 
 def painted_with(seed: int) -> StubSafetyChecker:
@@ -103,17 +116,72 @@ def test_the_stub_tells_pictures_apart() -> None:
     ]
 
 
-async def test_the_checker_loads_with_the_model_and_a_failed_load_does_not_stop_the_bot(
-    make_queue: MakeQueue, store: Store, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_the_checker_loads_with_the_model(make_queue: MakeQueue) -> None:
     checker = painted_with(3)
     await make_queue(safety=checker)
     assert len(checker.loads) == 1 and checker.loads[0].startswith("inpaint-gpu")
     assert checker.checks == []  # loading judged nothing
 
-    broken = StubSafetyChecker(error=RuntimeError("no weights"))
-    queue, events = await make_queue(safety=broken)
-    assert "the safety checker could not load" in caplog.text
-    queued = await queue.submit(JobSubmission(1, request("after a failed load")))
-    await next_event(events, DoneEvent, queued.job_id)
-    assert await verdicts(store, queued.job_id) == [True]
+
+async def test_a_checker_that_cannot_load_stops_the_start(
+    store: Store, bot_config: BotConfig, fake_engine: FakeEngine, tmp_path: Path
+) -> None:
+    """Running on would count every result as flagged: withheld, silently, under the default policy."""
+    missing = DiffusersSafetyChecker(str(tmp_path / "no-checker"), torch.device("cpu"), torch.float32)
+    queue = LocalJobQueue(fake_engine, store, bot_config, safety=missing)
+    with pytest.raises(ModelLoadError, match=r"^INPAINTBOT_SAFETY_CHECKER=\S+no-checker could not"):
+        await queue.start()
+    await queue.close()
+
+
+class RecordingChecker:
+    """Records every picture it is shown; flags those at the ``flagged`` positions of a call."""
+
+    def __init__(self, flagged: frozenset[int] = frozenset()) -> None:
+        self.flagged = flagged
+        self.shown: list[Image.Image] = []
+
+    def load(self) -> None:
+        pass
+
+    def flags(self, images: Sequence[Image.Image]) -> list[bool]:
+        self.shown.extend(images)
+        return [index in self.flagged for index in range(len(images))]
+
+
+def test_the_checker_sees_the_whole_picture_padded_and_each_repainted_crop(engine: Engine) -> None:
+    """A small repaint at the edge of a wide picture: CLIP's centre crop would never see it."""
+    wide = photo(512, 64, seed=5)
+    result = engine.inpaint(
+        InpaintRequest(
+            png_bytes(wide),
+            InpaintSettings.parse(steps=2, resolution=64, seed=1),
+            png_bytes(rect_mask(512, 64, (470, 16, 500, 48))),
+        )
+    )
+    (box,) = result.repainted
+    assert box.x1 > 448, "the repainted crop is at the right edge"
+    picture = result.images[0].image
+
+    only_the_crop = RecordingChecker(flagged=frozenset({1}))
+    assert screening.verdicts(only_the_crop, [result]) == [[True]]
+    whole, crop = only_the_crop.shown
+    assert_padded_view(whole, picture)  # its right edge is there: padded, not centre-cropped
+    # The crop fills its own view: no detail lost to the whole picture's scale.
+    assert_padded_view(crop, picture.crop(box.as_tuple()))
+
+    nothing = RecordingChecker()
+    assert screening.verdicts(nothing, [result]) == [[False]]
+
+
+def assert_padded_view(view: Image.Image, picture: Image.Image) -> None:
+    """``view`` is all of ``picture``, scaled to touch two sides of a square, between black bands."""
+    assert view.size == (VIEW_SIDE, VIEW_SIDE)
+    content = view.getbbox()
+    assert content is not None
+    x0, y0, x1, y1 = content
+    assert max(x1 - x0, y1 - y0) == VIEW_SIDE
+    assert abs((x1 - x0) / (y1 - y0) - picture.width / picture.height) < 0.1
+    shown = np.asarray(view.crop(content)).astype(int)
+    expected = np.asarray(picture.resize((x1 - x0, y1 - y0), Image.Resampling.BICUBIC)).astype(int)
+    assert np.abs(shown - expected).mean() < 8
