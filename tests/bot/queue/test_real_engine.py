@@ -12,7 +12,7 @@ from PIL import Image
 
 from bot.config import BotConfig
 from bot.queue.base import JobSubmission
-from bot.queue.events import DoneEvent, ProgressEvent, StartedEvent
+from bot.queue.events import DoneEvent, EventStream, ProgressEvent, StartedEvent
 from bot.queue.local import LocalJobQueue
 from bot.store.database import Store
 from engine.engine import Engine, PreparedJob
@@ -89,15 +89,23 @@ class HoldFirstCall:
         return self.engine.run(jobs, **options)
 
 
-async def test_batched_results_equal_unbatched_ones(
-    engine: Engine, store: Store, bot_config: BotConfig
-) -> None:
+async def held_queue(
+    engine: Engine, store: Store, config: BotConfig, *, batch_size: int
+) -> tuple[HoldFirstCall, LocalJobQueue[PreparedJob], EventStream]:
+    """A started queue whose first job holds the GPU, so the jobs submitted next wait and batch."""
     held = HoldFirstCall(engine)
-    queue = LocalJobQueue(held, store, bot_config.model_copy(update={"batch_size": 4}))
+    queue = LocalJobQueue(held, store, config.model_copy(update={"batch_size": batch_size}))
     events = queue.subscribe()
     await queue.start()
     blocker = await queue.submit(JobSubmission(0, tiny_request(0, steps=2)))
     await next_event(events, StartedEvent, blocker.job_id, timeout=REAL_TIMEOUT)
+    return held, queue, events
+
+
+async def test_batched_results_equal_unbatched_ones(
+    engine: Engine, store: Store, bot_config: BotConfig
+) -> None:
+    held, queue, events = await held_queue(engine, store, bot_config, batch_size=4)
     requests = [
         tiny_request(11, prompt="a red hat"),
         tiny_request(22, prompt="a blue sky", count=2),  # one generator per image: seeds 22 and 23
@@ -121,12 +129,7 @@ async def test_each_batched_job_previews_its_own_picture(
     engine: Engine, store: Store, bot_config: BotConfig
 ) -> None:
     """Two members' jobs in one batch: each sees previews of its own rows, as when run alone."""
-    held = HoldFirstCall(engine)
-    queue = LocalJobQueue(held, store, bot_config.model_copy(update={"batch_size": 2}))
-    events = queue.subscribe()
-    await queue.start()
-    blocker = await queue.submit(JobSubmission(0, tiny_request(0, steps=2)))
-    await next_event(events, StartedEvent, blocker.job_id, timeout=REAL_TIMEOUT)
+    held, queue, events = await held_queue(engine, store, bot_config, batch_size=2)
     dark = tiny_request(11, strength=0.6)
     light = replace(tiny_request(22, strength=0.6), image=png_bytes(Image.new("RGB", (96, 64), "white")))
     submitted = [
@@ -156,12 +159,7 @@ def preview_pixels(preview: Image.Image) -> np.ndarray:
 async def test_prompts_of_different_lengths_give_the_pictures_they_give_alone(
     engine: Engine, store: Store, bot_config: BotConfig
 ) -> None:
-    held = HoldFirstCall(engine)
-    queue = LocalJobQueue(held, store, bot_config.model_copy(update={"batch_size": 4}))
-    events = queue.subscribe()
-    await queue.start()
-    blocker = await queue.submit(JobSubmission(0, tiny_request(0, steps=2)))
-    await next_event(events, StartedEvent, blocker.job_id, timeout=REAL_TIMEOUT)
+    held, queue, events = await held_queue(engine, store, bot_config, batch_size=4)
     requests = [
         tiny_request(11, prompt="a red hat"),
         tiny_request(22, prompt="a red hat BREAK a blue scarf BREAK a green coat"),
