@@ -224,13 +224,14 @@ class Engine:
         return regular
 
     def _find_masks(
-        self, settings: InpaintSettings, image: Image.Image, uploaded: Image.Image | None
+        self, settings: InpaintSettings, image: Image.Image, uploaded: images.UploadedMask | None
     ) -> tuple[list[_RawMask], MaskSource]:
-        """Mask source order: uploaded mask, then automatic face mask, then the image's transparency
-        (``images.load_pictures`` made sure there is one)."""
+        """Mask source order: uploaded mask (or marked-up copy), then automatic face mask, then the
+        image's transparency (``images.load_pictures`` made sure there is one)."""
         whole = masking.Box(0, 0, image.width, image.height)
         if uploaded is not None:
-            return [_RawMask(uploaded, whole)], MaskSource.UPLOADED
+            source = MaskSource.SCRIBBLE if uploaded.scribbled else MaskSource.UPLOADED
+            return [_RawMask(uploaded.mask, whole)], source
         if settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
                 self.face_detector,

@@ -1,7 +1,8 @@
 """Decoding user uploads into the two picture kinds the engine works with.
 
 An input image comes out as RGB, or RGBA when it really has transparency (the transparent pixels can
-be the mask). A mask comes out as "L", white = repaint. Every failure is an ``ImageError`` or a
+be the mask). A mask comes out as "L", white = repaint; an upload that is a marked-up copy of the
+picture becomes one through ``engine.masks.scribble``. Every failure is an ``ImageError`` or a
 ``MaskError`` whose message the user can act on: the bot shows it as is.
 """
 
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from engine.errors import EngineError, ImageError, MaskError
 from engine.masking import fill_masked
+from engine.masks import scribble
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 _FORMAT_LIST = "a PNG, JPEG, WebP, GIF, BMP or TIFF file"
@@ -47,9 +50,18 @@ NO_MASK_MESSAGE = (
 )
 
 
+@dataclass(frozen=True)
+class UploadedMask:
+    """An uploaded mask as "L" at the picture's size; ``scribbled`` when the upload was strokes drawn
+    on a copy of the picture, so the result can say which kind of mask it used."""
+
+    mask: Image.Image
+    scribbled: bool = False
+
+
 def load_pictures(
     image: bytes, mask: bytes | None, *, find_faces: bool, max_pixels: int
-) -> tuple[Image.Image, Image.Image | None]:
+) -> tuple[Image.Image, UploadedMask | None]:
     """A job's picture and its uploaded mask (at the picture's size), once they are known to give a
     mask: the upload, faces to find, or the picture's transparent pixels.
 
@@ -58,7 +70,7 @@ def load_pictures(
     """
     picture = load_image(image, max_pixels=max_pixels)
     if mask is not None:
-        return picture, load_mask(mask, size=picture.size, max_pixels=max_pixels)
+        return picture, _uploaded_mask(mask, picture, max_pixels)
     if not find_faces and picture.mode != "RGBA":
         raise MaskError(NO_MASK_MESSAGE)
     return picture, None
@@ -76,18 +88,36 @@ def load_mask(data: bytes, *, size: tuple[int, int], max_pixels: int) -> Image.I
     their colour); other masks are read as grey levels. A mask of the same shape but another size
     (an editor exported it scaled) is resized; a mask of another shape was made for another picture.
     """
+    return _plain_mask(_decode_mask(data, size, max_pixels), size)
+
+
+def _uploaded_mask(data: bytes, picture: Image.Image, max_pixels: int) -> UploadedMask:
+    """A mask upload as ``load_mask`` reads it, or the area marked on it when it is a marked-up copy
+    of the picture (strokes on a transparent layer are a mask, whatever is under them)."""
+    decoded = _decode_mask(data, picture.size, max_pixels)
+    if decoded.mode != "RGBA" and scribble.is_marked_copy(decoded, picture):
+        return UploadedMask(scribble.scribble_mask(decoded, picture), scribbled=True)
+    return UploadedMask(_plain_mask(decoded, picture.size))
+
+
+def _decode_mask(data: bytes, size: tuple[int, int], max_pixels: int) -> Image.Image:
+    """The decoded upload, once it is known to have the shape of a picture of ``size``."""
     decoded = _decode(data, max_pixels=max_pixels, what="mask", error=MaskError)
+    if decoded.size != size and not _same_aspect(decoded.size, size):
+        raise MaskError(
+            f"The mask is {decoded.width}x{decoded.height} but the image is {size[0]}x{size[1]}: "
+            "they must have the same shape. Draw the mask on a copy of the image."
+        )
+    return decoded
+
+
+def _plain_mask(decoded: Image.Image, size: tuple[int, int]) -> Image.Image:
     if decoded.mode == "RGBA":
         mask = decoded.getchannel("A").point(lambda a: 255 if a > MASK_ALPHA_THRESHOLD else 0)
     else:
         mask = decoded.convert("L")
     if mask.size == size:
         return mask
-    if not _same_aspect(mask.size, size):
-        raise MaskError(
-            f"The mask is {mask.width}x{mask.height} but the image is {size[0]}x{size[1]}: "
-            "they must have the same shape. Draw the mask on a copy of the image."
-        )
     return mask.resize(size, Image.Resampling.BILINEAR)
 
 

@@ -22,6 +22,7 @@ class MaskSource(StrEnum):
     """Where the repaint area came from; shown to users because masks confuse them."""
 
     UPLOADED = "uploaded mask"
+    SCRIBBLE = "strokes drawn on a copy of the picture"
     FACE = "automatic face mask"
     TRANSPARENCY = "the image's transparent pixels"
 

@@ -3,7 +3,7 @@
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from skimage import data
 
 # Where the face is in skimage's 512x512 astronaut, measured by eye on the picture: the head (hair to
@@ -44,3 +44,25 @@ def rect_mask(width: int, height: int, box: tuple[int, int, int, int]) -> Image.
 def astronaut() -> Image.Image:
     """A real photo with one face, at the known place above."""
     return Image.fromarray(data.astronaut())
+
+
+# An outline around the astronaut's face, as a member would circle it on a phone: red, 6 px wide.
+FACE_OUTLINE = (150, 30, 300, 190)
+
+
+def circled_face_copy(colour: tuple[int, int, int] = (255, 0, 0)) -> tuple[bytes, Image.Image]:
+    """A copy of the astronaut with her face circled, re-saved by a phone (JPEG at quality 75, resized
+    to 90 %), and the area the outline encloses (stroke included) as an "L" mask at full size."""
+    copy = astronaut()
+    ImageDraw.Draw(copy).ellipse(FACE_OUTLINE, outline=colour, width=6)
+    filled = Image.new("L", copy.size, 0)
+    ImageDraw.Draw(filled).ellipse(FACE_OUTLINE, fill=255)
+    return phone_copy(copy), filled
+
+
+def phone_copy(picture: Image.Image) -> bytes:
+    """``picture`` as a phone re-saves an edited copy: resized to 90 %, JPEG at quality 75."""
+    smaller = picture.resize((round(picture.width * 0.9), round(picture.height * 0.9)))
+    buffer = io.BytesIO()
+    smaller.save(buffer, format="JPEG", quality=75)
+    return buffer.getvalue()

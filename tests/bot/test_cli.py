@@ -12,9 +12,9 @@ from PIL import Image
 
 from bot.cli import main
 from engine.engine import Engine, PreparedJob
-from engine.job import InpaintRequest
+from engine.job import InpaintRequest, MaskSource
 from engine.settings import InpaintSettings
-from tests.pictures import photo, rect_mask
+from tests.pictures import astronaut, circled_face_copy, phone_copy, photo, rect_mask
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,6 +53,30 @@ def test_inpaint_end_to_end_in_a_subprocess(
             assert result.size == (96, 64)
             assert f"Seed: {seed}," in result.text["parameters"]
             assert result.text["parameters"].startswith("a (red:1.2) hat\n")
+
+
+def test_a_marked_up_copy_is_the_mask(
+    tmp_path: Path, tiny_sd_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, mask, out = tmp_path / "astronaut.png", tmp_path / "copy.jpg", tmp_path / "out.png"
+    astronaut().save(image)
+    mask.write_bytes(circled_face_copy()[0])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inpaint", str(image), "-o", str(out), "--mask", str(mask), "--steps", "2", "--resolution", "64",
+              "--seed", "3", "--model", str(tiny_sd_path), "--device", "cpu"])  # fmt: skip
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    with Image.open(out) as result:
+        assert f"Mask source: {MaskSource.SCRIBBLE.value}" in result.text["parameters"]
+
+
+def test_a_copy_with_nothing_drawn_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, mask = tmp_path / "astronaut.png", tmp_path / "copy.jpg"
+    astronaut().save(image)
+    mask.write_bytes(phone_copy(astronaut()))
+    line = cli_error(capsys, "inpaint", str(image), "-o", str(tmp_path / "o.png"), "--mask", str(mask))
+    assert line.startswith("error: The mask looks like a copy of the image with nothing drawn on it")
 
 
 def test_user_error_is_one_line_without_traceback(

@@ -12,10 +12,11 @@ from bot.store.presets import save_preset
 from bot.store.retention import BYTES_PER_GB, CleanupReport, RetentionPolicy
 from bot.uploads import DEFAULT_UPLOAD_LIMIT, PREVIEW_FILENAME
 from engine.images import NO_MASK_MESSAGE
+from engine.job import MaskSource
 from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
-from tests.pictures import photo, png_bytes, rect_mask
+from tests.pictures import astronaut, circled_face_copy, phone_copy, photo, png_bytes, rect_mask
 
 EPHEMERAL = 64
 JOB_TIMEOUT = 60  # the tiny model takes well under a second; a loaded CI machine can be slower
@@ -125,6 +126,28 @@ async def test_the_images_transparency_is_the_mask(
     done = await result(fake_discord, it)
     assert "transparent pixels" in done.json["embeds"][0]["footer"]["text"]
     assert embed_fields(done)["Seed"] == "7"
+
+
+async def test_strokes_on_a_copy_of_the_picture_are_the_mask(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    await start_bot()
+    copy, _ = circled_face_copy()
+    image = fake_discord.add_attachment(png_bytes(astronaut()), "astronaut.png")
+    mask = fake_discord.add_attachment(copy, "marked.jpg")
+    it = await fake_discord.slash("inpaint", {"image": image, "mask": mask, "steps": 2})
+    done = await result(fake_discord, it)
+    assert MaskSource.SCRIBBLE.value in done.json["embeds"][0]["footer"]["text"]
+
+
+async def test_a_copy_with_nothing_drawn_is_refused(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    await start_bot()
+    image = fake_discord.add_attachment(png_bytes(astronaut()), "astronaut.png")
+    mask = fake_discord.add_attachment(phone_copy(astronaut()), "copy.jpg")
+    it = await fake_discord.slash("inpaint", {"image": image, "mask": mask, "steps": 2})
+    assert "nothing drawn on it" in await refusal(fake_discord, it)
 
 
 async def test_bad_inputs_are_refused_ephemerally_and_the_bot_keeps_serving(
