@@ -50,6 +50,7 @@ def asked(tiny_sd_path: Path) -> dict[str, Any]:
         "mask_blur": 6,
         "invert_mask": True,
         "mask_grow": 3,
+        "mask_pick": 1,  # of the one match an uploaded mask is
         "count": 2,
         "model": str(tiny_sd_path),  # the engine's own model: an allowed name that loads
         "controlnet": "tile",
@@ -91,7 +92,8 @@ async def test_the_settings_cover_every_option_of_inpaint(
     """A new option must get a value in ``asked`` (and so a place in every path below)."""
     (command,) = [c for c in fake_discord.commands[None] if c["name"] == "inpaint"]
     options = {option["name"] for option in command["options"]}
-    assert options - {"image", "mask", "preset", "auto_mask"} == set(asked)
+    # preview_mask shows a preview instead of queuing: tests/bot/discord/test_mask_preview.py follows it.
+    assert options - {"image", "mask", "preset", "auto_mask", "preview_mask"} == set(asked)
 
 
 # What a member does to the delivered result of the first job (``message``); each returns the
