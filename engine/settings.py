@@ -114,8 +114,13 @@ class InpaintSettings(BaseModel):
     )
     model: str | None = setting(None, "A model other than the default", min_length=1, max_length=500)
     auto_mask: AutoMask | None = setting(None, "Find and repaint faces instead of using a mask")
+    # Not a Discord option: /inpaint is at Discord's limit of 25 options; the preview's ⏭ sets it.
     mask_pick: int = setting(
-        0, "Several faces found: repaint only the N-th, largest first (0 = all)", ge=0, le=16
+        0,
+        "Several faces found: repaint only the N-th, largest first (0 = all)",
+        discord=False,
+        ge=0,
+        le=16,
     )
     preview_mask: bool | None = setting(
         None,

@@ -22,7 +22,7 @@ from engine.settings import AutoMask, InpaintSettings
 
 COMMANDS = {"/inpaint": Inpaint.inpaint, "/preset save": Presets.save}
 OWN_OPTIONS = {"/inpaint": {"image", "mask", "preset"}, "/preset save": {"name", "scope"}}
-CLI_ONLY = {"resolution", "max_faces"}
+CLI_ONLY = {"resolution", "max_faces", "mask_pick"}
 DISCORD_ONLY = {"preview_mask"}  # a way of asking on Discord: the command line has --mask-preview
 ON_THE_COMMAND_LINE = sorted(set(InpaintSettings.model_fields) - DISCORD_ONLY)
 TEXT = {"prompt", "negative_prompt", "model"}

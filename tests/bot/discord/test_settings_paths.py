@@ -50,7 +50,6 @@ def asked(tiny_sd_path: Path) -> dict[str, Any]:
         "mask_blur": 6,
         "invert_mask": True,
         "mask_grow": 3,
-        "mask_pick": 1,  # of the one match an uploaded mask is
         "count": 2,
         "model": str(tiny_sd_path),  # the engine's own model: an allowed name that loads
         "controlnet": "tile",
