@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from bot.config import BotConfig
     from engine.config import EngineConfig
+    from engine.images import UploadedMask
     from engine.job import InpaintResult, Progress
     from engine.settings import InpaintSettings, Setting
 
@@ -60,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--mask", type=Path, help="mask picture: white (or opaque strokes) = repaint")
     _add_settings(inpaint, mask_sources=source)
     inpaint.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    inpaint.add_argument(
+        "--mask-preview",
+        action="store_true",
+        help="write the picture with the mask tinted red to OUT (at most 1024 px long) instead of inpainting",
+    )
 
     commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
     commands.add_parser(
@@ -81,7 +89,7 @@ def _add_settings(inpaint: argparse.ArgumentParser, mask_sources: argparse._Acti
     ``InpaintSettings`` applies its defaults and range checks; ``--auto-mask`` excludes ``--mask``."""
     from engine.settings import SETTINGS
 
-    for setting in SETTINGS:
+    for setting in (s for s in SETTINGS if s.cli):
         flag = "--" + setting.name.replace("_", "-")
         where = mask_sources if setting.name == "auto_mask" else inpaint
         if setting.type is bool:
@@ -235,12 +243,16 @@ def _inpaint(args: argparse.Namespace) -> int:
         _fail(f"the output folder does not exist: {args.output.parent}")
 
     try:
-        settings = InpaintSettings.parse(**{s.name: getattr(args, s.name) for s in SETTINGS})
+        settings = InpaintSettings.parse(**{s.name: getattr(args, s.name) for s in SETTINGS if s.cli})
         image = _read(args.image, "image")
         mask = _read(args.mask, "mask") if args.mask else None
         config = EngineConfig(**({"device": args.device} if args.device else {}))
         find_faces = settings.auto_mask is AutoMask.FACE
-        load_pictures(image, mask, find_faces=find_faces, max_pixels=config.max_pixels)
+        picture, uploaded = load_pictures(
+            image, mask, find_faces=find_faces, max_pixels=config.max_pixels
+        )
+        if args.mask_preview:
+            return _write_mask_preview(args.output, config, (image, mask), (picture, uploaded), settings)
         result = _run_job(config, image, mask, settings)
     except JobCancelled:
         return EXIT_CANCELLED
@@ -256,6 +268,36 @@ def _inpaint(args: argparse.Namespace) -> int:
         except OSError as exc:
             _fail(f"cannot write {path}: {exc.strerror}")
         print(f"{path}\tseed {generated.seed}")
+    return 0
+
+
+def _write_mask_preview(
+    output: Path,
+    config: EngineConfig,
+    files: tuple[bytes, bytes | None],
+    pictures: tuple[Image.Image, UploadedMask | None],
+    settings: InpaintSettings,
+) -> int:
+    """Write the overlay ``/inpaint preview_mask`` shows. A mask that needs no model (uploaded, or
+    the picture's transparency) is found without importing torch; faces go through the engine."""
+    from engine import mask_preview
+
+    picture, uploaded = pictures
+    if settings.auto_mask is None or uploaded is not None:
+        found, source = mask_preview.plain_masks(picture, uploaded)
+        preview = mask_preview.preview(picture, found, source, settings)
+    else:
+        from engine.engine import Engine
+        from engine.job import InpaintRequest
+
+        image, mask = files
+        preview = Engine(config).mask_preview(InpaintRequest(image=image, mask=mask, settings=settings))
+    try:
+        preview.overlay.save(output, format="PNG")
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror}")
+    matches = f"\t{preview.matches} matches" if preview.matches > 1 else ""
+    print(f"{output}\t{preview.source.value}{matches}")
     return 0
 
 

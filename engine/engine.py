@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine import controlnet, faces, images, latents, masking, prompts
+from engine import controlnet, faces, images, latents, mask_preview, masking, prompts
 from engine.config import EngineConfig
 from engine.errors import OutOfMemoryError, SettingsError
 from engine.job import (
@@ -45,6 +45,7 @@ from engine.job import (
     MaskSource,
     ProgressCallback,
 )
+from engine.mask_preview import MaskPreview, RawMask
 from engine.metadata import a1111_parameters
 from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
 from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
@@ -63,15 +64,6 @@ class MaskPass:
     mask: Image.Image
     box: masking.Box
     size: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class _RawMask:
-    """A mask as found, before the user's settings, and where it lies in the picture: all of it for
-    an uploaded mask or transparency, a face's surroundings for a face."""
-
-    mask: Image.Image
-    at: masking.Box
 
 
 @dataclass(frozen=True)
@@ -156,7 +148,8 @@ class Engine:
             find_faces=settings.auto_mask is AutoMask.FACE,
             max_pixels=self.config.max_pixels,
         )
-        masks, source = self._find_masks(settings, image, uploaded)
+        found, source = self._find_masks(settings, image, uploaded)
+        masks = mask_preview.picked(found, settings)
         original = images.flatten(image)
         model = self.models.describe(settings.model or self.config.model)
         control = None
@@ -198,6 +191,18 @@ class Engine:
             prompt_chunks=chunks,
         )
 
+    def mask_preview(self, request: InpaintRequest) -> MaskPreview:
+        """The mask the job would repaint, over its picture, and how many matches its source found:
+        the CPU half of ``prepare`` (no model weights, no tokenizer), so it runs beside it."""
+        image, uploaded = images.load_pictures(
+            request.image,
+            request.mask,
+            find_faces=request.settings.auto_mask is AutoMask.FACE,
+            max_pixels=self.config.max_pixels,
+        )
+        found, source = self._find_masks(request.settings, image, uploaded)
+        return mask_preview.preview(image, found, source, request.settings)
+
     def controlnet_base(self, model: ModelFacts) -> ModelFacts:
         """ControlNets are trained on regular checkpoints: swap an inpainting one for the operator's,
         of the same family (a job asked of an SDXL model must not quietly run on SD 1.5)."""
@@ -225,14 +230,11 @@ class Engine:
 
     def _find_masks(
         self, settings: InpaintSettings, image: Image.Image, uploaded: images.UploadedMask | None
-    ) -> tuple[list[_RawMask], MaskSource]:
+    ) -> tuple[list[RawMask], MaskSource]:
         """Mask source order: uploaded mask (or marked-up copy), then automatic face mask, then the
-        image's transparency (``images.load_pictures`` made sure there is one)."""
-        whole = masking.Box(0, 0, image.width, image.height)
-        if uploaded is not None:
-            source = MaskSource.SCRIBBLE if uploaded.scribbled else MaskSource.UPLOADED
-            return [_RawMask(uploaded.mask, whole)], source
-        if settings.auto_mask is AutoMask.FACE:
+        image's transparency (``images.load_pictures`` made sure there is one). Every match, before
+        ``mask_pick``."""
+        if uploaded is None and settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
                 self.face_detector,
                 images.flatten(image),
@@ -244,8 +246,8 @@ class Engine:
             if settings.invert_mask:
                 margin = max(image.size)
             patches = [faces.face_mask(face, image.width, image.height, margin) for face in found]
-            return [_RawMask(mask, at) for mask, at in patches], MaskSource.FACE
-        return [_RawMask(images.mask_from_alpha(image), whole)], MaskSource.TRANSPARENCY
+            return [RawMask(mask, at) for mask, at in patches], MaskSource.FACE
+        return mask_preview.plain_masks(image, uploaded)
 
     # -- stage 2 ------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,6 +19,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from engine.errors import EngineError, ImageError, MaskError
 from engine.masking import fill_masked
 from engine.masks import scribble
+
+
+class MaskSource(StrEnum):
+    """Where the repaint area came from; shown to users because masks confuse them."""
+
+    UPLOADED = "uploaded mask"
+    SCRIBBLE = "strokes drawn on a copy of the picture"
+    FACE = "automatic face mask"
+    TRANSPARENCY = "the image's transparent pixels"
+
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 _FORMAT_LIST = "a PNG, JPEG, WebP, GIF, BMP or TIFF file"

@@ -8,23 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cached_property
 
 from PIL import Image
 
+from engine.images import MaskSource
 from engine.masking import Box
 from engine.metadata import encode_png
 from engine.settings import InpaintSettings
 
-
-class MaskSource(StrEnum):
-    """Where the repaint area came from; shown to users because masks confuse them."""
-
-    UPLOADED = "uploaded mask"
-    SCRIBBLE = "strokes drawn on a copy of the picture"
-    FACE = "automatic face mask"
-    TRANSPARENCY = "the image's transparent pixels"
+__all__ = [
+    "GeneratedImage",
+    "InpaintRequest",
+    "InpaintResult",
+    "MaskSource",
+    "Progress",
+    "ProgressCallback",
+]
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,19 @@ FACE_DEFAULTS: dict[str, float] = {"strength": 0.4, "mask_grow": 4}
 
 
 def setting(
-    default: Any, help: str, *, discord: bool = True, shown_default: str | None = None, **limits: Any
+    default: Any,
+    help: str,
+    *,
+    discord: bool = True,
+    cli: bool = True,
+    shown_default: str | None = None,
+    **limits: Any,
 ) -> Any:
     """A settings field: ``help`` is shown by ``--help`` and as the Discord option's description
-    (with the default added), ``discord=False`` keeps it to the command line, ``shown_default`` replaces
-    the default's value in help texts ("" shows none), ``limits`` are pydantic's (ge, le, max_length)."""
-    extra: JsonDict = {"discord": discord, "shown_default": shown_default}
+    (with the default added), ``discord=False`` keeps it to the command line and ``cli=False`` to
+    Discord, ``shown_default`` replaces the default's value in help texts ("" shows none), ``limits``
+    are pydantic's (ge, le, max_length)."""
+    extra: JsonDict = {"discord": discord, "cli": cli, "shown_default": shown_default}
     return Field(default, description=help, json_schema_extra=extra, **limits)
 
 
@@ -107,6 +114,20 @@ class InpaintSettings(BaseModel):
     )
     model: str | None = setting(None, "A model other than the default", min_length=1, max_length=500)
     auto_mask: AutoMask | None = setting(None, "Find and repaint faces instead of using a mask")
+    # Not a Discord option: /inpaint is at Discord's limit of 25 options; the preview's ⏭ sets it.
+    mask_pick: int = setting(
+        0,
+        "Several faces found: repaint only the N-th, largest first (0 = all)",
+        discord=False,
+        ge=0,
+        le=16,
+    )
+    preview_mask: bool | None = setting(
+        None,
+        "Show the mask first, to adjust it before painting",
+        cli=False,
+        shown_default="",
+    )
     max_faces: int = setting(
         0, "With --auto-mask face: only the N largest faces (0 = all)", discord=False, ge=0, le=16
     )
@@ -171,6 +192,12 @@ class InpaintSettings(BaseModel):
         except ValidationError as exc:
             raise SettingsError(describe_validation_error(exc)) from None
 
+    @property
+    def shows_preview(self) -> bool:
+        """Whether /inpaint shows the mask before queuing: as ``preview_mask`` says, and when it is not
+        set, only for masks the member has not seen yet (none today; words will be one)."""
+        return bool(self.preview_mask)
+
     def with_seed(self) -> InpaintSettings:
         """A copy with a concrete seed, so the job can be reproduced from what is stored."""
         if self.seed >= 0:
@@ -229,7 +256,8 @@ class Setting:
     help: str
     low: Any  # numbers: the lowest value; text: the shortest length (None: no limit)
     high: Any
-    discord: bool  # offered by /inpaint and /preset save; otherwise on the command line only
+    discord: bool  # offered by /inpaint and /preset save
+    cli: bool  # a flag of ``inpaintbot inpaint``
     shown_default: str  # the default as help texts show it ("" for none)
 
     @property
@@ -257,6 +285,7 @@ def _setting(name: str, field: FieldInfo) -> Setting:
         low=low,
         high=high,
         discord=bool(extra["discord"]),
+        cli=bool(extra["cli"]),
         shown_default=str(shown),
     )
 

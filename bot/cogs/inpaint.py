@@ -23,6 +23,7 @@ from bot.options import (
 )
 from bot.rules import Asker, Via
 from bot.store.presets import resolve_settings, visible_presets
+from bot.ui.preview import PreviewView
 from engine.job import InpaintRequest
 
 if TYPE_CHECKING:
@@ -90,6 +91,19 @@ class Inpaint(commands.Cog):
             mask=await download(mask, "mask") if mask else None,
             settings=settings,
         )
+        if settings.shows_preview:
+            preview = await self.bot.queue.mask_preview(request)
+            redraw, paint = self.bot.queue.mask_preview, self._paint
+            await PreviewView(interaction, request, preview, redraw=redraw, paint=paint).show()
+            return
+        await self.bot.router.submit(admission, request, interaction)
+
+    async def _paint(self, interaction: discord.Interaction, request: InpaintRequest) -> None:
+        """✅ under a mask preview: the job as adjusted, admitted like any job started by a button
+        (the member's rights and the queue's caps may have changed since the preview)."""
+        await interaction.response.defer(thinking=True)
+        admission = await self.bot.rules.admit(Asker.of(interaction, Via.BUTTON))
+        check_model(request.settings.model, self.bot.config.allowed_models())
         await self.bot.router.submit(admission, request, interaction)
 
     @inpaint.autocomplete("preset")

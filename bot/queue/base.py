@@ -12,6 +12,7 @@ from typing import Protocol
 
 from bot.queue.events import EventStream, QueuedEvent
 from engine.job import InpaintRequest
+from engine.mask_preview import MaskPreview
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,13 @@ class JobQueue(Protocol):
         """Validate, store and enqueue; the job is durable when this returns.
 
         Raises ``EngineError`` for bad input and ``QueueFullError`` naming the cap that is reached.
+        """
+        ...
+
+    async def mask_preview(self, request: InpaintRequest) -> MaskPreview:
+        """The mask ``request`` would repaint, over its picture: CPU work that waits for no GPU job.
+
+        Raises ``EngineError`` for bad input, as ``submit`` would.
         """
         ...
 

@@ -53,6 +53,7 @@ from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
 from engine.errors import JobCancelled, OutOfMemoryError
 from engine.job import InpaintRequest, InpaintResult, Progress, ProgressCallback
+from engine.mask_preview import MaskPreview
 from engine.safety import SafetyChecker
 from engine.settings import InpaintSettings
 
@@ -68,6 +69,8 @@ class InpaintEngine(Protocol[P]):
     def load(self, model: str | None = None) -> object: ...
 
     def prepare(self, request: InpaintRequest) -> P: ...
+
+    def mask_preview(self, request: InpaintRequest) -> MaskPreview: ...
 
     def run(
         self,
@@ -179,6 +182,11 @@ class LocalJobQueue(Generic[P]):
         job.prepared.set_result(prepared)  # kept only if the job runs next (see _prefetch)
         self._waiting.push(user_id, job)
         return self._changed()[job.id]
+
+    async def mask_preview(self, request: InpaintRequest) -> MaskPreview:
+        """In the prepare thread, beside the GPU: at most one job's preparation ahead of it."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._cpu, self._engine.mask_preview, request)
 
     async def check_room(self, user_id: int, guild_id: int | None, max_pending: int | None) -> None:
         self._check_caps(user_id, guild_id, max_pending)

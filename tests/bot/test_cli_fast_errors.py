@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from tests.pictures import photo
+from engine.images import flatten
+from engine.mask_preview import overlay
+from engine.masking import prepare_mask
+from tests.pictures import photo, rect_mask
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,3 +56,56 @@ def test_user_errors_are_told_before_torch_is_imported(tmp_path: Path) -> None:
         "error: The mask is 32x64 but the image is 96x64: they must have the same shape. "
         "Draw the mask on a copy of the image.",
     ]
+
+
+def test_mask_preview_writes_the_overlay_without_torch_or_inpainting(tmp_path: Path) -> None:
+    """The same overlay ``/inpaint preview_mask`` shows, for a drawn mask and for transparency; no
+    model is needed, so none is imported, and nothing is painted."""
+    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    picture = photo(96, 64)
+    picture.save(image)
+    rect_mask(96, 64, (24, 16, 72, 48)).save(mask)
+    erased = picture.convert("RGBA")
+    erased.putalpha(Image.eval(rect_mask(96, 64, (24, 16, 72, 48)), lambda v: 255 - v))
+    erased.save(tmp_path / "erased.png")
+    drawn, clear = tmp_path / "drawn.png", tmp_path / "clear.png"
+    cases = [
+        [
+            "inpaint",
+            str(image),
+            "-o",
+            str(drawn),
+            "--mask",
+            str(mask),
+            "--mask-grow",
+            "4",
+            "--mask-preview",
+        ],
+        [
+            "inpaint",
+            str(tmp_path / "erased.png"),
+            "-o",
+            str(clear),
+            "--mask-grow",
+            "4",
+            "--mask-preview",
+        ],
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"codes": [0, 0], "heavy": []}
+    assert done.stdout.splitlines()[:2] == [
+        f"{drawn}\tuploaded mask",
+        f"{clear}\tthe image's transparent pixels",
+    ]
+    grown = prepare_mask(rect_mask(96, 64, (24, 16, 72, 48)), invert=False, grow=4, blur=4)
+    # Under transparency the job sees colour diffused from around it (images.flatten), and so does this.
+    for written, under in ((drawn, picture), (clear, flatten(erased))):
+        assert (np.asarray(Image.open(written)) == np.asarray(overlay(under, grown))).all()

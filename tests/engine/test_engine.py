@@ -23,7 +23,15 @@ from engine.errors import (
 from engine.job import InpaintRequest, MaskSource, Progress
 from engine.prompts import MAX_CHUNKS
 from engine.settings import InpaintSettings
-from tests.pictures import ASTRONAUT_FEATURES, ASTRONAUT_HEAD, astronaut, photo, png_bytes, rect_mask
+from tests.pictures import (
+    ASTRONAUT_FEATURES,
+    ASTRONAUT_HEAD,
+    astronaut,
+    crowd,
+    photo,
+    png_bytes,
+    rect_mask,
+)
 from tests.support.memory import MIB, peak_growth
 
 FAST = {"steps": 4, "resolution": 64, "seed": 1234}
@@ -326,16 +334,6 @@ def test_max_pixels_from_the_environment_refuses_a_larger_picture(
         ImageError, match=r"97x64 \(0.00621 megapixels\), more than the limit of 0.00614"
     ):
         engine.prepare(request(photo(97, 64), rect_mask(97, 64, (8, 8, 40, 40))))
-
-
-def crowd(columns: int = 20, rows: int = 10) -> Image.Image:
-    """The astronaut's head tiled ``columns`` x ``rows`` times: 200 faces the detector finds."""
-    head = astronaut().crop((145, 15, 315, 195))
-    picture = Image.new("RGB", (head.width * columns, head.height * rows))
-    for column in range(columns):
-        for row in range(rows):
-            picture.paste(head, (column * head.width, row * head.height))
-    return picture
 
 
 def test_a_crowd_of_faces_is_refused_beyond_the_operators_cap(engine: Engine) -> None:

@@ -15,6 +15,7 @@ from bot.store.database import Store
 from engine.config import EngineConfig
 from engine.engine import Engine, PreparedJob
 from engine.job import InpaintRequest, InpaintResult
+from engine.mask_preview import MaskPreview
 from engine.safety import SafetyChecker
 from engine.settings import InpaintSettings
 from tests.fakediscord import FakeDiscord, run_client
@@ -36,6 +37,7 @@ class GatedEngine:
         self.waiting = threading.Event()  # a run has reached the gate; ``cancel`` is its cancel event
         self.cancel: threading.Event | None = None
         self.ran: list[InpaintSettings] = []
+        self.previewed: list[InpaintSettings] = []  # the settings of each mask preview asked for
         self.fail_next: Exception | None = None  # raised by the next ``prepare``: an unexpected failure
 
     def load(self, model: str | None = None) -> object:
@@ -46,6 +48,10 @@ class GatedEngine:
         if failure is not None:
             raise failure
         return self.engine.prepare(request)
+
+    def mask_preview(self, request: InpaintRequest) -> MaskPreview:
+        self.previewed.append(request.settings)
+        return self.engine.mask_preview(request)
 
     def run(self, jobs: Sequence[PreparedJob], **options: Any) -> list[InpaintResult]:
         self.ran += [job.settings for job in jobs]
