@@ -2,11 +2,12 @@
 
 A job goes through two stages:
 
-1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, faces, or transparency),
+1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, words, faces, or transparency),
    invert/grow/blur it at full resolution and work out the crop box and processing size of each pass;
    each pass keeps only the part of its mask inside its crop box.
-   It runs in its own thread beside the GPU worker, so it loads no weights: what it needs to know
-   about models and ControlNets comes from their config files (``ModelManager.describe``).
+   It runs in its own thread beside the GPU worker, so it loads no inpainting weights: what it needs
+   to know about models and ControlNets comes from their config files (``ModelManager.describe``).
+   Masks from words are the exception: their small models run here (see ``engine.masks.words``).
 2. ``run`` (GPU): for each pass, crop and resize, apply the masked-content mode, denoise with the
    pipeline, and paste the result back over the full-resolution original through the blurred mask, so
    every pixel outside the mask is bit-identical to the input.
@@ -37,7 +38,7 @@ from PIL import Image
 
 from engine import controlnet, faces, images, latents, masking, prompts
 from engine.config import EngineConfig
-from engine.errors import OutOfMemoryError, SettingsError
+from engine.errors import MaskError, OutOfMemoryError, SettingsError
 from engine.job import (
     GeneratedImage,
     InpaintRequest,
@@ -45,6 +46,7 @@ from engine.job import (
     MaskSource,
     ProgressCallback,
 )
+from engine.masks import words
 from engine.metadata import a1111_parameters
 from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
 from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
@@ -86,6 +88,7 @@ class PreparedJob:
     prepare_seconds: float = 0.0
     controlnet: str | None = None  # the ControlNet model the job's settings asked for
     prompt_chunks: int = 1  # 75-token chunks of its conditioning (engine.prompts.chunk_count)
+    found_mask: bytes | None = None  # PNG of the mask mask_prompt found, to store with the job
 
     @property
     def processing_size(self) -> tuple[int, int]:
@@ -139,6 +142,11 @@ class Engine:
             revisions={config.model: config.model_revision} if config.model_revision else None,
         )
         self.face_detector = faces.FaceDetector(config.face_detector_model)
+        self.word_finder: words.Finder | None = None  # None: the operator turned mask_prompt off
+        if config.mask_detector is not None and config.mask_segmenter is not None:
+            self.word_finder = words.WordModels(
+                config.mask_detector, config.mask_segmenter, self.models.device
+            )
 
     def load(self, model: str | None = None) -> LoadedModel:
         """Load (or fetch the resident) pipeline; the bot calls it at start-up to fail early."""
@@ -153,10 +161,13 @@ class Engine:
         image, uploaded = images.load_pictures(
             request.image,
             request.mask,
-            find_faces=settings.auto_mask is AutoMask.FACE,
+            find_faces=settings.finds_mask,
             max_pixels=self.config.max_pixels,
         )
-        masks, source = self._find_masks(settings, image, uploaded)
+        masks, source = self._find_masks(settings, image, uploaded, request.found_mask)
+        found = None
+        if source is MaskSource.WORDS:
+            found = request.found_mask or words.mask_png(masks[0].mask)
         original = images.flatten(image)
         model = self.models.describe(settings.model or self.config.model)
         control = None
@@ -196,6 +207,7 @@ class Engine:
             prepare_seconds=time.perf_counter() - started,
             controlnet=control,
             prompt_chunks=chunks,
+            found_mask=found,
         )
 
     def controlnet_base(self, model: ModelFacts) -> ModelFacts:
@@ -224,13 +236,25 @@ class Engine:
         return regular
 
     def _find_masks(
-        self, settings: InpaintSettings, image: Image.Image, uploaded: Image.Image | None
+        self,
+        settings: InpaintSettings,
+        image: Image.Image,
+        uploaded: Image.Image | None,
+        found_mask: bytes | None,
     ) -> tuple[list[_RawMask], MaskSource]:
-        """Mask source order: uploaded mask, then automatic face mask, then the image's transparency
-        (``images.load_pictures`` made sure there is one)."""
+        """Mask source order: uploaded mask, then words (``found_mask``: what they found before), then the
+        automatic face mask, then the image's transparency (``images.load_pictures`` made sure there
+        is one). A mask picture and words together are refused: which one the member meant is a guess."""
         whole = masking.Box(0, 0, image.width, image.height)
         if uploaded is not None:
+            if settings.mask_prompt is not None:
+                raise MaskError(
+                    "Give either a mask picture or mask_prompt, not both: both say what to repaint. "
+                    "(A mask_prompt can come from a preset: choose another preset then.)"
+                )
             return [_RawMask(uploaded, whole)], MaskSource.UPLOADED
+        if settings.mask_prompt is not None:
+            return [_RawMask(self._mask_from_words(settings, image, found_mask), whole)], MaskSource.WORDS
         if settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
                 self.face_detector,
@@ -245,6 +269,19 @@ class Engine:
             patches = [faces.face_mask(face, image.width, image.height, margin) for face in found]
             return [_RawMask(mask, at) for mask, at in patches], MaskSource.FACE
         return [_RawMask(images.mask_from_alpha(image), whole)], MaskSource.TRANSPARENCY
+
+    def _mask_from_words(
+        self, settings: InpaintSettings, image: Image.Image, found: bytes | None
+    ) -> Image.Image:
+        """What ``mask_prompt`` names: the mask found when the job was first prepared, or a search."""
+        assert settings.mask_prompt is not None
+        if found is not None:
+            return images.load_mask(found, size=image.size, max_pixels=self.config.max_pixels)
+        if self.word_finder is None:
+            raise MaskError(words.OFF_MESSAGE)
+        return words.find_mask(
+            self.word_finder, images.flatten(image), settings.mask_prompt, settings.mask_pick
+        )
 
     # -- stage 2 ------------------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ from engine.errors import SettingsError
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 2000
+MAX_MASK_PROMPT_CHARS = 300
+# mask_pick: a match by where it is or how big, or the n-th most confident (engine.masks.words).
+PICK_WORDS = ("all", "largest", "left", "right", "top", "bottom")
+MAX_PICK = 20
 # ADetailer's defaults for face masks, where the user did not set them.
 FACE_DEFAULTS: dict[str, float] = {"strength": 0.4, "mask_grow": 4}
 
@@ -106,6 +110,17 @@ class InpaintSettings(BaseModel):
         le=2048,
     )
     model: str | None = setting(None, "A model other than the default", min_length=1, max_length=500)
+    mask_prompt: str | None = setting(
+        None,
+        "Repaint what these words name: 'red shirt'; 'a | b' both; 'person | not face' leaves one out",
+        min_length=1,
+        max_length=MAX_MASK_PROMPT_CHARS,
+    )
+    mask_pick: str = setting(
+        "all",
+        "Which mask_prompt match: all, largest, left, right, top, bottom, or 1, 2… (surest first)",
+        max_length=8,
+    )
     auto_mask: AutoMask | None = setting(None, "Find and repaint faces instead of using a mask")
     max_faces: int = setting(
         0, "With --auto-mask face: only the N largest faces (0 = all)", discord=False, ge=0, le=16
@@ -154,6 +169,25 @@ class InpaintSettings(BaseModel):
             raise ValueError(f"resolution must be a multiple of 8 (got {value})")
         return value
 
+    @field_validator("mask_prompt")
+    @classmethod
+    def _mask_prompt_names_something(cls, value: str | None) -> str | None:
+        """Blank text would find everything or nothing; the words themselves are parsed by the engine."""
+        if value is not None and not value.replace("|", "").strip():
+            raise ValueError("mask_prompt must name what to mask, e.g. 'the red shirt'.")
+        return value.strip() if value is not None else None
+
+    @field_validator("mask_pick")
+    @classmethod
+    def _known_pick(cls, value: str) -> str:
+        pick = value.strip().lower()
+        if pick in PICK_WORDS or (pick.isdecimal() and 1 <= int(pick) <= MAX_PICK):
+            return pick
+        raise ValueError(
+            f"mask_pick must be one of {', '.join(PICK_WORDS)}, or a number from 1 to {MAX_PICK} "
+            f"(1 is the match the finder is surest of) (got {value!r})."
+        )
+
     @model_validator(mode="after")
     def _controlnet_combinations(self) -> InpaintSettings:
         if self.control_start >= self.control_end:
@@ -170,6 +204,11 @@ class InpaintSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise SettingsError(describe_validation_error(exc)) from None
+
+    @property
+    def finds_mask(self) -> bool:
+        """The engine finds the mask itself (faces or words): no mask picture or transparency needed."""
+        return self.auto_mask is AutoMask.FACE or self.mask_prompt is not None
 
     def with_seed(self) -> InpaintSettings:
         """A copy with a concrete seed, so the job can be reproduced from what is stored."""
