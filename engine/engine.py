@@ -254,7 +254,9 @@ class Engine:
                 )
             return [_RawMask(uploaded, whole)], MaskSource.UPLOADED
         if settings.mask_prompt is not None:
-            return [_RawMask(self._mask_from_words(settings, image, found_mask), whole)], MaskSource.WORDS
+            return [
+                _RawMask(self._mask_from_words(settings, image, found_mask), whole)
+            ], MaskSource.WORDS
         if settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
                 self.face_detector,
