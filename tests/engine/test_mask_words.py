@@ -17,7 +17,6 @@ from engine.masks.words import Match, Query
 from engine.settings import InpaintSettings
 from tests.pictures import photo, png_bytes, rect_mask
 from tests.support.known_boxes import KnownBoxes
-from tests.support.tiny_mask_models import build_tiny_grounding_dino, build_tiny_sam2
 
 # Two people and a face inside the left one, on a 96 x 64 picture.
 PEOPLE = KnownBoxes(
@@ -183,14 +182,6 @@ def test_turned_off_by_the_operator(engine: Engine, monkeypatch: pytest.MonkeyPa
 def test_none_turns_the_models_off(tmp_path: Path) -> None:
     config = EngineConfig(mask_detector="none", device="cpu", _env_file=None)
     assert config.mask_detector is None and Engine(config).word_finder is None
-
-
-@pytest.fixture(scope="module")
-def tiny_word_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return (
-        build_tiny_grounding_dino(tmp_path_factory.mktemp("dino")),
-        build_tiny_sam2(tmp_path_factory.mktemp("sam2")),
-    )
 
 
 def test_the_real_models_load_and_run_through_prepare(
