@@ -9,6 +9,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
+import discord
 import pytest
 from discord import app_commands
 
@@ -17,12 +18,12 @@ from bot.cogs.inpaint import Inpaint
 from bot.cogs.presets import Presets
 from bot.options import given_settings
 from engine.errors import SettingsError
-from engine.settings import AutoMask, InpaintSettings
+from engine.settings import MAX_PICK, PICK_WORDS, AutoMask, InpaintSettings
 
 COMMANDS = {"/inpaint": Inpaint.inpaint, "/preset save": Presets.save}
 OWN_OPTIONS = {"/inpaint": {"image", "mask", "preset"}, "/preset save": {"name", "scope"}}
 CLI_ONLY = {"resolution", "max_faces"}
-TEXT = {"prompt", "negative_prompt", "model"}
+TEXT = {"prompt", "negative_prompt", "model", "mask_prompt"}
 DEFAULTS = InpaintSettings()
 
 
@@ -45,6 +46,15 @@ def assert_range(name: str, low: Any, high: Any) -> None:
     for edge, beyond in ((low, low - step), (high, high + step)):
         assert not out_of_range(name, edge), (name, edge)
         assert out_of_range(name, beyond), (name, beyond)
+
+
+def assert_picks() -> None:
+    """mask_pick is text offered as such: a word or a number, checked by InpaintSettings."""
+    for pick in (*PICK_WORDS, "1", str(MAX_PICK), "Largest "):
+        InpaintSettings.parse(mask_pick=pick)
+    for pick in ("0", str(MAX_PICK + 1), "middle", "-1"):
+        with pytest.raises(SettingsError, match="mask_pick must be one of all, largest, left, right"):
+            InpaintSettings.parse(mask_pick=pick)
 
 
 def shown_default(name: str) -> str | None:
@@ -78,6 +88,9 @@ def test_discord_options_agree_with_the_settings(command: str, name: str) -> Non
         assert [choice.value for choice in option.choices] == [m.value for m in type(field_default)]
     elif name == "auto_mask":
         assert [choice.value for choice in option.choices] == [m.value for m in AutoMask]
+    elif name == "mask_pick":
+        assert option.type is discord.AppCommandOptionType.string and not option.choices
+        assert_picks()
     elif not isinstance(field_default, bool):
         assert_range(name, option.min_value, option.max_value)
     if (default := shown_default(name)) is not None:
@@ -120,6 +133,9 @@ def test_command_line_flags_agree_with_the_settings(name: str) -> None:
         assert flag.choices == [m.value for m in type(field_default)]
     elif name == "auto_mask":
         assert flag.choices == [m.value for m in AutoMask]
+    elif name == "mask_pick":
+        assert flag.type is str and flag.choices is None
+        assert_picks()
     else:
         help_text = flag.help or ""
         if name in TEXT:
