@@ -97,6 +97,7 @@ async def run_checks(load_config: Callable[[], BotConfig] = BotConfig) -> AsyncI
         if model.status != "FAIL":
             yield await asyncio.to_thread(check_controlnets, config)
         yield await asyncio.to_thread(check_safety_checker, config)
+        yield await asyncio.to_thread(check_mask_models, config)
     application_id = None
     if token:
         discord_check, application_id = await check_discord(config, token)
@@ -250,6 +251,38 @@ def check_safety_checker(config: BotConfig) -> Check:
             "result would count as flagged. Set INPAINTBOT_SAFETY_CHECKER=none to turn checking off.",
         )
     return Check("ok", "safety", f"the safety checker {config.safety_checker} loads and runs")
+
+
+def check_mask_models(config: BotConfig) -> Check:
+    """Load the models of masks from words as the engine does (it loads them on the first
+    mask_prompt) and let them look at one picture."""
+    from PIL import Image
+
+    from engine.errors import ModelLoadError
+    from engine.masks.words import Match, WordModels
+    from engine.models import resolve_device
+
+    detector, segmenter = config.mask_detector, config.mask_segmenter
+    if detector is None or segmenter is None:
+        return Check(
+            "warn", "masks", "INPAINTBOT_MASK_DETECTOR or _SEGMENTER is none: mask_prompt is turned off"
+        )
+    models = WordModels(detector, segmenter, resolve_device(config.device))
+    try:
+        models.load()
+    except ModelLoadError as exc:
+        return Check("FAIL", "masks", str(exc))  # word for word what a mask_prompt job would say
+    picture = Image.new("RGB", (64, 64), (128, 128, 128))
+    try:
+        models.segment(picture, models.detect(picture, "a thing")[:1] or [Match((8, 8, 56, 56), 1.0)])
+    except Exception as exc:
+        return Check(
+            "FAIL",
+            "masks",
+            f"the models for masks from words load but fail on a picture ({exc}); mask_prompt jobs "
+            "would fail. Set INPAINTBOT_MASK_DETECTOR=none to turn mask_prompt off.",
+        )
+    return Check("ok", "masks", f"masks from words: {detector} and {segmenter} load and run")
 
 
 def check_other_models(config: BotConfig) -> Check:

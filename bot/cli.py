@@ -86,12 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_settings(inpaint: argparse.ArgumentParser, mask_sources: argparse._ActionsContainer) -> None:
     """One flag per setting (``--mask-blur`` for ``mask_blur``), all left ``None`` when not given so
-    ``InpaintSettings`` applies its defaults and range checks; ``--auto-mask`` excludes ``--mask``."""
+    ``InpaintSettings`` applies its defaults and range checks; ``--mask``, ``--mask-prompt`` and
+    ``--auto-mask`` exclude each other."""
     from engine.settings import SETTINGS
 
     for setting in (s for s in SETTINGS if s.cli):
         flag = "--" + setting.name.replace("_", "-")
-        where = mask_sources if setting.name == "auto_mask" else inpaint
+        where = mask_sources if setting.name in ("auto_mask", "mask_prompt") else inpaint
         if setting.type is bool:
             where.add_argument(flag, action="store_true", default=None, help=_flag_help(setting))
         elif setting.choices is not None:
@@ -233,7 +234,7 @@ def _inpaint(args: argparse.Namespace) -> int:
     from engine.config import EngineConfig
     from engine.errors import EngineError, JobCancelled
     from engine.images import load_pictures
-    from engine.settings import SETTINGS, AutoMask, InpaintSettings
+    from engine.settings import SETTINGS, InpaintSettings
 
     if args.output.suffix.lower() != ".png":
         _fail(
@@ -247,9 +248,8 @@ def _inpaint(args: argparse.Namespace) -> int:
         image = _read(args.image, "image")
         mask = _read(args.mask, "mask") if args.mask else None
         config = EngineConfig(**({"device": args.device} if args.device else {}))
-        find_faces = settings.auto_mask is AutoMask.FACE
         picture, uploaded = load_pictures(
-            image, mask, find_faces=find_faces, max_pixels=config.max_pixels
+            image, mask, find_faces=settings.finds_mask, max_pixels=config.max_pixels
         )
         if args.mask_preview:
             return _write_mask_preview(args.output, config, (image, mask), (picture, uploaded), settings)
@@ -283,7 +283,7 @@ def _write_mask_preview(
     from engine import mask_preview
 
     picture, uploaded = pictures
-    if settings.auto_mask is None or uploaded is not None:
+    if not settings.finds_mask or (uploaded is not None and settings.mask_prompt is None):
         found, source = mask_preview.plain_masks(picture, uploaded)
         preview = mask_preview.preview(picture, found, source, settings)
     else:

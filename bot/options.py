@@ -22,7 +22,7 @@ from bot.store.models import Preset
 from bot.store.presets import SERVER_PREFIX
 from engine.settings import SETTINGS, Setting
 
-OFFERED = tuple(setting for setting in SETTINGS if setting.discord)
+OFFERED = tuple(setting for setting in SETTINGS if setting.discord)  # by one command or both
 
 MAX_CHOICES = 25  # Discord's limit for autocomplete answers
 
@@ -48,25 +48,31 @@ def _description(setting: Setting) -> str:
     return setting.help
 
 
-def settings_options(command: F) -> F:
-    """Give a command whose callback ends in ``**options`` one option per setting Discord offers,
-    after its own parameters, with their ranges, choices and descriptions (put below ``@command``)."""
-    signature = inspect.signature(command)
-    own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    added = [
-        inspect.Parameter(
-            s.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_annotation(s)
-        )
-        for s in OFFERED
-    ]
-    cast(Any, command).__signature__ = signature.replace(parameters=[*own, *added])
-    choices = {
-        s.name: [Choice(name=value, value=value) for value in s.choices]
-        for s in OFFERED
-        if s.choices is not None
-    }
-    described = app_commands.describe(**{s.name: _description(s) for s in OFFERED})
-    return described(app_commands.choices(**choices)(command))
+def settings_options(command_name: str) -> Callable[[F], F]:
+    """Give a command whose callback ends in ``**options`` one option per setting that command
+    (``Setting.discord``: "inpaint" or "preset") offers, after its own parameters, with their ranges,
+    choices and descriptions (put below ``@command``)."""
+    offered = [s for s in OFFERED if command_name in s.discord]
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        added = [
+            inspect.Parameter(
+                s.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_annotation(s)
+            )
+            for s in offered
+        ]
+        cast(Any, command).__signature__ = signature.replace(parameters=[*own, *added])
+        choices = {
+            s.name: [Choice(name=value, value=value) for value in s.choices]
+            for s in offered
+            if s.choices is not None
+        }
+        described = app_commands.describe(**{s.name: _description(s) for s in offered})
+        return described(app_commands.choices(**choices)(command))
+
+    return decorate
 
 
 def given_settings(options: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,8 @@ DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 DEFAULT_CONTROLNET_TILE = "lllyasviel/control_v11f1e_sd15_tile"
 DEFAULT_CONTROLNET_INPAINT = "lllyasviel/control_v11p_sd15_inpaint"
 DEFAULT_CONTROLNET_TILE_SDXL = "xinsir/controlnet-tile-sdxl-1.0"
+DEFAULT_MASK_DETECTOR = "IDEA-Research/grounding-dino-tiny"
+DEFAULT_MASK_SEGMENTER = "facebook/sam2.1-hiera-tiny"
 
 
 class EngineConfig(BaseSettings):
@@ -90,6 +92,16 @@ class EngineConfig(BaseSettings):
         ),
     )
 
+    # Masks from words (mask_prompt): text -> boxes, then boxes -> masks (engine.masks.words).
+    mask_detector: str | None = Field(
+        DEFAULT_MASK_DETECTOR,
+        description="Grounding DINO model (Hub id or local folder) for mask_prompt; 'none' turns it off.",
+    )
+    mask_segmenter: str | None = Field(
+        DEFAULT_MASK_SEGMENTER,
+        description="SAM 2 model (Hub id or local folder) for mask_prompt; 'none' turns it off.",
+    )
+
     @field_validator(
         "controlnet_tile_sdxl",
         "controlnet_inpaint_sdxl",
@@ -102,10 +114,11 @@ class EngineConfig(BaseSettings):
         """``INPAINTBOT_CONTROLNET_TILE_SDXL=`` in .env switches the default off."""
         return None if value == "" else value
 
-    @field_validator("safety_checker", mode="before")
+    @field_validator("safety_checker", "mask_detector", "mask_segmenter", mode="before")
     @classmethod
     def _none_is_off(cls, value: object) -> object:
-        """``INPAINTBOT_SAFETY_CHECKER=none`` (or empty) turns the checker off."""
+        """``INPAINTBOT_SAFETY_CHECKER=none`` (or empty) turns the checker off; the same for the
+        models of masks from words."""
         if isinstance(value, str) and value.strip().lower() in ("", "none"):
             return None
         return value

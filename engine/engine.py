@@ -2,11 +2,12 @@
 
 A job goes through two stages:
 
-1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, faces, or transparency),
+1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, words, faces, or transparency),
    invert/grow/blur it at full resolution and work out the crop box and processing size of each pass;
    each pass keeps only the part of its mask inside its crop box.
-   It runs in its own thread beside the GPU worker, so it loads no weights: what it needs to know
-   about models and ControlNets comes from their config files (``ModelManager.describe``).
+   It runs in its own thread beside the GPU worker, so it loads no inpainting weights: what it needs
+   to know about models and ControlNets comes from their config files (``ModelManager.describe``).
+   Masks from words are the exception: their small models run here (see ``engine.masks.words``).
 2. ``run`` (GPU): for each pass, crop and resize, apply the masked-content mode, denoise with the
    pipeline, and paste the result back over the full-resolution original through the blurred mask, so
    every pixel outside the mask is bit-identical to the input.
@@ -37,7 +38,7 @@ from PIL import Image
 
 from engine import controlnet, faces, images, latents, mask_preview, masking, prompts
 from engine.config import EngineConfig
-from engine.errors import OutOfMemoryError, SettingsError
+from engine.errors import MaskError, OutOfMemoryError, SettingsError
 from engine.job import (
     GeneratedImage,
     InpaintRequest,
@@ -46,6 +47,7 @@ from engine.job import (
     ProgressCallback,
 )
 from engine.mask_preview import MaskPreview, RawMask
+from engine.masks import words
 from engine.metadata import a1111_parameters
 from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
 from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
@@ -78,6 +80,7 @@ class PreparedJob:
     prepare_seconds: float = 0.0
     controlnet: str | None = None  # the ControlNet model the job's settings asked for
     prompt_chunks: int = 1  # 75-token chunks of its conditioning (engine.prompts.chunk_count)
+    found_mask: bytes | None = None  # PNG of the mask mask_prompt found, to store with the job
 
     @property
     def processing_size(self) -> tuple[int, int]:
@@ -131,6 +134,11 @@ class Engine:
             revisions={config.model: config.model_revision} if config.model_revision else None,
         )
         self.face_detector = faces.FaceDetector(config.face_detector_model)
+        self.word_finder: words.Finder | None = None  # None: the operator turned mask_prompt off
+        if config.mask_detector is not None and config.mask_segmenter is not None:
+            self.word_finder = words.WordModels(
+                config.mask_detector, config.mask_segmenter, self.models.device
+            )
 
     def load(self, model: str | None = None) -> LoadedModel:
         """Load (or fetch the resident) pipeline; the bot calls it at start-up to fail early."""
@@ -145,11 +153,14 @@ class Engine:
         image, uploaded = images.load_pictures(
             request.image,
             request.mask,
-            find_faces=settings.auto_mask is AutoMask.FACE,
+            find_faces=settings.finds_mask,
             max_pixels=self.config.max_pixels,
         )
-        found, source = self._find_masks(settings, image, uploaded)
-        masks = mask_preview.picked(found, settings)
+        found, source = self._find_masks(settings, image, uploaded, request.found_mask)
+        masks = mask_preview.picked(found, source, settings.mask_pick)
+        found_mask = None  # what words found is kept with the job, so a re-run does not search again
+        if source is MaskSource.WORDS:
+            found_mask = request.found_mask or words.mask_png(masks[0].mask)
         original = images.flatten(image)
         model = self.models.describe(settings.model or self.config.model)
         control = None
@@ -189,6 +200,7 @@ class Engine:
             prepare_seconds=time.perf_counter() - started,
             controlnet=control,
             prompt_chunks=chunks,
+            found_mask=found_mask,
         )
 
     def mask_preview(self, request: InpaintRequest) -> MaskPreview:
@@ -197,10 +209,10 @@ class Engine:
         image, uploaded = images.load_pictures(
             request.image,
             request.mask,
-            find_faces=request.settings.auto_mask is AutoMask.FACE,
+            find_faces=request.settings.finds_mask,
             max_pixels=self.config.max_pixels,
         )
-        found, source = self._find_masks(request.settings, image, uploaded)
+        found, source = self._find_masks(request.settings, image, uploaded, request.found_mask)
         return mask_preview.preview(image, found, source, request.settings)
 
     def controlnet_base(self, model: ModelFacts) -> ModelFacts:
@@ -229,11 +241,25 @@ class Engine:
         return regular
 
     def _find_masks(
-        self, settings: InpaintSettings, image: Image.Image, uploaded: images.UploadedMask | None
+        self,
+        settings: InpaintSettings,
+        image: Image.Image,
+        uploaded: images.UploadedMask | None,
+        found_mask: bytes | None,
     ) -> tuple[list[RawMask], MaskSource]:
-        """Mask source order: uploaded mask (or marked-up copy), then automatic face mask, then the
-        image's transparency (``images.load_pictures`` made sure there is one). Every match, before
-        ``mask_pick``."""
+        """Mask source order: uploaded mask (or marked-up copy), then words (``found_mask``: what they
+        found before), then the automatic face mask, then the image's transparency
+        (``images.load_pictures`` made sure there is one). Every match, before ``mask_pick`` (words
+        apply it while they search). A mask picture and words together are refused: which one the
+        member meant is a guess."""
+        if uploaded is not None and settings.mask_prompt is not None:
+            raise MaskError(
+                "Give either a mask picture or mask_prompt, not both: both say what to repaint. "
+                "(A mask_prompt can come from a preset: choose another preset then.)"
+            )
+        if uploaded is None and settings.mask_prompt is not None:
+            whole = masking.Box(0, 0, image.width, image.height)
+            return [RawMask(self._mask_from_words(settings, image, found_mask), whole)], MaskSource.WORDS
         if uploaded is None and settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
                 self.face_detector,
@@ -248,6 +274,19 @@ class Engine:
             patches = [faces.face_mask(face, image.width, image.height, margin) for face in found]
             return [RawMask(mask, at) for mask, at in patches], MaskSource.FACE
         return mask_preview.plain_masks(image, uploaded)
+
+    def _mask_from_words(
+        self, settings: InpaintSettings, image: Image.Image, found: bytes | None
+    ) -> Image.Image:
+        """What ``mask_prompt`` names: the mask found when the job was first prepared, or a search."""
+        assert settings.mask_prompt is not None
+        if found is not None:
+            return images.load_mask(found, size=image.size, max_pixels=self.config.max_pixels)
+        if self.word_finder is None:
+            raise MaskError(words.OFF_MESSAGE)
+        return words.find_mask(
+            self.word_finder, images.flatten(image), settings.mask_prompt, settings.mask_pick
+        )
 
     # -- stage 2 ------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ class MaskSource(StrEnum):
 
     UPLOADED = "uploaded mask"
     SCRIBBLE = "strokes drawn on a copy of the picture"
+    WORDS = "mask from words"
     FACE = "automatic face mask"
     TRANSPARENCY = "the image's transparent pixels"
 

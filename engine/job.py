@@ -29,11 +29,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class InpaintRequest:
-    """One job as a user asked for it: raw upload bytes plus validated settings."""
+    """One job as a user asked for it: raw upload bytes plus validated settings.
+
+    ``found_mask`` is the mask the settings' ``mask_prompt`` found when the job was first prepared
+    (``PreparedJob.found_mask``, stored with the job): re-runs and re-rolls pass it back, so they paint
+    the same area without searching again.
+    """
 
     image: bytes
     settings: InpaintSettings
     mask: bytes | None = None
+    found_mask: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import numpy as np
 from PIL import Image
 
 from engine import images, masking
-from engine.errors import MaskError
 from engine.images import MaskSource
 from engine.masking import Box
+from engine.masks import words
 from engine.settings import InpaintSettings
 
 LONG_SIDE = 1024  # small and fast to upload, still easy to read
@@ -69,7 +69,7 @@ def preview(
     (and each thing named in words) is one, a drawn mask or transparency is one."""
     picture = images.flatten(image)
     whole = np.zeros((picture.height, picture.width), np.uint8)
-    for raw in picked(found, settings):
+    for raw in picked(found, source, settings.mask_pick):
         mask = masking.prepare_mask(
             raw.mask, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
         )
@@ -79,20 +79,31 @@ def preview(
         overlay=overlay(picture, Image.fromarray(whole)),
         source=source,
         matches=len(found),
-        shown=settings.mask_pick,
+        shown=shown_rank(found, source, settings.mask_pick),
     )
 
 
-def picked(found: Sequence[RawMask], settings: InpaintSettings) -> list[RawMask]:
-    """The matches ``settings.mask_pick`` keeps: all (0), or the N-th."""
-    if not settings.mask_pick:
+def picked(found: Sequence[RawMask], source: MaskSource, mask_pick: str) -> list[RawMask]:
+    """The matches ``mask_pick`` keeps, with the rules of words (``engine.masks.words.pick``): all,
+    the N-th in the source's order (faces: largest first), or by size or place. Words pick while they
+    search, so what they found is kept as it is."""
+    if source is MaskSource.WORDS or mask_pick == "all":
         return list(found)
-    if settings.mask_pick > len(found):
-        raise MaskError(
-            f"mask_pick is {settings.mask_pick}, but only {len(found)} match"
-            f"{'es were' if len(found) > 1 else ' was'} found: pick 1 to {len(found)}, or 0 for all."
-        )
-    return [found[settings.mask_pick - 1]]
+    order = {id(raw): rank for rank, raw in enumerate(found)}
+    matches = {
+        words.Match(box=raw.at.as_tuple(), score=float(len(found) - rank)): raw
+        for rank, raw in enumerate(found)
+    }
+    chosen = words.pick(list(matches), mask_pick, f"the {len(found)} {source.value} matches")
+    return sorted((matches[match] for match in chosen), key=lambda raw: order[id(raw)])
+
+
+def shown_rank(found: Sequence[RawMask], source: MaskSource, mask_pick: str) -> int:
+    """Which match ``mask_pick`` shows, counting from 1 in the source's order; 0 for all of them."""
+    kept = picked(found, source, mask_pick)
+    if len(kept) != 1 or len(found) == 1:
+        return 0
+    return next(rank for rank, raw in enumerate(found, 1) if raw is kept[0])
 
 
 def overlay(image: Image.Image, mask: Image.Image, *, long_side: int = LONG_SIDE) -> Image.Image:

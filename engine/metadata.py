@@ -43,6 +43,10 @@ def a1111_parameters(
         "Only masked padding, pixels": settings.padding,
         "Mask source": _quote(mask_source),
     }
+    if settings.mask_prompt is not None:
+        fields["Mask prompt"] = _quote(settings.mask_prompt)
+        if settings.mask_pick != "all":
+            fields["Mask pick"] = settings.mask_pick
     if settings.invert_mask:
         fields["Mask mode"] = "Inpaint not masked"
     if settings.mask_grow:

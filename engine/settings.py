@@ -13,7 +13,7 @@ import secrets
 import types
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Union, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -23,6 +23,10 @@ from engine.errors import SettingsError
 
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 2000
+MAX_MASK_PROMPT_CHARS = 300
+# mask_pick: a match by where it is or how big, or the n-th most confident (engine.masks.words).
+PICK_WORDS = ("all", "largest", "left", "right", "top", "bottom")
+MAX_PICK = 20
 # ADetailer's defaults for face masks, where the user did not set them.
 FACE_DEFAULTS: dict[str, float] = {"strength": 0.4, "mask_grow": 4}
 
@@ -31,16 +35,16 @@ def setting(
     default: Any,
     help: str,
     *,
-    discord: bool = True,
+    discord: tuple[str, ...] = ("inpaint", "preset"),
     cli: bool = True,
     shown_default: str | None = None,
     **limits: Any,
 ) -> Any:
     """A settings field: ``help`` is shown by ``--help`` and as the Discord option's description
-    (with the default added), ``discord=False`` keeps it to the command line and ``cli=False`` to
-    Discord, ``shown_default`` replaces the default's value in help texts ("" shows none), ``limits``
+    (with the default added), ``discord`` names the commands that offer it (``/inpaint``, ``/preset
+    save``; ``()`` keeps it to the command line) and ``cli=False`` keeps it to Discord, ``shown_default`` replaces the default's value in help texts ("" shows none), ``limits``
     are pydantic's (ge, le, max_length)."""
-    extra: JsonDict = {"discord": discord, "cli": cli, "shown_default": shown_default}
+    extra: JsonDict = {"discord": list(discord), "cli": cli, "shown_default": shown_default}
     return Field(default, description=help, json_schema_extra=extra, **limits)
 
 
@@ -89,7 +93,14 @@ class InpaintSettings(BaseModel):
     )
     steps: int = setting(25, "Sampling steps", ge=1, le=150)
     guidance: float = setting(7.0, "CFG scale: how closely to follow the prompt", ge=1.0, le=30.0)
-    seed: int = setting(-1, "-1 or left out for a random one", shown_default="", ge=-1, le=MAX_SEED)
+    seed: int = setting(
+        -1,
+        "-1 or left out for a random one",
+        discord=("inpaint",),
+        shown_default="",
+        ge=-1,
+        le=MAX_SEED,
+    )
     sampler: Sampler = setting(Sampler.EULER_A, "Sampling method")
     area: Area = setting(
         Area.MASKED, "Repaint at full resolution around the mask only, or the whole picture"
@@ -107,21 +118,24 @@ class InpaintSettings(BaseModel):
     resolution: int | None = setting(
         None,
         "Long side of the processing size in px, a multiple of 8",
-        discord=False,
+        discord=(),
         shown_default="the model's native size",
         ge=64,
         le=2048,
     )
     model: str | None = setting(None, "A model other than the default", min_length=1, max_length=500)
-    auto_mask: AutoMask | None = setting(None, "Find and repaint faces instead of using a mask")
-    # Not a Discord option: /inpaint is at Discord's limit of 25 options; the preview's ⏭ sets it.
-    mask_pick: int = setting(
-        0,
-        "Several faces found: repaint only the N-th, largest first (0 = all)",
-        discord=False,
-        ge=0,
-        le=16,
+    mask_prompt: str | None = setting(
+        None,
+        "Repaint what these words name: 'red shirt'; 'a | b' both; 'person | not face' leaves one out",
+        min_length=1,
+        max_length=MAX_MASK_PROMPT_CHARS,
     )
+    mask_pick: str = setting(
+        "all",
+        "Which mask_prompt match: all, largest, left, right, top, bottom, or 1, 2… (surest first)",
+        max_length=8,
+    )
+    auto_mask: AutoMask | None = setting(None, "Find and repaint faces instead of using a mask")
     preview_mask: bool | None = setting(
         None,
         "Show the mask first, to adjust it before painting",
@@ -129,7 +143,7 @@ class InpaintSettings(BaseModel):
         shown_default="",
     )
     max_faces: int = setting(
-        0, "With --auto-mask face: only the N largest faces (0 = all)", discord=False, ge=0, le=16
+        0, "With --auto-mask face: only the N largest faces (0 = all)", discord=(), ge=0, le=16
     )
     controlnet: ControlNet = setting(
         ControlNet.NONE,
@@ -140,13 +154,25 @@ class InpaintSettings(BaseModel):
     # 4 steps guides the first, start 0.8 none (engine.controlnet.guidance_window). diffusers' own rule
     # differs (i/n >= start and (i+1)/n <= end); A1111 counts one more step when strength < 1.
     control_start: float = setting(
-        0.0, "Fraction of the steps after which the ControlNet starts", ge=0.0, le=1.0
+        0.0,
+        "Fraction of the steps after which the ControlNet starts",
+        discord=("preset",),
+        ge=0.0,
+        le=1.0,
     )
     control_end: float = setting(
-        1.0, "Fraction of the steps after which the ControlNet stops", ge=0.0, le=1.0
+        1.0,
+        "Fraction of the steps after which the ControlNet stops",
+        discord=("preset",),
+        ge=0.0,
+        le=1.0,
     )
     tile_downsample: float = setting(
-        1.0, "Tile: blur the guide by this factor to let more change", ge=1.0, le=8.0
+        1.0,
+        "Tile: blur the guide by this factor to let more change",
+        discord=("preset",),
+        ge=1.0,
+        le=8.0,
     )
 
     @model_validator(mode="before")
@@ -175,6 +201,25 @@ class InpaintSettings(BaseModel):
             raise ValueError(f"resolution must be a multiple of 8 (got {value})")
         return value
 
+    @field_validator("mask_prompt")
+    @classmethod
+    def _mask_prompt_names_something(cls, value: str | None) -> str | None:
+        """Blank text would find everything or nothing; the words themselves are parsed by the engine."""
+        if value is not None and not value.replace("|", "").strip():
+            raise ValueError("mask_prompt must name what to mask, e.g. 'the red shirt'.")
+        return value.strip() if value is not None else None
+
+    @field_validator("mask_pick")
+    @classmethod
+    def _known_pick(cls, value: str) -> str:
+        pick = value.strip().lower()
+        if pick in PICK_WORDS or (pick.isdecimal() and 1 <= int(pick) <= MAX_PICK):
+            return pick
+        raise ValueError(
+            f"mask_pick must be one of {', '.join(PICK_WORDS)}, or a number from 1 to {MAX_PICK} "
+            f"(1 is the match the finder is surest of) (got {value!r})."
+        )
+
     @model_validator(mode="after")
     def _controlnet_combinations(self) -> InpaintSettings:
         if self.control_start >= self.control_end:
@@ -193,10 +238,17 @@ class InpaintSettings(BaseModel):
             raise SettingsError(describe_validation_error(exc)) from None
 
     @property
+    def finds_mask(self) -> bool:
+        """The engine finds the mask itself (faces or words): no mask picture or transparency needed."""
+        return self.auto_mask is AutoMask.FACE or self.mask_prompt is not None
+
+    @property
     def shows_preview(self) -> bool:
         """Whether /inpaint shows the mask before queuing: as ``preview_mask`` says, and when it is not
-        set, only for masks the member has not seen yet (none today; words will be one)."""
-        return bool(self.preview_mask)
+        set, for masks the member has not seen yet: those found from words."""
+        if self.preview_mask is not None:
+            return self.preview_mask
+        return self.mask_prompt is not None
 
     def with_seed(self) -> InpaintSettings:
         """A copy with a concrete seed, so the job can be reproduced from what is stored."""
@@ -256,7 +308,9 @@ class Setting:
     help: str
     low: Any  # numbers: the lowest value; text: the shortest length (None: no limit)
     high: Any
-    discord: bool  # offered by /inpaint and /preset save
+    # The Discord commands that offer it: "inpaint" and/or "preset" (``/preset save``). Discord allows
+    # 25 options a command, so fine-tuning lives in presets and a preset has no seed.
+    discord: tuple[str, ...]
     cli: bool  # a flag of ``inpaintbot inpaint``
     shown_default: str  # the default as help texts show it ("" for none)
 
@@ -284,7 +338,7 @@ def _setting(name: str, field: FieldInfo) -> Setting:
         help=field.description,
         low=low,
         high=high,
-        discord=bool(extra["discord"]),
+        discord=tuple(cast(list[str], extra["discord"])),
         cli=bool(extra["cli"]),
         shown_default=str(shown),
     )

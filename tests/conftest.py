@@ -17,6 +17,7 @@ import pytest
 
 from engine.config import EngineConfig
 from engine.engine import Engine
+from tests.support.tiny_mask_models import build_tiny_grounding_dino, build_tiny_sam2
 from tests.support.tiny_models import build_tiny_controlnet, build_tiny_sd, build_tiny_sdxl
 
 
@@ -67,3 +68,12 @@ def cn_engine(tiny_sd_regular_path: Path, tiny_tile: Path, tiny_inpaint: Path) -
         _env_file=None,
     )
     return Engine(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_word_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Tiny Grounding DINO and SAM 2 folders, for INPAINTBOT_MASK_DETECTOR and _SEGMENTER."""
+    return (
+        build_tiny_grounding_dino(tmp_path_factory.mktemp("dino")),
+        build_tiny_sam2(tmp_path_factory.mktemp("sam2")),
+    )

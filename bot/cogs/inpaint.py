@@ -60,7 +60,7 @@ class Inpaint(commands.Cog):
         self.bot = bot
 
     @app_commands.command(description="Repaint the marked part of a picture")
-    @settings_options
+    @settings_options("inpaint")
     @app_commands.describe(
         image="The picture to change; its transparent pixels are repainted if there is no mask",
         mask="White (or opaque strokes) = repaint, black = keep",

@@ -140,7 +140,7 @@ class Presets(commands.GroupCog, group_name="preset", group_description="Your sa
         self.bot = bot
 
     @app_commands.command(description="Save settings under a name, for /inpaint preset:<name>")
-    @settings_options
+    @settings_options("preset")
     @app_commands.describe(
         name=f"1 to {MAX_NAME_LENGTH} characters; an existing name asks before replacing",
         scope=SCOPE_TEXT + " (needs Manage Server)",

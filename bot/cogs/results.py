@@ -292,9 +292,17 @@ class Results(commands.Cog):
         check_model(settings.model, self.bot.config.allowed_models())  # the list may have changed
         store = self.bot.store
         image = await picture(store, job, role)
-        has_mask = role is ImageRole.INPUT and bool(job.images_with(ImageRole.MASK))
-        mask = await picture(store, job, ImageRole.MASK) if has_mask else None
-        request = InpaintRequest(image=image, mask=mask, settings=settings)
+        # On its input, the job's mask: the uploaded one, or the one its words found (not searched again).
+        masks = {}
+        for kind in (ImageRole.MASK, ImageRole.FOUND_MASK):
+            if role is ImageRole.INPUT and job.images_with(kind):
+                masks[kind] = await picture(store, job, kind)
+        request = InpaintRequest(
+            image=image,
+            mask=masks.get(ImageRole.MASK),
+            found_mask=masks.get(ImageRole.FOUND_MASK),
+            settings=settings,
+        )
         await self.bot.router.submit(
             admission, request, interaction, parent_id=job.id, reply_to=reply_to
         )

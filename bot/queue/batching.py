@@ -31,6 +31,8 @@ class PreparedInput(Protocol):
     def processing_size(self) -> tuple[int, int]: ...
     @property
     def mask_source(self) -> MaskSource: ...
+    @property
+    def found_mask(self) -> bytes | None: ...
 
 
 P = TypeVar("P", bound=PreparedInput)
@@ -54,8 +56,7 @@ class QueuedJob(Generic[P]):
     id: int
     user_id: int
     settings: InpaintSettings  # with the concrete seed, so preparing again gives the same job
-    image_sha256: str
-    mask_sha256: str | None
+    inputs: dict[ImageRole, str]  # the stored input pictures by role (input_hashes)
     model: str
     processing_size: tuple[int, int]
     total_steps: int
@@ -69,14 +70,12 @@ class QueuedJob(Generic[P]):
 
     @classmethod
     def admit(cls, row: Job, prepared: P, previews: bool = False) -> QueuedJob[P]:
-        inputs = input_hashes(row)
         return cls(
             id=row.id,
             user_id=row.user_id,
             guild_id=row.guild_id,
             settings=prepared.settings,
-            image_sha256=inputs[ImageRole.INPUT],
-            mask_sha256=inputs.get(ImageRole.MASK),
+            inputs=input_hashes(row),
             model=prepared.model,
             processing_size=prepared.processing_size,
             total_steps=prepared.total_steps,

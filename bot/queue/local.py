@@ -168,6 +168,7 @@ class LocalJobQueue(Generic[P]):
                 settings=prepared.settings,
                 image=request.image,
                 mask=request.mask,
+                found_mask=prepared.found_mask,
                 guild_id=submission.guild_id,
                 channel_id=submission.channel_id,
                 parent_id=submission.parent_id,
@@ -279,12 +280,18 @@ class LocalJobQueue(Generic[P]):
         """The engine's CPU stage, in its own thread so neither the loop nor the GPU waits for it."""
         return await asyncio.get_running_loop().run_in_executor(self._cpu, self._engine.prepare, request)
 
-    async def _prepare_stored(self, settings: InpaintSettings, image: str, mask: str | None) -> P:
-        """Prepare a job again from its pictures in the store (given by hash)."""
-        read = self._store.files.read
-        image_bytes = await asyncio.to_thread(read, image)
-        mask_bytes = await asyncio.to_thread(read, mask) if mask else None
-        return await self._prepare(InpaintRequest(image_bytes, settings, mask_bytes))
+    async def _prepare_stored(self, settings: InpaintSettings, inputs: dict[ImageRole, str]) -> P:
+        """Prepare a job again from its pictures in the store (given by hash), the mask its words
+        found included, so it is not searched for again."""
+
+        def read(role: ImageRole) -> bytes | None:
+            return self._store.files.read(inputs[role]) if role in inputs else None
+
+        image, mask, found = await asyncio.to_thread(
+            lambda: [read(role) for role in (ImageRole.INPUT, ImageRole.MASK, ImageRole.FOUND_MASK)]
+        )
+        assert image is not None
+        return await self._prepare(InpaintRequest(image, settings, mask, found_mask=found))
 
     async def _resume(self, row: Job) -> None:
         """Queue a job found live in the database again; one that was running goes back to queued,
@@ -298,10 +305,7 @@ class LocalJobQueue(Generic[P]):
         if row.status is JobStatus.RUNNING:
             await jobs.requeue_job(self._store, row.id)
         try:
-            inputs = input_hashes(row)
-            prepared = await self._prepare_stored(
-                row.inpaint_settings(), inputs[ImageRole.INPUT], inputs.get(ImageRole.MASK)
-            )
+            prepared = await self._prepare_stored(row.inpaint_settings(), input_hashes(row))
         except Exception as exc:
             await self._fail_stored(row, failure_message(exc))
         else:
@@ -329,9 +333,7 @@ class LocalJobQueue(Generic[P]):
 
     def _prepared(self, job: QueuedJob[P]) -> asyncio.Future[P]:
         if job.prepared is None:
-            job.prepared = asyncio.ensure_future(
-                self._prepare_stored(job.settings, job.image_sha256, job.mask_sha256)
-            )
+            job.prepared = asyncio.ensure_future(self._prepare_stored(job.settings, job.inputs))
             job.prepared.add_done_callback(_retrieve_exception)
         return job.prepared
 

@@ -78,13 +78,15 @@ async def create_job(
     settings: InpaintSettings,
     image: bytes,
     mask: bytes | None = None,
+    found_mask: bytes | None = None,
     guild_id: int | None = None,
     channel_id: int | None = None,
     parent_id: int | None = None,
     model: str | None = None,
     mask_source: MaskSource | None = None,
 ) -> Job:
-    """Write a queued job with its input pictures, committed before the caller acknowledges it."""
+    """Write a queued job with its input pictures (``found_mask``: the mask its words found),
+    committed before the caller acknowledges it."""
     if settings.seed < 0:
         raise ValueError("store the concrete seed (settings.with_seed()) so a re-run is identical")
     async with store.files.lock, store.sessions.begin() as session:
@@ -98,8 +100,8 @@ async def create_job(
             model=model,
             mask_source=mask_source,
         )
-        inputs = [(ImageRole.INPUT, image)] + ([(ImageRole.MASK, mask)] if mask is not None else [])
-        for role, data in inputs:
+        inputs = [(ImageRole.INPUT, image), (ImageRole.MASK, mask), (ImageRole.FOUND_MASK, found_mask)]
+        for role, data in ((role, data) for role, data in inputs if data is not None):
             picture = await add_image(session, store.files, data)
             job.images.append(JobImage(role=role, position=0, image=picture))
         session.add(job)

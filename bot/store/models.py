@@ -86,6 +86,7 @@ LIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 class ImageRole(StrEnum):
     INPUT = "input"
     MASK = "mask"
+    FOUND_MASK = "found mask"  # what the job's mask_prompt found at submission; re-runs reuse it
     OUTPUT = "output"
 
 

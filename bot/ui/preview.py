@@ -155,7 +155,8 @@ class PreviewView(OwnedView):
         self, interaction: discord.Interaction, button: discord.ui.Button[PreviewView]
     ) -> None:
         """All matches, then each in turn, then all again."""
-        await self._adjust(interaction, mask_pick=(self.preview.shown + 1) % (self.preview.matches + 1))
+        following = (self.preview.shown + 1) % (self.preview.matches + 1)
+        await self._adjust(interaction, mask_pick=str(following) if following else "all")
 
     @discord.ui.button(label="Cancel", emoji="✖", style=discord.ButtonStyle.danger)
     async def cancel_button(

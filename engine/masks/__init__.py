@@ -1,1 +1,1 @@
-"""Ways of finding the area to repaint other than an uploaded black-and-white mask."""
+"""Mask sources: one module per way of saying what to repaint, each giving the engine a mask "L"."""

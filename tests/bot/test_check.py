@@ -24,7 +24,9 @@ def tiny_controlnet(tiny_sd_regular_path: Path, tmp_path_factory: pytest.TempPat
 
 
 @pytest.fixture
-def config(bot_config: BotConfig, tiny_sd_path: Path, tiny_controlnet: Path) -> BotConfig:
+def config(
+    bot_config: BotConfig, tiny_sd_path: Path, tiny_controlnet: Path, tiny_word_models: tuple[Path, Path]
+) -> BotConfig:
     return bot_config.model_copy(
         update={
             "model": str(tiny_sd_path),
@@ -33,6 +35,8 @@ def config(bot_config: BotConfig, tiny_sd_path: Path, tiny_controlnet: Path) -> 
             "controlnet_tile": str(tiny_controlnet),
             "controlnet_inpaint": str(tiny_controlnet),
             "controlnet_tile_sdxl": None,
+            "mask_detector": str(tiny_word_models[0]),
+            "mask_segmenter": str(tiny_word_models[1]),
         }
     )
 
@@ -53,7 +57,7 @@ async def test_a_ready_installation(
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "ok   config", "ok   token", "ok   data", "ok   database", "warn device",
-        "ok   model", "warn controlnets", "warn safety", "ok   discord", "ok   invite",
+        "ok   model", "warn controlnets", "warn safety", "ok   masks", "ok   discord", "ok   invite",
     ]  # fmt: skip
     assert "is new; the bot creates its tables when it starts" in lines[3]
     assert "cpu, as INPAINTBOT_DEVICE says" in lines[4]
@@ -63,6 +67,8 @@ async def test_a_ready_installation(
     )
     lines.pop(6)
     assert "results are not checked, so the servers' NSFW policies have no effect" in lines[6]
+    lines.pop(6)
+    assert "masks from words: " in lines[6] and " load and run" in lines[6]
     lines.pop(6)
     assert f"logged in as inpaintbot (application {fake_discord.app_id})" in lines[6]
     assert (
@@ -243,3 +249,18 @@ async def test_the_safety_checker_is_loaded_and_run(config: BotConfig, tmp_path:
     )
     assert results["safety"].endswith("or set INPAINTBOT_SAFETY_CHECKER=none to turn checking off.")
     assert "\n" not in results["safety"]
+
+
+async def test_the_mask_models_are_loaded_and_run(config: BotConfig, tmp_path: Path) -> None:
+    missing = tmp_path / "no-detector"
+    results = details(await checks(config.model_copy(update={"mask_detector": str(missing)})))
+    assert results["masks"].startswith(
+        f"FAIL The models for masks from words could not be loaded: INPAINTBOT_MASK_DETECTOR={missing}"
+    )
+    assert results["masks"].endswith("or set either to none to turn mask_prompt off.")
+    assert "\n" not in results["masks"]
+    results = details(await checks(config.model_copy(update={"mask_segmenter": None})))
+    assert (
+        results["masks"]
+        == "warn INPAINTBOT_MASK_DETECTOR or _SEGMENTER is none: mask_prompt is turned off"
+    )

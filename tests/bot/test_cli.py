@@ -133,7 +133,9 @@ FLAG_VALUES: dict[str, object] = {
     "tile_downsample": 2.0,
 }
 # Flags that go with --auto-mask instead of --mask.
-FACE_FLAG_VALUES: dict[str, object] = {"auto_mask": "face", "max_faces": 2, "mask_pick": 1}
+FACE_FLAG_VALUES: dict[str, object] = {"auto_mask": "face", "max_faces": 2, "mask_pick": "1"}
+# Flags that go with --mask-prompt instead of --mask.
+WORDS_FLAG_VALUES: dict[str, object] = {"mask_prompt": "person | hat", "mask_pick": "left"}
 # Settings Discord alone offers.
 DISCORD_ONLY = {"preview_mask"}
 
@@ -166,14 +168,14 @@ def test_every_settings_flag_reaches_the_engine(
     tmp_path: Path,
     tiny_sd_regular_path: Path,
     tiny_tile: Path,
+    tiny_word_models: tuple[Path, Path],
     received: list[tuple[InpaintSettings, str]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     defaults = InpaintSettings()
-    assert set(FLAG_VALUES) | set(FACE_FLAG_VALUES) | {"model"} | DISCORD_ONLY == set(
-        InpaintSettings.model_fields
-    )
+    every = set(FLAG_VALUES) | set(FACE_FLAG_VALUES) | set(WORDS_FLAG_VALUES) | {"model"}
+    assert every | DISCORD_ONLY == set(InpaintSettings.model_fields)
     assert all(getattr(defaults, name) != value for name, value in FLAG_VALUES.items())
     monkeypatch.setenv("INPAINTBOT_CONTROLNET_TILE", str(tiny_tile))
     image, mask = inputs
@@ -204,6 +206,21 @@ def test_every_settings_flag_reaches_the_engine(
         "cpu",
     )
 
+    # The words flags: the engine gets them, and the tiny (random) models find something to paint.
+    detector, segmenter = tiny_word_models
+    monkeypatch.setenv("INPAINTBOT_MASK_DETECTOR", str(detector))
+    monkeypatch.setenv("INPAINTBOT_MASK_SEGMENTER", str(segmenter))
+    words_out = tmp_path / "words.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inpaint", str(image), "-o", str(words_out), *model, *flags(WORDS_FLAG_VALUES)])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert received[2] == (
+        InpaintSettings.parse(**WORDS_FLAG_VALUES, model=str(tiny_sd_regular_path)),
+        "cpu",
+    )
+    parameters = Image.open(words_out).text["parameters"]
+    assert "Mask source: mask from words, Mask prompt: person | hat, Mask pick: left" in parameters
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
@@ -216,6 +233,8 @@ def test_every_settings_flag_reaches_the_engine(
         (["--sampler", "plms"], "error: argument --sampler: invalid choice: 'plms'"),
         (["--steps", "many"], "error: argument --steps: invalid int value: 'many'"),
         (["--auto-mask", "face"], "error: argument --auto-mask: not allowed with argument --mask"),
+        (["--mask-prompt", "hat"], "error: argument --mask-prompt: not allowed with argument --mask"),
+        (["--mask-pick", "middle"], "error: mask_pick must be one of all, largest, left, right, top,"),
         (["--controlnet", "canny"], "error: argument --controlnet: invalid choice: 'canny'"),
         (["--control-weight", "3"], "error: control_weight must be between 0.0 and 2.0 (got 3.0)."),
         (["--tile-downsample", "9"], "error: tile_downsample must be between 1.0 and 8.0 (got 9.0)."),

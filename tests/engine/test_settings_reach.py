@@ -24,6 +24,7 @@ from engine.samplers import make_scheduler
 from engine.settings import MaskedContent, Sampler
 from tests.engine.test_engine import far_from, pixels, request
 from tests.pictures import photo, rect_mask
+from tests.support.known_boxes import KnownBoxes
 from tests.support.pipeline_calls import PipelineCall, record_calls
 
 SIZE = 128
@@ -301,3 +302,18 @@ def test_tile_downsample_blurs_the_guide(cn_engine: Engine, cn_calls: list[Pipel
     roughness = [float((guide[..., 1:] - guide[..., :-1]).abs().mean()) for guide in guides]
     assert roughness[1] < roughness[0] / 2
     assert_differ(sharp, blurred, more_than=0)
+
+
+@pytest.mark.parametrize(
+    ("pick", "where"), [("left", Box(8, 8, 40, 40)), ("right", Box(88, 88, 120, 120))]
+)
+def test_mask_prompt_and_pick_decide_where_the_picture_changes(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, pick: str, where: Box
+) -> None:
+    """The words' match (known boxes) is what is repainted, and mask_pick chooses which one."""
+    monkeypatch.setattr(
+        engine, "word_finder", KnownBoxes({"hat": [(8, 8, 40, 40, 0.5), (88, 88, 120, 120, 0.9)]})
+    )
+    job = engine.prepare(request(PICTURE, None, mask_prompt="hat", mask_pick=pick, **SHARP))
+    (out,) = [pixels(image.png) for image in engine.run([job])[0].images]
+    assert changed_box(out) == where

@@ -57,6 +57,7 @@ def asked(tiny_sd_path: Path) -> dict[str, Any]:
         "control_start": 0.1,
         "control_end": 0.9,
         "tile_downsample": 2.0,
+        "mask_pick": "largest",
     }
 
 
@@ -88,11 +89,15 @@ async def inpaint_with(fake: FakeDiscord, **options: Any) -> FakeInteraction:
 async def test_the_settings_cover_every_option_of_inpaint(
     fake_discord: FakeDiscord, asked: dict[str, Any]
 ) -> None:
-    """A new option must get a value in ``asked`` (and so a place in every path below)."""
+    """A new option must get a value in ``asked`` (and so a place in every path below). The other
+    ways to make a mask (they exclude the uploaded one) are followed by their own tests: faces below,
+    words in test_mask_words.py."""
     (command,) = [c for c in fake_discord.commands[None] if c["name"] == "inpaint"]
     options = {option["name"] for option in command["options"]}
     # preview_mask shows a preview instead of queuing: tests/bot/discord/test_mask_preview.py follows it.
-    assert options - {"image", "mask", "preset", "auto_mask", "preview_mask"} == set(asked)
+    assert options - {"image", "mask", "preset", "auto_mask", "preview_mask", "mask_prompt"} == set(
+        asked
+    )
 
 
 # What a member does to the delivered result of the first job (``message``); each returns the

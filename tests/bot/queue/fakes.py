@@ -51,6 +51,7 @@ class FakePrepared:
     model: str = "fake-model"
     mask_source: MaskSource = MaskSource.UPLOADED
     processing_size: tuple[int, int] = (64, 64)
+    found_mask: bytes | None = None
 
     @property
     def total_steps(self) -> int:
