@@ -25,13 +25,10 @@ async def test_inpaint_with_tile_controlnet_runs_on_the_base_model_and_says_so(
     fake_discord: FakeDiscord, start_bot: StartBot, store: Store, tiny_sd_regular_path: Path
 ) -> None:
     await start_bot()
+    # The guidance window and the tile's downsampling are set in presets (Discord's 25 options).
+    await preset(fake_discord, "save", name="loose tile", control_end=0.8, tile_downsample=2.0)
     it = await inpaint(
-        fake_discord,
-        strength=1.0,
-        controlnet="tile",
-        control_weight=0.5,
-        control_end=0.8,
-        tile_downsample=2.0,
+        fake_discord, preset="loose tile", strength=1.0, controlnet="tile", control_weight=0.5
     )
     fields = embed_fields(await result(fake_discord, it))
     assert fields["ControlNet"] == "tile, weight 0.5, steps 0–0.8, downsample 2"
@@ -65,8 +62,8 @@ async def test_bad_controlnet_options_are_refused(
     fake_discord: FakeDiscord, start_bot: StartBot
 ) -> None:
     await start_bot()
-    it = await inpaint(fake_discord, controlnet="tile", control_start=0.9, control_end=0.1)
-    assert "control_start (0.9) must be less than control_end (0.1)" in await refusal(fake_discord, it)
+    refused = await preset(fake_discord, "save", name="backwards", control_start=0.9, control_end=0.1)
+    assert "control_start (0.9) must be less than control_end (0.1)" in refused
     it = await inpaint(fake_discord, control_weight=3.0)
     assert await refusal(fake_discord, it) == "control_weight must be between 0.0 and 2.0 (got 3.0)."
     await result(fake_discord, await inpaint(fake_discord))  # and the bot still serves

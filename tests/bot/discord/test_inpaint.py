@@ -245,8 +245,8 @@ async def test_commands_sync_to_the_listed_guilds_instantly(
     assert options == {
         "image", "mask", "prompt", "negative_prompt", "auto_mask", "preset", "strength", "steps",
         "guidance", "seed", "sampler", "area", "padding", "masked_content", "mask_blur", "invert_mask",
-        "mask_grow", "count", "model", "controlnet", "control_weight", "control_start", "control_end",
-        "tile_downsample", "preview_mask", "mask_prompt", "mask_pick",
+        "mask_grow", "count", "model", "controlnet", "control_weight", "preview_mask", "mask_prompt",
+        "mask_pick",
     }  # fmt: skip
     assert len(options) <= 25, "Discord refuses a command with more options"
 
