@@ -78,20 +78,22 @@ def test_several_faces_are_matches_and_mask_pick_shows_one(engine: Engine) -> No
     assert [shown[:, :170].any(), shown[:, 170:].any()] == [True, True]
     seen = []
     for pick in (1, 2):
-        one = preview_of(engine, two, auto_mask="face", mask_pick=pick)
+        one = preview_of(engine, two, auto_mask="face", mask_pick=str(pick))
         assert (one.matches, one.shown) == (2, pick)
         shown = tinted(one.overlay, two)
         seen.append((bool(shown[:, :170].any()), bool(shown[:, 170:].any())))
     assert sorted(seen) == [(False, True), (True, False)], "each pick is one of the two faces"
-    with pytest.raises(MaskError, match="mask_pick is 3, but only 2 matches were found"):
-        preview_of(engine, two, auto_mask="face", mask_pick=3)
+    with pytest.raises(MaskError, match=r"mask_pick 3 asks for match number 3 .* only 2 matches"):
+        preview_of(engine, two, auto_mask="face", mask_pick="3")
+    left = tinted(preview_of(engine, two, auto_mask="face", mask_pick="left").overlay, two)
+    assert left[:, :170].any() and not left[:, 170:].any(), "words' picks work for faces too"
 
 
 def test_a_picked_face_is_the_only_one_the_job_repaints(engine: Engine) -> None:
     two = crowd(columns=2, rows=1)
-    request = InpaintRequest(png_bytes(two), InpaintSettings.parse(auto_mask="face", mask_pick=2))
+    request = InpaintRequest(png_bytes(two), InpaintSettings.parse(auto_mask="face", mask_pick="2"))
     job = engine.prepare(request)
-    shown = tinted(preview_of(engine, two, auto_mask="face", mask_pick=2).overlay, two)
+    shown = tinted(preview_of(engine, two, auto_mask="face", mask_pick="2").overlay, two)
     (only,) = job.passes
     column = (only.box.x0 + only.box.x1) // 2
     assert shown[:, column].any(), "the face the preview showed is the face the job repaints"

@@ -148,7 +148,7 @@ async def test_next_match_steps_through_the_faces_and_paints_the_one_shown(
     await redrawn(fake_discord, await press(fake_discord, message, "Next match"))  # match 1 again
     await result(fake_discord, await press(fake_discord, message, "Paint it"))
     (ran,) = gated_engine.ran
-    assert ran.mask_pick == 1
+    assert ran.mask_pick == "1"
 
 
 async def test_expired_and_restarted_previews_say_start_again(

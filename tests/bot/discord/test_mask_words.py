@@ -8,6 +8,7 @@ from bot.store.models import ImageRole
 from engine.engine import Engine
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_inpaint import embed_fields, refusal, result
+from tests.bot.discord.test_mask_preview import shown_preview
 from tests.bot.discord.test_presets import preset
 from tests.bot.discord.test_results import delivered
 from tests.fakediscord import FakeDiscord
@@ -36,7 +37,12 @@ def photo_attachment(fake: FakeDiscord) -> str:
 async def test_inpaint_masks_what_the_words_name(
     fake_discord: FakeDiscord, finder: KnownBoxes, gated_engine: GatedEngine, store: Store
 ) -> None:
-    options = {"image": photo_attachment(fake_discord), "mask_prompt": "hat | not face", "steps": 2}
+    options = {
+        "image": photo_attachment(fake_discord),
+        "mask_prompt": "hat | not face",
+        "steps": 2,
+        "preview_mask": False,  # on by default for words: test_words_show_the_mask_first below
+    }
     done = await result(fake_discord, await fake_discord.slash("inpaint", {**options, "mask_pick": "1"}))
     # Markdown-escaped: "||" would start a spoiler. Discord shows "hat | not face (pick: 1)".
     assert embed_fields(done)["Mask from words"] == "hat \\| not face (pick: 1)"
@@ -66,7 +72,7 @@ async def test_a_reroll_reuses_the_stored_mask(
 ) -> None:
     """From a preset, re-rolled: the words are searched once; the re-roll paints the stored mask,
     even once the finder would find something else."""
-    words = {"mask_prompt": "hat", "steps": 2, "mask_blur": 0}
+    words = {"mask_prompt": "hat", "steps": 2, "mask_blur": 0, "preview_mask": False}
     assert (await preset(fake_discord, "save", name="hats", **words)).startswith("Saved preset")
     it = await fake_discord.slash("inpaint", {"image": photo_attachment(fake_discord), "preset": "hats"})
     _, message = await delivered(fake_discord, it)
@@ -79,3 +85,15 @@ async def test_a_reroll_reuses_the_stored_mask(
     stored = [await jobs.get_job(store, job_id) for job_id in (1, 2)]
     found = [job.images_with(ImageRole.FOUND_MASK)[0].image.sha256 for job in stored if job]
     assert len(found) == 2 and found[0] == found[1]
+
+
+async def test_words_show_the_mask_first(
+    fake_discord: FakeDiscord, finder: KnownBoxes, store: Store
+) -> None:
+    """A mask found from words is one the member has not seen: it is previewed unless turned off."""
+    it = await fake_discord.slash(
+        "inpaint", {"image": photo_attachment(fake_discord), "mask_prompt": "hat"}
+    )
+    preview = await shown_preview(fake_discord, it)  # private, with the overlay attached
+    assert preview.files
+    assert await jobs.get_job(store, 1) is None, "nothing is queued before ✅"

@@ -440,8 +440,14 @@ async def test_preset_save_offers_the_settings_options_of_inpaint(
     assert set(subcommands) == {"save", "list", "show", "delete", "default"}
     inpaint_options = {o["name"]: o for o in synced["inpaint"]["options"]}
     save_options = {o["name"]: o for o in subcommands["save"]["options"]}
-    assert set(inpaint_options) - set(save_options) == {"image", "mask", "preset"}
-    assert set(save_options) - set(inpaint_options) == {"name", "scope"}
+    assert set(inpaint_options) - set(save_options) == {"image", "mask", "preset", "seed"}
+    assert set(save_options) - set(inpaint_options) == {
+        "name",
+        "scope",
+        "control_start",
+        "control_end",
+        "tile_downsample",
+    }
     for name in set(inpaint_options) & set(save_options):
         assert save_options[name] == inpaint_options[name] | {"required": False}, name
     assert save_options["name"]["max_length"] == 32
