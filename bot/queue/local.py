@@ -3,8 +3,8 @@
 All queue state lives on the event loop. The engine computes in one dedicated thread, so the loop stays
 responsive while the GPU works; its CPU stage (``prepare``) runs in a second thread, at submission to
 refuse bad input at once, and again for the batch that runs next while the current one computes.
-Database writes after submission go through one ordered writer and never hold up the GPU: the next job
-starts while the previous result is still being stored.
+Database writes go through one ordered writer and never hold up the GPU: the next job starts while the
+previous result is still being stored, and a burst of submissions is written after the results.
 
 Longer than most modules, on purpose: admission, prefetch, the worker loop and settling a batch all
 read and change the same waiting and running state; the parts that do not (batching, caps, the writer,
@@ -161,7 +161,10 @@ class LocalJobQueue(Generic[P]):
         try:
             request = replace(submission.request, settings=submission.request.settings.with_seed())
             prepared = await self._prepare(request)
-            row = await jobs.create_job(
+            if self._closed:  # the writer may be gone by the time this write's turn came
+                raise QueueClosedError()
+            create = partial(
+                jobs.create_job,
                 self._store,
                 user_id=user_id,
                 settings=prepared.settings,
@@ -173,6 +176,7 @@ class LocalJobQueue(Generic[P]):
                 model=prepared.model,
                 mask_source=prepared.mask_source,
             )
+            row = await self._writer.write(create, new_job=True)
         finally:
             self._reserved[user_id] -= 1
             self._reserved_guilds[guild_id] -= 1
@@ -448,6 +452,9 @@ class LocalJobQueue(Generic[P]):
                 seconds=time.monotonic() - batch.started,
             )
             for job, (result, nsfw) in zip(batch.jobs, outcome, strict=True):
+                # Encoded beside the next run while the write waits its turn (``png`` is computed once).
+                encoding = asyncio.get_running_loop().run_in_executor(None, _encode_pngs, result)
+                encoding.add_done_callback(_retrieve_exception)
                 self._report(job, partial(jobs.finish_job, self._store, job.id, result, nsfw=nsfw))
             return
         if isinstance(outcome, OutOfMemoryError) and len(batch.jobs) > 1:
@@ -568,6 +575,11 @@ async def _ends_within(future: asyncio.Future[Any], seconds: float) -> bool:
     """Whether ``future`` is done within ``seconds``; keeps no reference to it (see ``_run``)."""
     await asyncio.wait({future}, timeout=seconds)
     return future.done()
+
+
+def _encode_pngs(result: InpaintResult) -> None:
+    for image in result.images:
+        _ = image.png
 
 
 def _retrieve_exception(task: asyncio.Future[Any]) -> None:
