@@ -103,7 +103,8 @@ class LocalJobQueue(Generic[P]):
         self._watchdog_grace = config.watchdog_grace
         self._stuck: str | None = None  # why the GPU thread is not available, while it hangs
         self._shutdown_timeout = config.shutdown_timeout
-        self._waiting: FairQueue[QueuedJob[P]] = FairQueue()
+        # Within a round, jobs for the model of the last batch (still loaded) go first: no reload each job.
+        self._waiting: FairQueue[QueuedJob[P]] = FairQueue(group=lambda job: job.model)
         self._running: Batch[P] | None = None
         self._reserved: Counter[int] = Counter()  # submissions being validated and written
         self._reserved_guilds: Counter[int | None] = Counter()  # the same, by server
