@@ -162,7 +162,7 @@ class LocalJobQueue(Generic[P]):
         try:
             request = replace(submission.request, settings=submission.request.settings.with_seed())
             prepared = await self._prepare(request)
-            if self._closed:  # the writer may be gone by the time this write's turn came
+            if self._closed:  # the writer stops once drained: no write may be asked for after that
                 raise QueueClosedError()
             create = partial(
                 jobs.create_job,
