@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -102,6 +103,7 @@ class Delivery:
         self._task: asyncio.Task[None] | None = None
         self._finishing = False
         self._closing = asyncio.Event()  # ends a wait to post again: the next start posts it
+        self._recording: asyncio.Task[None] | None = None  # the newest status message's record
 
     def push(self, event: JobEvent) -> None:
         self._events.put_nowait(event)
@@ -120,6 +122,7 @@ class Delivery:
         if not self._finishing:
             self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+        await self._recorded()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -159,7 +162,27 @@ class Delivery:
             return
         if message.id != self.message_id:
             self.message_id = self.status_id = message.id
-            await jobs.set_job_message(self.store, self.job_id, message_id=message.id)
+            self._record(partial(jobs.set_job_message, self.store, self.job_id, message_id=message.id))
+
+    def _record(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Record a status message in the background, after the ones recorded before it: a database
+        busy with a burst of submissions must not hold up this job's next events (its result)."""
+        previous = self._recording
+
+        async def record() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                await write()
+            except Exception:
+                log.exception("recording the status message of job %s failed", self.job_id)
+
+        self._recording = asyncio.create_task(record(), name=f"record-{self.job_id}")
+
+    async def _recorded(self) -> None:
+        """Wait for the status messages' records: the final message's record must come after them."""
+        if self._recording is not None:
+            await asyncio.gather(self._recording, return_exceptions=True)
 
     async def _finish(self, event: JobEvent) -> None:
         """Post the outcome, then acknowledge it. A passing failure (``is_passing``) is tried again
@@ -247,15 +270,19 @@ class Delivery:
     ) -> discord.Message:
         """Edit the original response; when its token is dead, reply in the channel instead, and end
         the status message there (it would show its last step and ✖ Cancel forever).
-        ``view=None`` removes the status message's ✖ Cancel button."""
+        ``view=None`` removes the status message's ✖ Cancel button. Returns once the status messages
+        are recorded (see ``_record``), so the caller's record of this message comes after them."""
         embeds = [embed] if embed else []
         if self.interaction is not None and not self.interaction.is_expired():
             try:
-                return await self.interaction.edit_original_response(
+                edited = await self.interaction.edit_original_response(
                     content=content, attachments=[f.to_file() for f in files], embeds=embeds, view=view
                 )
             except discord.HTTPException as exc:
                 log.info("result of job %s goes to the channel: %s", self.job_id, exc)
+            else:
+                await self._recorded()
+                return edited
         channel = await self._channel()
         extra: dict[str, Any] = {}
         if self.message_id is not None and self.channel_id is not None:
@@ -266,6 +293,7 @@ class Delivery:
             extra["view"] = view
         message = await channel.send(content, files=[f.to_file() for f in files], embeds=embeds, **extra)
         await self._end_status(message.id)
+        await self._recorded()
         return message
 
     async def _end_status(self, result_id: int) -> None:

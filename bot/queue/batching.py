@@ -64,7 +64,7 @@ class QueuedJob(Generic[P]):
     previews: bool = False
     guild_id: int | None = None  # counted against the server's cap
     prepared: asyncio.Future[P] | None = None
-    solo: bool = False  # run alone from now on: the batch it was in ran out of memory
+    half: int | None = None  # runs only with the jobs of this half of a batch that ran out of memory
     cancelled: bool = False
     announced_position: int | None = None
 
@@ -89,7 +89,7 @@ class QueuedJob(Generic[P]):
 
     @property
     def batch_key(self) -> Hashable | None:
-        return None if self.solo else self.key
+        return self.key if self.key is None or self.half is None else (self.key, self.half)
 
 
 @dataclass(eq=False)
@@ -127,6 +127,17 @@ def plan(waiting: Iterable[QueuedJob[P]], batch_size: int) -> list[QueuedJob[P]]
             members.append(job)
             images += job.images
     return members
+
+
+def halves(jobs: Sequence[QueuedJob[P]]) -> tuple[list[QueuedJob[P]], list[QueuedJob[P]]]:
+    """Two or more jobs split in order into two parts of about half the images each, both non-empty:
+    what runs again after the batch ran out of memory."""
+    total, taken = sum(job.images for job in jobs), 0
+    for index, job in enumerate(jobs[:-1], 1):
+        taken += job.images
+        if 2 * taken >= total:
+            return list(jobs[:index]), list(jobs[index:])
+    return list(jobs[:-1]), list(jobs[-1:])
 
 
 def estimate(eta: EtaEstimator, members: Sequence[QueuedJob[P]]) -> float | None:

@@ -3,8 +3,8 @@
 All queue state lives on the event loop. The engine computes in one dedicated thread, so the loop stays
 responsive while the GPU works; its CPU stage (``prepare``) runs in a second thread, at submission to
 refuse bad input at once, and again for the batch that runs next while the current one computes.
-Database writes after submission go through one ordered writer and never hold up the GPU: the next job
-starts while the previous result is still being stored.
+Database writes go through one ordered writer and never hold up the GPU: the next job starts while the
+previous result is still being stored, and a burst of submissions is written after the results.
 
 Longer than most modules, on purpose: admission, prefetch, the worker loop and settling a batch all
 read and change the same waiting and running state; the parts that do not (batching, caps, the writer,
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -29,7 +30,7 @@ from bot.config import BotConfig
 from bot.errors import QueueClosedError
 from bot.queue import screening
 from bot.queue.base import JobSubmission, QueueEntry, QueueSnapshot
-from bot.queue.batching import Batch, P, QueuedJob, Stop, estimate, input_hashes, plan
+from bot.queue.batching import Batch, P, QueuedJob, Stop, estimate, halves, input_hashes, plan
 from bot.queue.caps import check_caps
 from bot.queue.eta import EtaEstimator
 from bot.queue.events import (
@@ -105,11 +106,13 @@ class LocalJobQueue(Generic[P]):
         self._watchdog_grace = config.watchdog_grace
         self._stuck: str | None = None  # why the GPU thread is not available, while it hangs
         self._shutdown_timeout = config.shutdown_timeout
-        self._waiting: FairQueue[QueuedJob[P]] = FairQueue()
+        # Within a round, jobs for the model of the last batch (still loaded) go first: no reload each job.
+        self._waiting: FairQueue[QueuedJob[P]] = FairQueue(group=lambda job: job.model)
         self._running: Batch[P] | None = None
         self._reserved: Counter[int] = Counter()  # submissions being validated and written
         self._reserved_guilds: Counter[int | None] = Counter()  # the same, by server
         self._wake = asyncio.Event()
+        self._halves = itertools.count()  # names each half of a batch that ran out of memory
         self._writer = StoreWriter()
         self._eta = EtaEstimator()
         self._streams: list[EventStream] = []
@@ -162,7 +165,10 @@ class LocalJobQueue(Generic[P]):
         try:
             request = replace(submission.request, settings=submission.request.settings.with_seed())
             prepared = await self._prepare(request)
-            row = await jobs.create_job(
+            if self._closed:  # the writer stops once drained: no write may be asked for after that
+                raise QueueClosedError()
+            create = partial(
+                jobs.create_job,
                 self._store,
                 user_id=user_id,
                 settings=prepared.settings,
@@ -175,6 +181,7 @@ class LocalJobQueue(Generic[P]):
                 model=prepared.model,
                 mask_source=prepared.mask_source,
             )
+            row = await self._writer.write(create, new_job=True)
         finally:
             self._reserved[user_id] -= 1
             self._reserved_guilds[guild_id] -= 1
@@ -357,6 +364,9 @@ class LocalJobQueue(Generic[P]):
             self._settle(batch, outcome)
             if isinstance(outcome, GpuStuck):
                 await self._until_unstuck(outcome)
+            # A failed run's traceback holds its frames (the engine's, with the batch's inputs): let
+            # them go before the next run, which may be this batch's halves, needing that memory.
+            del outcome, prepared
 
     def _plan(self) -> list[QueuedJob[P]]:
         return plan(self._waiting, self._batch_size)
@@ -414,13 +424,14 @@ class LocalJobQueue(Generic[P]):
 
         running = loop.run_in_executor(self._gpu, run_and_screen)
         limit = self._job_timeout * len(batch.jobs)
-        _, late = await asyncio.wait({running}, timeout=limit)
-        if late:
+        if not await _ends_within(running, limit):
             batch.stop(Stop.TIMEOUT)
-            _, late = await asyncio.wait({running}, timeout=self._watchdog_grace)
-        if late:
-            raise GpuStuck(running, limit + self._watchdog_grace)
-        return await running
+            if not await _ends_within(running, self._watchdog_grace):
+                raise GpuStuck(running, limit + self._watchdog_grace)
+        try:
+            return running.result()
+        finally:
+            del running  # its failure's traceback holds this frame: no cycle that only gc could free
 
     async def _until_unstuck(self, stuck: GpuStuck) -> None:
         """The GPU thread hangs (in a driver, a download, a deadlock): no job can run until it comes
@@ -452,12 +463,23 @@ class LocalJobQueue(Generic[P]):
                 seconds=time.monotonic() - batch.started,
             )
             for job, (result, nsfw) in zip(batch.jobs, outcome, strict=True):
+                # Encoded beside the next run while the write waits its turn (``png`` is computed once).
+                encoding = asyncio.get_running_loop().run_in_executor(None, _encode_pngs, result)
+                encoding.add_done_callback(_retrieve_exception)
                 self._report(job, partial(jobs.finish_job, self._store, job.id, result, nsfw=nsfw))
             return
         if isinstance(outcome, OutOfMemoryError) and len(batch.jobs) > 1:
-            log.warning("a batch of %d jobs ran out of memory; running them one by one", len(batch.jobs))
-            for job in batch.jobs:
-                job.solo = True
+            # Halves until they fit: a half of one job that still runs out of memory fails below.
+            parts = halves(batch.jobs)
+            log.warning(
+                "a batch of %d jobs ran out of memory; running it again in halves of %d and %d jobs",
+                len(batch.jobs),
+                *map(len, parts),
+            )
+            for part in parts:
+                half = next(self._halves)
+                for job in part:
+                    job.half = half
             self._put_back(batch.jobs)
             return
         if isinstance(outcome, JobCancelled) and batch.stop_reason is not Stop.TIMEOUT:
@@ -558,6 +580,17 @@ class GpuStuck(Exception):
         super().__init__(f"the GPU thread did not return within {seconds:g} s")
         self.run = run
         self.seconds = seconds
+
+
+async def _ends_within(future: asyncio.Future[Any], seconds: float) -> bool:
+    """Whether ``future`` is done within ``seconds``; keeps no reference to it (see ``_run``)."""
+    await asyncio.wait({future}, timeout=seconds)
+    return future.done()
+
+
+def _encode_pngs(result: InpaintResult) -> None:
+    for image in result.images:
+        _ = image.png
 
 
 def _retrieve_exception(task: asyncio.Future[Any]) -> None:

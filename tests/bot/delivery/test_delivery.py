@@ -9,7 +9,7 @@ import pytest
 
 from bot.delivery.delivery import Delivery
 from bot.queue.base import JobQueue
-from bot.queue.events import DoneEvent, FailedEvent, OutputImage
+from bot.queue.events import DoneEvent, FailedEvent, OutputImage, QueuedEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.uploads import DEFAULT_UPLOAD_LIMIT
@@ -200,4 +200,57 @@ async def test_a_result_whose_pictures_are_gone_is_told_and_acknowledged(
     (edit,) = interaction.edits
     assert "its pictures can no longer be read" in str(edit["content"])
     assert edit["attachments"] == []
+    assert queue.acknowledged == [job_id]
+
+
+class EditingInteraction:
+    """An interaction whose edits all succeed at once; records each edit's content."""
+
+    filesize_limit = DEFAULT_UPLOAD_LIMIT
+
+    def __init__(self) -> None:
+        self.edits: list[object] = []
+
+    def is_expired(self) -> bool:
+        return False
+
+    async def edit_original_response(self, **fields: object) -> SimpleNamespace:
+        self.edits.append(fields["content"])
+        return SimpleNamespace(id=77, channel=SimpleNamespace(id=5))
+
+
+async def test_a_slow_status_record_does_not_hold_up_the_result_and_is_recorded_before_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database busy with a burst of submissions delays the record of the status message: the result
+    is posted meanwhile, and recorded after it, so the job's message is the final one."""
+    interaction, queue = EditingInteraction(), RecordingQueue()
+    job_id = await stored_job(store)
+    release = asyncio.Event()
+    records: list[tuple[int, int | None]] = []
+    set_job_message = jobs.set_job_message
+
+    async def busy_database(
+        store: Store, job_id: int, *, message_id: int, channel_id: int | None = None
+    ) -> None:
+        if not records:
+            await release.wait()
+        records.append((message_id, channel_id))
+        await set_job_message(store, job_id, message_id=message_id, channel_id=channel_id)
+
+    monkeypatch.setattr(jobs, "set_job_message", busy_database)
+    delivery = make_delivery(store, queue, job_id, interaction=interaction)
+    delivery.start(on_done=lambda: None)
+    delivery.push(QueuedEvent(job_id=job_id, user_id=1, position=1, eta=None))
+    async with asyncio.timeout(5):
+        while not interaction.edits:
+            await asyncio.sleep(0.001)
+        delivery.push(FailedEvent(job_id=job_id, user_id=1, message="The mask is empty."))
+        while len(interaction.edits) < 2:
+            await asyncio.sleep(0.001)
+    assert interaction.edits[1] == "<@1> ❌ The mask is empty."
+    assert records == [] and queue.acknowledged == []
+    release.set()
+    await delivery.close()
+    assert records == [(77, None), (77, 5)]
     assert queue.acknowledged == [job_id]

@@ -86,7 +86,8 @@ class FakeEngine:
     def prepare(self, request: InpaintRequest) -> FakePrepared:
         if request.image == NOT_AN_IMAGE:
             raise ImageError("That file is not a picture.")
-        prepared = FakePrepared(request.settings.with_seed())
+        settings = request.settings.with_seed()
+        prepared = FakePrepared(settings, model=settings.model or FakePrepared.model)
         self.prepared.append(weakref.ref(prepared))
         return prepared
 

@@ -1,7 +1,9 @@
 """A failing job fails alone; time limits; graceful shutdown."""
 
+import gc
 import sqlite3
 import threading
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -42,23 +44,58 @@ async def test_engine_errors_fail_only_their_job(
     await next_event(events, DoneEvent, submitted["fine"].job_id)
 
 
-async def test_a_batch_that_runs_out_of_memory_is_retried_one_by_one(
-    make_queue: MakeQueue, fake_engine: FakeEngine
+class Activations:
+    """Stands for the tensors a failed run's frames hold."""
+
+
+OUT_OF_MEMORY = "The GPU ran out of memory on this job. Try a smaller resolution or fewer images."
+
+
+@pytest.mark.parametrize(
+    ("fits", "runs"),
+    [
+        (2, [["a", "b", "c", "d"], ["a", "b"], ["c", "d"]]),
+        (1, [["a", "b", "c", "d"], ["a", "b"], ["a"], ["b"], ["c", "d"], ["c"], ["d"]]),
+        (0, [["a", "b", "c", "d"], ["a", "b"], ["a"], ["b"], ["c", "d"], ["c"], ["d"]]),
+    ],
+)
+async def test_a_batch_that_runs_out_of_memory_is_retried_in_halves(
+    make_queue: MakeQueue, fake_engine: FakeEngine, store: Store, fits: int, runs: list[list[str]]
 ) -> None:
-    queue, events = await make_queue(batch_size=2)
+    """Batches of more than ``fits`` jobs run out of memory. Every job ends: done, or failed with the
+    out-of-memory message once it ran out of memory alone; a failed run's frames are let go before
+    the next run starts (checked with the cyclic garbage collector off: released, not collectable)."""
+    queue, events = await make_queue(batch_size=4)
     await hold_worker(queue, events, fake_engine, JobSubmission(0, request("blocker")))
-    first = await queue.submit(JobSubmission(1, request("first")))
-    second = await queue.submit(JobSubmission(2, request("second")))
+    submitted = {p: await queue.submit(JobSubmission(n, request(p))) for n, p in enumerate("abcd", 1)}
+    failed_runs: list[weakref.ref[Activations]] = []
+    held_at_run: list[int] = []
 
-    def out_of_memory_when_batched(prompts: list[str]) -> None:
-        if len(prompts) > 1:
-            raise OutOfMemoryError("out of memory")
+    def out_of_memory_above_fits(prompts: list[str]) -> None:
+        held_at_run.append(sum(ref() is not None for ref in failed_runs))
+        if len(prompts) > fits:
+            activations = Activations()
+            failed_runs.append(weakref.ref(activations))
+            raise OutOfMemoryError(OUT_OF_MEMORY)
 
-    fake_engine.on_run = out_of_memory_when_batched
-    fake_engine.gate.set()
-    await next_event(events, DoneEvent, first.job_id)
-    await next_event(events, DoneEvent, second.job_id)
-    assert fake_engine.calls[1:] == [["first", "second"], ["first"], ["second"]]
+    fake_engine.on_run = out_of_memory_above_fits
+    gc.disable()
+    try:
+        fake_engine.gate.set()
+        for prompt, queued in submitted.items():
+            if fits:
+                await next_event(events, DoneEvent, queued.job_id)
+            else:
+                failed = await next_event(events, FailedEvent, queued.job_id)
+                assert failed.message == OUT_OF_MEMORY, prompt
+    finally:
+        gc.enable()
+    assert fake_engine.calls[1:] == runs
+    assert held_at_run == [0] * len(runs)
+    for queued in submitted.values():
+        stored = await jobs.get_job(store, queued.job_id)
+        assert stored is not None
+        assert stored.status is (JobStatus.DONE if fits else JobStatus.FAILED)
 
 
 async def test_time_limit(make_queue: MakeQueue, fake_engine: FakeEngine, store: Store) -> None:
