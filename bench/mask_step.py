@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from engine.errors import MaskError, ModelLoadError
-from engine.masks.words import WordModels, find_mask
+from engine.masks.words import WordModels, find_matches
 from engine.models import resolve_device
 from tests.pictures import photo
 from tests.support.tiny_mask_models import build_tiny_grounding_dino, build_tiny_sam2
@@ -67,7 +67,7 @@ def main() -> None:
             started = time.perf_counter()
             # The tiny models may find nothing, or only the face: the search is what is timed.
             with contextlib.suppress(MaskError):
-                find_mask(models, picture, PROMPT, "all")
+                find_matches(models, picture, PROMPT)
             whole.append(time.perf_counter() - started)
     print(
         f"models: {detector} + {segmenter} on {models.device}, picture {picture.width}x{picture.height}"

@@ -285,7 +285,7 @@ def _write_mask_preview(
     picture, uploaded = pictures
     if not settings.finds_mask or (uploaded is not None and settings.mask_prompt is None):
         found, source = mask_preview.plain_masks(picture, uploaded)
-        preview = mask_preview.preview(picture, found, source, settings)
+        preview = mask_preview.preview(picture, found, source, settings, settings.mask_pick)
     else:
         from engine.engine import Engine
         from engine.job import InpaintRequest

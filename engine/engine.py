@@ -25,6 +25,7 @@ counted by ``engine.progress``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import threading
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageChops
 
 from engine import controlnet, faces, images, latents, mask_preview, masking, prompts
 from engine.config import EngineConfig
@@ -156,11 +157,14 @@ class Engine:
             find_faces=settings.finds_mask,
             max_pixels=self.config.max_pixels,
         )
-        found, source = self._find_masks(settings, image, uploaded, request.found_mask)
-        masks = mask_preview.picked(found, source, settings.mask_pick)
+        found, source, mask_pick = self._find_masks(settings, image, uploaded, request.found_mask)
+        masks = mask_preview.picked(found, source, mask_pick)
         found_mask = None  # what words found is kept with the job, so a re-run does not search again
         if source is MaskSource.WORDS:
-            found_mask = request.found_mask or words.mask_png(masks[0].mask)
+            painted = [raw.mask for raw in masks]  # the union of the picked matches
+            found_mask = request.found_mask or words.mask_png(
+                functools.reduce(ImageChops.lighter, painted)
+            )
         original = images.flatten(image)
         model = self.models.describe(settings.model or self.config.model)
         control = None
@@ -212,8 +216,9 @@ class Engine:
             find_faces=request.settings.finds_mask,
             max_pixels=self.config.max_pixels,
         )
-        found, source = self._find_masks(request.settings, image, uploaded, request.found_mask)
-        return mask_preview.preview(image, found, source, request.settings)
+        settings = request.settings
+        found, source, mask_pick = self._find_masks(settings, image, uploaded, request.found_mask)
+        return mask_preview.preview(image, found, source, settings, mask_pick)
 
     def controlnet_base(self, model: ModelFacts) -> ModelFacts:
         """ControlNets are trained on regular checkpoints: swap an inpainting one for the operator's,
@@ -246,20 +251,31 @@ class Engine:
         image: Image.Image,
         uploaded: images.UploadedMask | None,
         found_mask: bytes | None,
-    ) -> tuple[list[RawMask], MaskSource]:
+    ) -> tuple[list[RawMask], MaskSource, str]:
         """Mask source order: uploaded mask (or marked-up copy), then words (``found_mask``: what they
         found before), then the automatic face mask, then the image's transparency
-        (``images.load_pictures`` made sure there is one). Every match, before ``mask_pick`` (words
-        apply it while they search). A mask picture and words together are refused: which one the
-        member meant is a guess."""
+        (``images.load_pictures`` made sure there is one). Every match, and the ``mask_pick`` still to
+        apply: the settings', or "all" for a stored found mask, which is what the first run picked
+        (picking again among its one mask would fail for "2"). A mask picture and words together are
+        refused: which one the member meant is a guess."""
         if uploaded is not None and settings.mask_prompt is not None:
             raise MaskError(
                 "Give either a mask picture or mask_prompt, not both: both say what to repaint. "
                 "(A mask_prompt can come from a preset: choose another preset then.)"
             )
-        if uploaded is None and settings.mask_prompt is not None:
-            whole = masking.Box(0, 0, image.width, image.height)
-            return [RawMask(self._mask_from_words(settings, image, found_mask), whole)], MaskSource.WORDS
+        whole = masking.Box(0, 0, image.width, image.height)
+        if settings.mask_prompt is not None and found_mask is not None:
+            stored = images.load_mask(found_mask, size=image.size, max_pixels=self.config.max_pixels)
+            return [RawMask(stored, whole)], MaskSource.WORDS, "all"
+        if settings.mask_prompt is not None:
+            if self.word_finder is None:
+                raise MaskError(words.OFF_MESSAGE)
+            matches = words.find_matches(self.word_finder, images.flatten(image), settings.mask_prompt)
+            return (
+                [RawMask(mask, whole, match) for match, mask in matches],
+                MaskSource.WORDS,
+                settings.mask_pick,
+            )
         if uploaded is None and settings.auto_mask is AutoMask.FACE:
             found = faces.detect_faces_or_raise(
                 self.face_detector,
@@ -272,21 +288,8 @@ class Engine:
             if settings.invert_mask:
                 margin = max(image.size)
             patches = [faces.face_mask(face, image.width, image.height, margin) for face in found]
-            return [RawMask(mask, at) for mask, at in patches], MaskSource.FACE
-        return mask_preview.plain_masks(image, uploaded)
-
-    def _mask_from_words(
-        self, settings: InpaintSettings, image: Image.Image, found: bytes | None
-    ) -> Image.Image:
-        """What ``mask_prompt`` names: the mask found when the job was first prepared, or a search."""
-        assert settings.mask_prompt is not None
-        if found is not None:
-            return images.load_mask(found, size=image.size, max_pixels=self.config.max_pixels)
-        if self.word_finder is None:
-            raise MaskError(words.OFF_MESSAGE)
-        return words.find_mask(
-            self.word_finder, images.flatten(image), settings.mask_prompt, settings.mask_pick
-        )
+            return [RawMask(mask, at) for mask, at in patches], MaskSource.FACE, settings.mask_pick
+        return *mask_preview.plain_masks(image, uploaded), settings.mask_pick
 
     # -- stage 2 ------------------------------------------------------------------------------------
 

@@ -31,16 +31,18 @@ _EDGE_LEVEL = 128
 @dataclass(frozen=True)
 class RawMask:
     """A mask as a source found it, before the member's settings, and where it lies in the picture:
-    all of it for an uploaded mask or transparency, a face's surroundings for a face."""
+    all of it for an uploaded mask, transparency or words, a face's surroundings for a face. Words
+    also keep what their finder saw (``match``: its box and confidence), which ``mask_pick`` goes by."""
 
     mask: Image.Image
     at: Box
+    match: words.Match | None = None
 
 
 @dataclass(frozen=True)
 class MaskPreview:
-    """The overlay, how many separate matches the source found (faces; 1 for a drawn mask), and which
-    one is shown: 0 for all of them, else the 1-based match (``mask_pick``)."""
+    """The overlay, how many separate matches the source found (faces, things words name; 1 for a
+    drawn mask), and which one is shown: 0 for all of them, else the 1-based match (``mask_pick``)."""
 
     overlay: Image.Image
     source: MaskSource
@@ -62,14 +64,19 @@ def plain_masks(
 
 
 def preview(
-    image: Image.Image, found: Sequence[RawMask], source: MaskSource, settings: InpaintSettings
+    image: Image.Image,
+    found: Sequence[RawMask],
+    source: MaskSource,
+    settings: InpaintSettings,
+    mask_pick: str,
 ) -> MaskPreview:
-    """The overlay of the masks a job with ``settings`` would repaint (picked, inverted, grown and
-    blurred as the job will), over the picture. ``found`` is every match of the source: each face
-    (and each thing named in words) is one, a drawn mask or transparency is one."""
+    """The overlay of the masks a job with ``settings`` would repaint (picked by ``mask_pick``,
+    inverted, grown and blurred as the job will), over the picture. ``found`` is every match of the
+    source: each face and each thing named in words is one, a drawn mask or transparency is one.
+    ``mask_pick`` is the settings' or, for a re-run's stored found mask (already picked), all."""
     picture = images.flatten(image)
     whole = np.zeros((picture.height, picture.width), np.uint8)
-    for raw in picked(found, source, settings.mask_pick):
+    for raw in picked(found, source, mask_pick):
         mask = masking.prepare_mask(
             raw.mask, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
         )
@@ -79,23 +86,25 @@ def preview(
         overlay=overlay(picture, Image.fromarray(whole)),
         source=source,
         matches=len(found),
-        shown=shown_rank(found, source, settings.mask_pick),
+        shown=shown_rank(found, source, mask_pick),
     )
 
 
 def picked(found: Sequence[RawMask], source: MaskSource, mask_pick: str) -> list[RawMask]:
     """The matches ``mask_pick`` keeps, with the rules of words (``engine.masks.words.pick``): all,
-    the N-th in the source's order (faces: largest first), or by size or place. Words pick while they
-    search, so what they found is kept as it is."""
-    if source is MaskSource.WORDS or mask_pick == "all":
+    the N-th in the source's order (faces: largest first; words: most confident first, by the
+    finder's confidence), or by size or place (words: their finder's box)."""
+    if mask_pick == "all":
         return list(found)
-    order = {id(raw): rank for rank, raw in enumerate(found)}
-    matches = {
-        words.Match(box=raw.at.as_tuple(), score=float(len(found) - rank)): raw
+    # Fresh objects, so equal boxes stay apart when mapped back.
+    candidates = [
+        words.Match(raw.match.box, raw.match.score)
+        if raw.match is not None
+        else words.Match(raw.at.as_tuple(), float(len(found) - rank))
         for rank, raw in enumerate(found)
-    }
-    chosen = words.pick(list(matches), mask_pick, f"the {len(found)} {source.value} matches")
-    return sorted((matches[match] for match in chosen), key=lambda raw: order[id(raw)])
+    ]
+    chosen = {id(match) for match in words.pick(candidates, mask_pick, f"the {source.value}")}
+    return [raw for raw, match in zip(found, candidates, strict=True) if id(match) in chosen]
 
 
 def shown_rank(found: Sequence[RawMask], source: MaskSource, mask_pick: str) -> int:

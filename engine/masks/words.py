@@ -1,9 +1,11 @@
 """Masks from words (``mask_prompt``): Grounding DINO finds boxes for the words, SAM 2 makes them masks.
 
 Syntax: ``a | b`` masks both; a part starting with ``not `` is removed from the mask
-(``person | not face``); ``mask_pick`` chooses among the matches of the parts that add (all of them,
-the largest, the leftmost ... or the n-th most confident). The parsing, picking and combining are
-plain functions over a ``Finder``, so tests give them one whose boxes are known.
+(``person | not face``). Each match of the parts that add is its own mask (less the ``not`` parts),
+and ``mask_pick`` chooses among them as it does among faces (all of them, the largest, the leftmost
+... or the n-th most confident; ``engine.mask_preview.picked``), so the mask preview's ⏭ steps
+through them. The parsing, picking and subtracting are plain functions over a ``Finder``, so tests
+give them one whose boxes are known.
 
 The models (``WordModels``) load once, on first use, on the engine's device. They run where the
 engine's ``prepare`` runs, in the queue's prepare thread at submission, not in the GPU worker: a
@@ -61,7 +63,7 @@ class Match:
 
 
 class Finder(Protocol):
-    """What ``find_mask`` needs: boxes for a phrase, and a mask (bool, the picture's size) per box."""
+    """What ``find_matches`` needs: boxes for a phrase, and a mask (bool, the picture's size) per box."""
 
     def detect(self, image: Image.Image, phrase: str) -> list[Match]: ...
 
@@ -117,8 +119,12 @@ def pick(matches: Sequence[Match], mask_pick: str, looked_for: str) -> list[Matc
     return [min(matches, key=choose)]
 
 
-def find_mask(finder: Finder, image: Image.Image, mask_prompt: str, mask_pick: str) -> Image.Image:
-    """The mask (mode "L", 255 = repaint) of what ``mask_prompt`` names in ``image``."""
+def find_matches(
+    finder: Finder, image: Image.Image, mask_prompt: str
+) -> list[tuple[Match, Image.Image]]:
+    """Every match of what ``mask_prompt`` adds, most confident first (the order ``pick``'s numbers
+    count in), each with its mask (mode "L", 255 = repaint) less what the ``not`` parts name; a match
+    left empty is dropped. ``mask_pick`` chooses among them later, so the mask preview can show each."""
     query = parse(mask_prompt)
     looked_for = " or ".join(repr(phrase) for phrase in query.add)
     found = [match for phrase in query.add for match in finder.detect(image, phrase)]
@@ -127,19 +133,25 @@ def find_mask(finder: Finder, image: Image.Image, mask_prompt: str, mask_pick: s
             f"Nothing matching {looked_for} was found in the picture, so nothing was queued. Try "
             "other words (a plain noun like 'shirt' or 'dog' works best), or upload a mask."
         )
-    chosen = pick(found, mask_pick, looked_for)
+    found.sort(key=lambda m: -m.score)  # stable: equals keep the order they were found in
     removed = [match for phrase in query.remove for match in finder.detect(image, phrase)]
-    masks = finder.segment(image, [*chosen, *removed])
-    mask = np.logical_or.reduce(masks[: len(chosen)])
+    masks = finder.segment(image, [*found, *removed])
+    kept = masks[: len(found)]
     if removed:
-        mask &= ~np.logical_or.reduce(masks[len(chosen) :])
-    if not mask.any():
+        outside = ~np.logical_or.reduce(masks[len(found) :])
+        kept = [mask & outside for mask in kept]
+    matches = [
+        (match, Image.fromarray(mask.astype(np.uint8) * 255))
+        for match, mask in zip(found, kept, strict=True)
+        if mask.any()
+    ]
+    if not matches:
         without = " or ".join(repr(phrase) for phrase in query.remove)
         raise MaskError(
             f"Removing {without} from {looked_for} left nothing to repaint. Leave out the 'not' part "
             "or name something larger."
         )
-    return Image.fromarray(mask.astype(np.uint8) * 255)
+    return matches
 
 
 def mask_png(mask: Image.Image) -> bytes:

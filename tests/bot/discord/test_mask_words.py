@@ -1,6 +1,10 @@
 """/inpaint mask_prompt: end to end through the fake Discord, with a finder whose boxes are known."""
 
+import io
+
+import numpy as np
 import pytest
+from PIL import Image
 
 from bot.store import jobs
 from bot.store.database import Store
@@ -8,8 +12,8 @@ from bot.store.models import ImageRole
 from engine.engine import Engine
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_inpaint import embed_fields, refusal, result
-from tests.bot.discord.test_mask_preview import shown_preview
-from tests.bot.discord.test_presets import preset
+from tests.bot.discord.test_mask_preview import picture, press, redrawn, shown_preview
+from tests.bot.discord.test_presets import button_ids, preset
 from tests.bot.discord.test_results import delivered
 from tests.fakediscord import FakeDiscord
 from tests.pictures import photo, png_bytes
@@ -97,3 +101,26 @@ async def test_words_show_the_mask_first(
     preview = await shown_preview(fake_discord, it)  # private, with the overlay attached
     assert preview.files
     assert await jobs.get_job(store, 1) is None, "nothing is queued before ✅"
+
+
+async def test_next_match_steps_through_what_the_words_found_and_paints_the_one_shown(
+    fake_discord: FakeDiscord, finder: KnownBoxes, gated_engine: GatedEngine, store: Store
+) -> None:
+    """Two hats: ⏭ shows the most confident one first (mask_pick 1), and ✅ paints only it."""
+    finder.boxes["hat"] = [(2, 2, 12, 12, 0.5), HAT]
+    options = {"image": photo_attachment(fake_discord), "mask_prompt": "hat", "mask_blur": 0, "steps": 2}
+    first = await shown_preview(fake_discord, await fake_discord.slash("inpaint", options))
+    message = first.reply["id"]
+    assert "Next match" in button_ids(first.reply)
+    assert "all 2 matches" in first.json["content"]
+    one = await redrawn(fake_discord, await press(fake_discord, message, "Next match"))
+    assert "match 1 of 2" in one.json["content"]
+    tinted = (picture(one) != np.asarray(photo(96, 64))).any(axis=-1)
+    assert tinted[32, 48] and not tinted[7, 7], "the confident hat, not the small one"
+    await result(fake_discord, await press(fake_discord, message, "Paint it"))
+    (ran,) = gated_engine.ran
+    assert ran.mask_pick == "1"
+    job = await jobs.get_job(store, 1)
+    assert job is not None
+    found = store.files.read(job.images_with(ImageRole.FOUND_MASK)[0].image.sha256)
+    assert Image.open(io.BytesIO(found)).getbbox() == HAT[:4], "the stored mask is the hat painted"
