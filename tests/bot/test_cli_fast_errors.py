@@ -31,6 +31,18 @@ print(json.dumps({"codes": codes, "heavy": heavy}))
 """
 
 
+def run_in_a_fresh_interpreter(cases: list[list[str]]) -> subprocess.CompletedProcess[str]:
+    """``SCRIPT`` in a new Python: what each command line imported, not what the tests already have."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
 def test_user_errors_are_told_before_torch_is_imported(tmp_path: Path) -> None:
     image, mask, out = tmp_path / "in.png", tmp_path / "narrow.png", str(tmp_path / "out.png")
     photo(96, 64).save(image)
@@ -40,14 +52,7 @@ def test_user_errors_are_told_before_torch_is_imported(tmp_path: Path) -> None:
         ["inpaint", str(image), "-o", out, "--mask", str(mask), "--strength", "7"],
         ["inpaint", str(image), "-o", out, "--mask", str(mask)],
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = run_in_a_fresh_interpreter(cases)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"codes": [2, 2, 2], "heavy": []}
     assert done.stderr.splitlines() == [
@@ -91,14 +96,7 @@ def test_mask_preview_writes_the_overlay_without_torch_or_inpainting(tmp_path: P
             "--mask-preview",
         ],
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = run_in_a_fresh_interpreter(cases)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == {"codes": [0, 0], "heavy": []}
     assert done.stdout.splitlines()[:2] == [

@@ -37,6 +37,26 @@ def environment(fake: FakeDiscord, tiny_sd_path: Path, data_dir: Path) -> dict[s
     }
 
 
+async def inpaintbot_run(cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``inpaintbot run`` as a child process, in ``cwd`` (no .env there), configured by ``env``."""
+    # A run in the background (`pytest &`) ignores SIGINT, and the child would inherit that; a
+    # handled signal is reset to its default by exec instead.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "run",
+            cwd=cwd,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+
+
 async def until_exists(path: Path) -> None:
     async with asyncio.timeout(START_TIMEOUT):
         while not path.exists():
@@ -47,22 +67,7 @@ async def test_run_connects_serves_and_stops_cleanly_on_ctrl_c(
     fake_discord: FakeDiscord, tiny_sd_path: Path, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    # A run in the background (`pytest &`) ignores SIGINT, and the child would inherit that; a
-    # handled signal is reset to its default by exec instead.
-    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        bot = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "run",
-            cwd=tmp_path,  # no .env here
-            env=environment(fake_discord, tiny_sd_path, data_dir),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    finally:
-        signal.signal(signal.SIGINT, ignored)
+    bot = await inpaintbot_run(tmp_path, environment(fake_discord, tiny_sd_path, data_dir))
     try:
         identify = await fake_discord.wait_for(
             "gateway", lambda r: r.json["op"] == IDENTIFY, timeout=START_TIMEOUT
@@ -93,16 +98,7 @@ async def test_run_refuses_to_start_without_its_safety_checker(
     """A checker that cannot load would withhold every result silently: one line, and no bot."""
     missing = tmp_path / "no-checker"
     env = environment(fake_discord, tiny_sd_path, tmp_path / "data")
-    bot = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "run",
-        cwd=tmp_path,
-        env=env | {"INPAINTBOT_SAFETY_CHECKER": str(missing)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    bot = await inpaintbot_run(tmp_path, env | {"INPAINTBOT_SAFETY_CHECKER": str(missing)})
     try:
         _, stderr = await asyncio.wait_for(bot.communicate(), timeout=START_TIMEOUT)
     finally:
