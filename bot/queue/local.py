@@ -48,6 +48,7 @@ from bot.queue.events import (
     final_event,
 )
 from bot.queue.fairness import FairQueue
+from bot.queue.gpu import GpuStuck, GpuThread
 from bot.queue.writer import StoreWriter
 from bot.store import jobs
 from bot.store.database import Store
@@ -103,8 +104,6 @@ class LocalJobQueue(Generic[P]):
         self._batch_size = config.effective_batch_size()
         self._job_timeout = config.job_timeout
         self._max_attempts = config.job_max_attempts
-        self._watchdog_grace = config.watchdog_grace
-        self._stuck: str | None = None  # why the GPU thread is not available, while it hangs
         self._shutdown_timeout = config.shutdown_timeout
         # Within a round, jobs for the model of the last batch (still loaded) go first: no reload each job.
         self._waiting: FairQueue[QueuedJob[P]] = FairQueue(group=lambda job: job.model)
@@ -119,7 +118,7 @@ class LocalJobQueue(Generic[P]):
         self._reports: set[asyncio.Task[None]] = set()
         self._writer_task: asyncio.Task[None] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._gpu = ThreadPoolExecutor(1, thread_name_prefix="inpaint-gpu")
+        self._gpu = GpuThread(grace=config.watchdog_grace)
         self._cpu = ThreadPoolExecutor(1, thread_name_prefix="inpaint-prepare")
         self._started = False
         self._closed = False
@@ -140,10 +139,10 @@ class LocalJobQueue(Generic[P]):
         results, then work. A model that cannot load fails here, before any job is accepted."""
         if self._started:
             raise RuntimeError("the queue is already started")
-        # Loaded in the GPU thread: torch then computes in that one thread only. A second thread with
-        # its own OpenMP team (even an idle one) makes CPU inference several times slower.
-        await asyncio.get_running_loop().run_in_executor(self._gpu, self._engine.load)
-        await asyncio.get_running_loop().run_in_executor(self._gpu, screening.load_checker, self._safety)
+        await self._gpu.call(
+            self._engine.load
+        )  # in the GPU thread, as every computation (bot.queue.gpu)
+        await self._gpu.call(screening.load_checker, self._safety)
         self._started = True
         self._writer_task = asyncio.create_task(self._writer.run(), name="queue-writer")
         for row in await jobs.undelivered_jobs(self._store):
@@ -227,7 +226,7 @@ class LocalJobQueue(Generic[P]):
         )
 
     def stuck(self) -> str | None:
-        return self._stuck
+        return self._gpu.stuck
 
     async def acknowledge(self, job_id: int) -> None:
         await jobs.mark_delivered(self._store, job_id)
@@ -245,7 +244,7 @@ class LocalJobQueue(Generic[P]):
             _, pending = await asyncio.wait({self._worker}, timeout=self._shutdown_timeout)
             if pending and self._running is not None:
                 self._running.stop(Stop.SHUTDOWN)
-            if pending and self._stuck is not None:
+            if pending and self._gpu.stuck is not None:
                 self._worker.cancel()  # it waits for a thread that may never come back
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
@@ -257,7 +256,7 @@ class LocalJobQueue(Generic[P]):
         if self._writer_task is not None:
             await self._writer.drain()
             self._writer_task.cancel()
-        self._gpu.shutdown(wait=self._stuck is None)  # a hung thread cannot be stopped
+        self._gpu.shutdown()
         self._cpu.shutdown()
         for stream in self._streams:
             stream.put(None)
@@ -363,7 +362,7 @@ class LocalJobQueue(Generic[P]):
             self._running = None
             self._settle(batch, outcome)
             if isinstance(outcome, GpuStuck):
-                await self._until_unstuck(outcome)
+                await self._gpu.wait_until_back(outcome, closing=lambda: self._closed)
             # A failed run's traceback holds its frames (the engine's, with the batch's inputs): let
             # them go before the next run, which may be this batch's halves, needing that memory.
             del outcome, prepared
@@ -402,8 +401,7 @@ class LocalJobQueue(Generic[P]):
         return prepared
 
     async def _run(self, batch: Batch[P], prepared: list[P]) -> list[_Checked]:
-        """Run and screen the batch in the GPU thread; stop it at the time limit, and give up on it
-        (``GpuStuck``) when it has not stopped ``watchdog_grace`` seconds later."""
+        """Run and screen the batch in the GPU thread, stopped at the time limit (``GpuThread.run``)."""
         loop = asyncio.get_running_loop()
 
         def on_progress(job: QueuedJob[P]) -> ProgressCallback:
@@ -422,28 +420,8 @@ class LocalJobQueue(Generic[P]):
             verdicts = screening.verdicts(self._safety, results)
             return list(zip(results, verdicts, strict=True))
 
-        running = loop.run_in_executor(self._gpu, run_and_screen)
         limit = self._job_timeout * len(batch.jobs)
-        if not await _ends_within(running, limit):
-            batch.stop(Stop.TIMEOUT)
-            if not await _ends_within(running, self._watchdog_grace):
-                raise GpuStuck(running, limit + self._watchdog_grace)
-        try:
-            return running.result()
-        finally:
-            del running  # its failure's traceback holds this frame: no cycle that only gc could free
-
-    async def _until_unstuck(self, stuck: GpuStuck) -> None:
-        """The GPU thread hangs (in a driver, a download, a deadlock): no job can run until it comes
-        back, which may be never; meanwhile the health check says so (see ``bot.health``), so the
-        container can be restarted. Jobs stay queued in the database."""
-        self._stuck = f"the GPU has been busy on one job for over {stuck.seconds:g} seconds"
-        log.error("%s: it hangs; no job runs until it comes back", self._stuck)
-        if not self._closed:
-            with contextlib.suppress(Exception):
-                await stuck.run  # what a run that ends this late made is not used
-            self._stuck = None
-            log.warning("the GPU is back; the queue goes on")
+        return await self._gpu.run(run_and_screen, limit, stop=partial(batch.stop, Stop.TIMEOUT))
 
     def _progressed(self, batch: Batch[P], job: QueuedJob[P], progress: Progress) -> None:
         """One job's step, with a preview of its own picture (the engine makes it from its rows)."""
@@ -571,21 +549,6 @@ class LocalJobQueue(Generic[P]):
                 sent[job.id] = QueuedEvent(job.id, job.user_id, position, etas[job.id])
                 self._emit(sent[job.id])
         return sent
-
-
-class GpuStuck(Exception):
-    """A batch's run did not stop within its time limit and the watchdog's grace."""
-
-    def __init__(self, run: asyncio.Future[list[_Checked]], seconds: float) -> None:
-        super().__init__(f"the GPU thread did not return within {seconds:g} s")
-        self.run = run
-        self.seconds = seconds
-
-
-async def _ends_within(future: asyncio.Future[Any], seconds: float) -> bool:
-    """Whether ``future`` is done within ``seconds``; keeps no reference to it (see ``_run``)."""
-    await asyncio.wait({future}, timeout=seconds)
-    return future.done()
 
 
 def _encode_pngs(result: InpaintResult) -> None:
