@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -158,6 +158,7 @@ class _EngineEncoding:
     vae: Any
     unet: Any
     vae_scale_factor: int
+    sdxl: ClassVar[bool] = False  # whether the VAE may need float32 (latents.needs_upcast)
     _call: _Call | None = None
 
     @contextmanager
@@ -181,7 +182,7 @@ class _EngineEncoding:
             height, width = (side // self.vae_scale_factor for side in image.shape[-2:])
             shape = (image.shape[0], self.vae.config.latent_channels, height, width)
             return torch.zeros(shape, device=image.device, dtype=image.dtype)
-        encoded = latents.encode(self.vae, image, image.dtype)
+        encoded = latents.encode(self.vae, image, image.dtype, sdxl=self.sdxl)
         if call is None or call.start_encoded:
             return encoded
         call.start_encoded = True
@@ -194,3 +195,5 @@ class ControlNetInpaintPipeline(_EngineEncoding, StableDiffusionControlNetInpain
 
 class ControlNetInpaintXLPipeline(_EngineEncoding, StableDiffusionXLControlNetInpaintPipeline):
     """SDXL ControlNet inpainting, encoding like the engine."""
+
+    sdxl = True

@@ -402,7 +402,7 @@ class Engine:
             )
 
         started = time.perf_counter()
-        with encoding, latents.vae_dtype_kept(pipe.vae):
+        with encoding, latents.vae_dtype_kept(pipe.vae), latents.nan_checked_decode(pipe.vae):
             output = pipe(
                 **embeds.as_kwargs(),
                 **inputs,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,19 +13,50 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from engine.settings import MaskedContent
 
+log = logging.getLogger(__name__)
 
-def encode(vae: Any, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+
+def encode(vae: Any, pixels: torch.Tensor, dtype: torch.dtype, *, sdxl: bool) -> torch.Tensor:
     """VAE-encode pixels in [-1, 1] to scaled latents, taking the distribution's mode.
 
     diffusers' pipelines sample the distribution with the job's generator instead, which both adds
     noise and shifts the generator's stream: the ControlNet pipelines are made to use this one too.
     """
     with vae_dtype_kept(vae), torch.no_grad():
-        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
-            vae.to(torch.float32)  # the SDXL VAE overflows in fp16
+        if needs_upcast(vae, sdxl=sdxl):
+            vae.to(torch.float32)
         latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return ((latents - shift) * vae.config.scaling_factor).to(dtype)
+
+
+def needs_upcast(vae: Any, *, sdxl: bool) -> bool:
+    """diffusers' rule: a float16 SDXL VAE runs in float32 when its config says ``force_upcast`` (the
+    original SDXL VAE overflows in float16; fp16-fix VAEs say False). SD 1.x/2.x VAEs run in float16:
+    their configs predate the flag, which then reads True by default, so it is not asked of them."""
+    return sdxl and vae.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+
+
+@contextmanager
+def nan_checked_decode(vae: Any) -> Iterator[None]:
+    """Within this, a half-precision VAE decode that produces NaN is done again in float32 (A1111's
+    "NaN in VAE" fallback): a black or broken picture would otherwise reach the member."""
+    decode_as_is = vae.decode
+
+    def decode(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        decoded = decode_as_is(z, *args, **kwargs)  # a DecoderOutput or a tuple: the picture first
+        if vae.dtype not in (torch.float16, torch.bfloat16) or not decoded[0].isnan().any():
+            return decoded
+        log.warning("the VAE decoded NaN in %s: decoding again in float32", vae.dtype)
+        with vae_dtype_kept(vae):
+            vae.to(torch.float32)
+            return decode_as_is(z.float(), *args, **kwargs)
+
+    vae.decode = decode
+    try:
+        yield
+    finally:
+        del vae.decode  # the class's own method again
 
 
 @contextmanager

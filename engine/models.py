@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,8 @@ _SD2_CROSS_ATTENTION_DIM = 1024
 # The tokenizer single-file checkpoints are used with when no configs are named (diffusers' own choice).
 _CLIP_TOKENIZER = "openai/clip-vit-large-patch14"
 _INPAINTING_CHANNELS = 9  # latents, mask and masked-image latents
+# The weights variant the Hub repos of SD models publish for float16 (``*.fp16.safetensors``).
+_FP16 = "fp16"
 
 
 @dataclass(frozen=True)
@@ -407,7 +409,7 @@ def _load_pipeline(
         if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
             raise ModelLoadError(f"The model file or folder {name!r} does not exist.")
         hub = _pretrained_kwargs(dtype) | hub_kwargs(revision)
-        return _checked(AutoPipelineForInpainting.from_pretrained(name, **hub), name)
+        return _checked(_from_hub(AutoPipelineForInpainting.from_pretrained, name, dtype, hub), name)
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -426,8 +428,9 @@ def _load_controlnet(name: str, dtype: torch.dtype) -> Any:
             name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt"))
         ):
             raise ModelLoadError(f"The ControlNet file or folder {name!r} does not exist.")
-        local = path.is_dir()
-        return ControlNetModel.from_pretrained(name, dtype=dtype, **({} if local else hub_kwargs()))
+        if path.is_dir():
+            return ControlNetModel.from_pretrained(name, dtype=dtype)
+        return _from_hub(ControlNetModel.from_pretrained, name, dtype, {"dtype": dtype} | hub_kwargs())
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -462,6 +465,22 @@ def hub_kwargs(revision: str | None = None) -> dict[str, Any]:
     code when it is loaded), at the revision the operator pinned, if any. Local folders are the
     operator's own files and load as they are."""
     return {"use_safetensors": True} | ({"revision": revision} if revision else {})
+
+
+def _from_hub(load: Callable[..., Any], name: str, dtype: torch.dtype, kwargs: dict[str, Any]) -> Any:
+    """Load from the Hub, taking a repo's float16 weights when the engine runs in float16 (half the
+    download and no cast); a repo without them loads its default weights, which are cast."""
+    if dtype != torch.float16:
+        return load(name, **kwargs)
+    try:
+        return load(name, variant=_FP16, **kwargs)
+    except (ValueError, OSError) as exc:
+        # diffusers names the variant when a repo lacks it: "variant=fp16" for a pipeline, the file
+        # "diffusion_pytorch_model.fp16.safetensors" for a model. Other failures are not retried.
+        if f"variant={_FP16}" not in str(exc) and f".{_FP16}." not in str(exc):
+            raise
+    log.info("%s has no %s weights: loading its default ones", name, _FP16)
+    return load(name, **kwargs)
 
 
 def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:

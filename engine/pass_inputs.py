@@ -44,14 +44,14 @@ def latent_inputs(
         )
         image_latents = torch.zeros(latent_shape, device=model.device, dtype=model.dtype)
     else:
-        image_latents = latents.encode(pipe.vae, pixels, model.dtype)
+        image_latents = latents.encode(pipe.vae, pixels, model.dtype, sdxl=model.sdxl)
     image_latents = latents.apply_masked_content(
         image_latents, mask, settings.masked_content, generators
     )
     # 9-channel UNets see the picture with the masked part greyed out; 4-channel ones ignore this.
     masked_latents = image_latents
     if model.inpainting:
-        masked_latents = latents.encode(pipe.vae, pixels * (mask < 0.5), model.dtype)
+        masked_latents = latents.encode(pipe.vae, pixels * (mask < 0.5), model.dtype, sdxl=model.sdxl)
     return {"image": image_latents, "masked_image_latents": masked_latents}
 
 

@@ -275,7 +275,7 @@ def test_a_failed_call_leaves_no_start_latents_edit(
             inpaint(cn_engine, masked_content="latent-nothing", controlnet="tile")
     pipe = cn_engine.models.controlnet_pipe(cn_engine.load(), str(tiny_tile))
     pixels = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    expected = latents.encode(pipe.vae, pixels, torch.float32)
+    expected = latents.encode(pipe.vae, pixels, torch.float32, sdxl=False)
     assert torch.equal(pipe._encode_vae_image(pixels, generator=None), expected)
 
 
@@ -286,9 +286,9 @@ def test_the_masked_image_is_not_encoded_for_a_4_channel_unet(
     encodings: list[tuple[int, ...]] = []
     encode = latents.encode
 
-    def counted(vae: Any, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def counted(vae: Any, pixels: torch.Tensor, dtype: torch.dtype, *, sdxl: bool) -> torch.Tensor:
         encodings.append(tuple(pixels.shape))
-        return encode(vae, pixels, dtype)
+        return encode(vae, pixels, dtype, sdxl=sdxl)
 
     monkeypatch.setattr(latents, "encode", counted)
     inpaint(cn_engine, controlnet="tile", count=2)

@@ -196,6 +196,96 @@ def test_hub_models_load_safetensors_only_at_the_pinned_revision(
     assert "use_safetensors" not in pipelines[2][1] and "revision" not in pipelines[2][1]
 
 
+def failing_first(
+    calls: list[tuple[object, dict[str, object]]], error: Exception
+) -> Callable[..., object]:
+    """A recording stub whose first call fails with ``error``, as diffusers does."""
+
+    def load(name: object, *args: object, **kwargs: object) -> object:
+        calls.append((name, kwargs))
+        raise error if len(calls) == 1 else Recorded()
+
+    return load
+
+
+# What diffusers 0.42 says when a repo has no float16 weights: a pipeline, then a single model.
+NO_FP16_PIPELINE = ValueError(
+    "You are trying to load the model files of the `variant=fp16`, but no such modeling files are "
+    "available."
+)
+NO_FP16_MODEL = OSError(
+    "someone/controlnet does not appear to have a file named diffusion_pytorch_model.fp16.safetensors."
+)
+
+
+def test_hub_models_load_their_fp16_weights_in_float16(
+    monkeypatch: pytest.MonkeyPatch, tiny_sd_path: Path
+) -> None:
+    pipelines: list[tuple[object, dict[str, object]]] = []
+    controlnets: list[tuple[object, dict[str, object]]] = []
+    monkeypatch.setattr(models.AutoPipelineForInpainting, "from_pretrained", recording(pipelines))
+    monkeypatch.setattr(models.ControlNetModel, "from_pretrained", recording(controlnets))
+
+    for dtype in (torch.float16, torch.float32):
+        with pytest.raises(Recorded):
+            models._load_pipeline("someone/inpainting", dtype, None, "0123abc")
+        with pytest.raises(Recorded):
+            models._load_controlnet("someone/controlnet", dtype)
+    with pytest.raises(Recorded):
+        models._load_pipeline(str(tiny_sd_path), torch.float16, None)
+
+    hub = {"use_safetensors": True, "revision": "0123abc"}
+    assert pipelines[0][1] == pipelines[0][1] | hub | {"variant": "fp16", "torch_dtype": torch.float16}
+    assert controlnets[0][1] == {"dtype": torch.float16, "use_safetensors": True, "variant": "fp16"}
+    assert "variant" not in pipelines[1][1] and pipelines[1][1]["use_safetensors"] is True
+    assert controlnets[1][1] == {"dtype": torch.float32, "use_safetensors": True}
+    assert "variant" not in pipelines[2][1]  # a local folder loads as it is
+
+
+@pytest.mark.parametrize(
+    ("boundary", "load", "name", "error"),
+    [
+        (
+            "AutoPipelineForInpainting",
+            lambda name: models._load_pipeline(name, torch.float16, None),
+            "someone/inpainting",
+            NO_FP16_PIPELINE,
+        ),
+        (
+            "ControlNetModel",
+            lambda name: models._load_controlnet(name, torch.float16),
+            "someone/controlnet",
+            NO_FP16_MODEL,
+        ),
+    ],
+)
+def test_a_repo_without_fp16_weights_loads_its_default_ones(
+    monkeypatch: pytest.MonkeyPatch,
+    boundary: str,
+    load: Callable[..., object],
+    name: str,
+    error: Exception,
+) -> None:
+    calls: list[tuple[object, dict[str, object]]] = []
+    monkeypatch.setattr(getattr(models, boundary), "from_pretrained", failing_first(calls, error))
+    with pytest.raises(Recorded):
+        load(name)
+    assert [kwargs.get("variant") for _, kwargs in calls] == ["fp16", None]
+    assert calls[0][1] == calls[1][1] | {"variant": "fp16"}  # the same load otherwise
+    assert calls[1][1]["use_safetensors"] is True
+
+
+def test_other_load_failures_in_float16_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[object, dict[str, object]]] = []
+    missing = OSError("someone/inpainting is not a local folder and is not a valid model identifier")
+    monkeypatch.setattr(
+        models.AutoPipelineForInpainting, "from_pretrained", failing_first(calls, missing)
+    )
+    with pytest.raises(ModelLoadError, match="not a valid model identifier"):
+        models._load_pipeline("someone/inpainting", torch.float16, None)
+    assert len(calls) == 1
+
+
 def test_an_empty_revision_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INPAINTBOT_MODEL_REVISION", "")
     assert EngineConfig(_env_file=None).model_revision is None

@@ -93,7 +93,7 @@ def _text_encoder(
     return model
 
 
-def _tiny_vae() -> AutoencoderKL:
+def tiny_vae() -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -136,7 +136,7 @@ def build_tiny_sd(folder: Path, *, inpainting: bool = True, seed: int = 0) -> Pa
     unet = _tiny_unet(inpainting, cross_attention_dim=32, attention_head_dim=4)
     # Any: diffusers registers components at run time, so type checkers miss save_pretrained.
     pipe: Any = StableDiffusionInpaintPipeline(
-        vae=_tiny_vae(),
+        vae=tiny_vae(),
         text_encoder=_text_encoder(_text_config(tokenizer)),
         tokenizer=tokenizer,
         unet=unet,
@@ -169,7 +169,7 @@ def build_tiny_sdxl(folder: Path, *, inpainting: bool = False, seed: int = 0) ->
         cross_attention_dim=config.hidden_size + config_2.hidden_size,
     )
     pipe: Any = StableDiffusionXLInpaintPipeline(
-        vae=_tiny_vae(),
+        vae=tiny_vae(),
         text_encoder=_text_encoder(config),
         text_encoder_2=_text_encoder(config_2, CLIPTextModelWithProjection),
         tokenizer=tokenizer,
