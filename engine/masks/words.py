@@ -40,6 +40,9 @@ TEXT_THRESHOLD = 0.25
 _SAM_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 _SAM_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
+# Each phrase is one detector call in the prepare thread, ahead of every other member's submission.
+MAX_PHRASES = 8
+
 OFF_MESSAGE = (
     "Masks from words (mask_prompt) are turned off on this bot. Upload a mask picture instead, or use "
     "auto_mask: face."
@@ -92,6 +95,11 @@ def parse(mask_prompt: str) -> Query:
         raise MaskError(
             f"mask_prompt {mask_prompt!r} only removes ('not …'): name something to mask too, "
             "e.g. 'person | not face'."
+        )
+    if len(add) + len(remove) > MAX_PHRASES:
+        raise MaskError(
+            f"mask_prompt names {len(add) + len(remove)} things; this bot looks for at most "
+            f"{MAX_PHRASES} per job. Name fewer, or upload a mask."
         )
     return Query(tuple(add), tuple(remove))
 

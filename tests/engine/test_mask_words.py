@@ -297,3 +297,10 @@ def test_the_real_models_load_and_run_through_prepare(
     assert (
         "Mask source: mask from words, Mask prompt: person, Mask pick: 1" in result.images[0].parameters
     )
+
+
+def test_a_mask_prompt_may_name_a_bounded_number_of_things() -> None:
+    """Each phrase is one detector call at submission: 150 of them would hold up everyone's jobs."""
+    words.parse(" | ".join(["hat"] * (words.MAX_PHRASES - 1) + ["not face"]))
+    with pytest.raises(MaskError, match=f"names {words.MAX_PHRASES + 1} things; .* at most"):
+        words.parse(" | ".join(["hat"] * words.MAX_PHRASES + ["not face"]))
