@@ -2,9 +2,11 @@
 the tiny model and the fake Discord (which listens on a real local port), stopped with Ctrl-C."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.bot.discord.test_inpaint import JOB_TIMEOUT, inpaint, result
@@ -37,13 +39,15 @@ def environment(fake: FakeDiscord, tiny_sd_path: Path, data_dir: Path) -> dict[s
     }
 
 
-async def inpaintbot_run(cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
-    """``inpaintbot run`` as a child process, in ``cwd`` (no .env there), configured by ``env``."""
+@contextlib.asynccontextmanager
+async def inpaintbot_run(cwd: Path, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``inpaintbot run`` as a child process, in ``cwd`` (no .env there), configured by ``env``;
+    killed on the way out if it is still running (a failed test must not leave a bot behind)."""
     # A run in the background (`pytest &`) ignores SIGINT, and the child would inherit that; a
     # handled signal is reset to its default by exec instead.
     ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return await asyncio.create_subprocess_exec(
+        bot = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bot.cli",
@@ -55,6 +59,12 @@ async def inpaintbot_run(cwd: Path, env: dict[str, str]) -> asyncio.subprocess.P
         )
     finally:
         signal.signal(signal.SIGINT, ignored)
+    try:
+        yield bot
+    finally:
+        if bot.returncode is None:
+            bot.kill()
+            await bot.wait()
 
 
 async def until_exists(path: Path) -> None:
@@ -67,8 +77,7 @@ async def test_run_connects_serves_and_stops_cleanly_on_ctrl_c(
     fake_discord: FakeDiscord, tiny_sd_path: Path, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    bot = await inpaintbot_run(tmp_path, environment(fake_discord, tiny_sd_path, data_dir))
-    try:
+    async with inpaintbot_run(tmp_path, environment(fake_discord, tiny_sd_path, data_dir)) as bot:
         identify = await fake_discord.wait_for(
             "gateway", lambda r: r.json["op"] == IDENTIFY, timeout=START_TIMEOUT
         )
@@ -80,10 +89,6 @@ async def test_run_connects_serves_and_stops_cleanly_on_ctrl_c(
 
         bot.send_signal(signal.SIGINT)
         _, stderr = await asyncio.wait_for(bot.communicate(), timeout=JOB_TIMEOUT)
-    finally:
-        if bot.returncode is None:
-            bot.kill()
-            await bot.wait()
     log = stderr.decode()
     assert bot.returncode == EXIT_INTERRUPTED, log
     assert "Traceback" not in log and " ERROR " not in log, log
@@ -98,13 +103,8 @@ async def test_run_refuses_to_start_without_its_safety_checker(
     """A checker that cannot load would withhold every result silently: one line, and no bot."""
     missing = tmp_path / "no-checker"
     env = environment(fake_discord, tiny_sd_path, tmp_path / "data")
-    bot = await inpaintbot_run(tmp_path, env | {"INPAINTBOT_SAFETY_CHECKER": str(missing)})
-    try:
+    async with inpaintbot_run(tmp_path, env | {"INPAINTBOT_SAFETY_CHECKER": str(missing)}) as bot:
         _, stderr = await asyncio.wait_for(bot.communicate(), timeout=START_TIMEOUT)
-    finally:
-        if bot.returncode is None:
-            bot.kill()
-            await bot.wait()
     log = stderr.decode()
     assert bot.returncode == EXIT_USER_ERROR, log
     last = log.strip().splitlines()[-1]
