@@ -92,6 +92,22 @@ class EngineConfig(BaseSettings):
         ),
     )
 
+    sdxl_vae: str | None = Field(
+        None,
+        description=(
+            "VAE (Hub id or local folder) that SDXL models load with instead of their own; "
+            "'madebyollin/sdxl-vae-fp16-fix' runs in float16 where SDXL's own VAE is upcast to float32. "
+            "Unset: the model's own."
+        ),
+    )
+    compile: bool = Field(
+        False,
+        description=(
+            "Compile each loaded model's UNet with torch.compile (dynamic shapes): faster steps after a "
+            "slow first job; measure it with bench/gpu.py --compile before turning it on."
+        ),
+    )
+
     # Masks from words (mask_prompt): text -> boxes, then boxes -> masks (engine.masks.words).
     mask_detector: str | None = Field(
         DEFAULT_MASK_DETECTOR,
@@ -107,6 +123,7 @@ class EngineConfig(BaseSettings):
         "controlnet_inpaint_sdxl",
         "controlnet_base_model",
         "model_revision",
+        "sdxl_vae",
         mode="before",
     )
     @classmethod

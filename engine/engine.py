@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -40,6 +39,7 @@ from PIL import Image, ImageChops
 from engine import controlnet, faces, images, latents, mask_preview, masking, prompts
 from engine.config import EngineConfig
 from engine.errors import MaskError, OutOfMemoryError, SettingsError
+from engine.gpu_memory import release_memory
 from engine.job import (
     GeneratedImage,
     InpaintRequest,
@@ -60,13 +60,37 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class StagedCrop:
+    """A pass's picture work before the pipeline: the crop and its mask at the processing size, and
+    the crop with the masked area filled when the masked content is ``fill``."""
+
+    picture: Image.Image
+    mask: Image.Image
+    filled: Image.Image | None = None
+
+
+@dataclass(frozen=True)
 class MaskPass:
     """One denoising pass: its crop box in the picture, the prepared mask over that box (of the box's
-    size, so a crowd of small faces keeps small masks) and the processing size."""
+    size, so a crowd of small faces keeps small masks) and the processing size.
+
+    ``staged``: the first pass's crop, made by ``prepare`` in its thread, so the GPU thread does not
+    crop and resize the full-size upload; later passes (faces) crop the picture as the passes before
+    them left it, so theirs are made when they run."""
 
     mask: Image.Image
     box: masking.Box
     size: tuple[int, int]
+    staged: StagedCrop | None = None
+
+    def stage(self, canvas: Image.Image, content: MaskedContent) -> StagedCrop:
+        """Crop ``canvas`` to the box and resize it (LANCZOS) and the mask to the processing size."""
+        if self.staged is not None:
+            return self.staged
+        picture = canvas.crop(self.box.as_tuple()).resize(self.size, Image.Resampling.LANCZOS)
+        mask = self.mask.resize(self.size, Image.Resampling.BILINEAR)
+        filled = masking.fill_masked(picture, mask) if content is MaskedContent.FILL else None
+        return StagedCrop(picture, mask, filled)
 
 
 @dataclass(frozen=True)
@@ -115,12 +139,37 @@ class PreparedJob:
 
 @dataclass
 class _Row:
-    """One output image of a batch: its job, seed and the canvas its passes paint on."""
+    """One output image of a batch: its job, seed and the canvas its passes paint on; the last pass's
+    output is pasted on it by ``_Composite``, after the GPU's work."""
 
     job: PreparedJob
     seed: int
     canvas: Image.Image
     timings: dict[str, float] = field(default_factory=dict)
+    last: tuple[Image.Image, MaskPass] | None = None  # the last pass's output and its pass
+
+
+class _Composite:
+    """The full-size result of a row, made when first asked for (``GeneratedImage.image``): pasting a
+    crop back into a 40 MP photo (a LANCZOS resize and a full-size copy) is picture work, done by the
+    queue's finishing step or whoever reads the picture first, not by the GPU thread. It lets go of
+    its parts once made."""
+
+    def __init__(self, canvas: Image.Image, last: tuple[Image.Image, MaskPass] | None) -> None:
+        self._parts: tuple[Image.Image, tuple[Image.Image, MaskPass] | None] | None = (canvas, last)
+        self._made: Image.Image | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Image.Image:
+        with self._lock:
+            if self._made is None:
+                assert self._parts is not None
+                canvas, last = self._parts
+                if last is not None:
+                    generated, mask_pass = last
+                    canvas = masking.composite(canvas, generated, mask_pass.mask, mask_pass.box)
+                self._made, self._parts = canvas, None
+            return self._made
 
 
 class Engine:
@@ -133,6 +182,8 @@ class Engine:
             max_loaded=config.max_loaded_models,
             single_file_config=config.single_file_config,
             revisions={config.model: config.model_revision} if config.model_revision else None,
+            sdxl_vae=config.sdxl_vae,
+            compile_unet=config.compile,
         )
         self.face_detector = faces.FaceDetector(config.face_detector_model)
         self.word_finder: words.Finder | None = None  # None: the operator turned mask_prompt off
@@ -195,6 +246,8 @@ class Engine:
             # Outside its patch a face's mask is black; Pillow's crop fills what it has not with 0.
             kept = mask.crop(box.moved(-raw.at.x0, -raw.at.y0).as_tuple())
             passes.append(MaskPass(mask=kept, box=box, size=size))
+        if denoising_steps(settings) > 0:  # the first pass crops the upload as it is: stage it here
+            passes[0] = replace(passes[0], staged=passes[0].stage(original, settings.masked_content))
         return PreparedJob(
             settings=settings,
             model=model.name,
@@ -300,11 +353,14 @@ class Engine:
         on_progress: Sequence[ProgressCallback | None] | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
+        preview_interval: float = 0.0,
     ) -> list[InpaintResult]:
         """Run prepared jobs as one batch (they must share a ``batch_key`` when there are several).
 
         ``on_progress`` has one callback (or ``None``) per job, in order: each hears of every step,
-        with a preview of its own job's picture only.
+        with a preview of its own job's picture only, made anew at most every ``preview_interval``
+        seconds (in between, the last one made). The pictures of the results are composited when
+        first read (``GeneratedImage.image``), so a caller can do that off this thread.
         """
         if not jobs:
             return []
@@ -320,7 +376,9 @@ class Engine:
         rows = [_Row(job, seed, job.image) for job in jobs for seed in job.settings.seeds()]
         first_rows = [next(i for i, row in enumerate(rows) if row.job is job) for job in jobs]
         listeners = list(zip(callbacks, first_rows, strict=True))
-        tracker = StepTracker(jobs[0].total_steps, listeners, cancel, previews, model.sdxl)
+        tracker = StepTracker(
+            jobs[0].total_steps, listeners, cancel, previews, model.sdxl, interval=preview_interval
+        )
         try:
             for index in range(len(jobs[0].passes)):
                 tracker.check_cancel()
@@ -333,8 +391,7 @@ class Engine:
         # Outside the except block the traceback, and with it the failed call's frames and their
         # activations, is gone; only then can emptying the cache give that memory back.
         del rows, tracker
-        gc.collect()
-        torch.cuda.empty_cache()
+        release_memory()
         raise OutOfMemoryError(
             "The GPU ran out of memory on this job. Try a smaller resolution or fewer images."
         )
@@ -360,18 +417,16 @@ class Engine:
             return  # strength 0: the masked area stays as it is
         mask_pass = [row.job.passes[index] for row in rows]
         width, height = mask_pass[0].size
-        crops = [
-            row.canvas.crop(p.box.as_tuple()).resize((width, height), Image.Resampling.LANCZOS)
-            for row, p in zip(rows, mask_pass, strict=True)
+        staged = [
+            p.stage(row.canvas, settings.masked_content) for row, p in zip(rows, mask_pass, strict=True)
         ]
-        crop_masks = [p.mask.resize((width, height), Image.Resampling.BILINEAR) for p in mask_pass]
+        crops = [crop.picture for crop in staged]
+        crop_masks = [crop.mask for crop in staged]
         # The control image follows the picture as it is, before any fill.
         each = [row.job.settings for row in rows]
         control = control_inputs(each, crops, crop_masks) if job.controlnet else None
         if settings.masked_content is MaskedContent.FILL:
-            crops = [
-                masking.fill_masked(crop, mask) for crop, mask in zip(crops, crop_masks, strict=True)
-            ]
+            crops = [crop.filled or crop.picture for crop in staged]
 
         pipe = model.pipe
         if job.controlnet is not None:
@@ -385,6 +440,7 @@ class Engine:
         mask = pipe.mask_processor.preprocess(crop_masks, height=height, width=width).to(
             model.device, model.dtype
         )
+        latents.tile_if_large(pipe.vae, width * height, sdxl=model.sdxl)  # before the encode
         inputs: dict[str, Any]
         encoding: contextlib.AbstractContextManager[None]
         if control is None:
@@ -402,7 +458,11 @@ class Engine:
             )
 
         started = time.perf_counter()
-        with encoding, latents.vae_dtype_kept(pipe.vae), latents.nan_checked_decode(pipe.vae):
+        with (
+            encoding,
+            latents.vae_dtype_kept(pipe.vae),
+            latents.nan_checked_decode(pipe.vae),
+        ):
             output = pipe(
                 **embeds.as_kwargs(),
                 **inputs,
@@ -416,8 +476,12 @@ class Engine:
                 callback_on_step_end_tensor_inputs=["latents"],
             )
         denoise_seconds = time.perf_counter() - started
+        last = index == len(job.passes) - 1
         for row, p, generated in zip(rows, mask_pass, output.images, strict=True):
-            row.canvas = masking.composite(row.canvas, generated, p.mask, p.box)
+            if last:  # pasted by _Composite, off the GPU thread
+                row.last = (generated, p)
+            else:  # the next pass crops what this one painted
+                row.canvas = masking.composite(row.canvas, generated, p.mask, p.box)
             row.timings["denoise"] = row.timings.get("denoise", 0.0) + denoise_seconds
 
     def _results(
@@ -427,7 +491,7 @@ class Engine:
         for job in jobs:
             outputs = [
                 GeneratedImage(
-                    image=row.canvas,
+                    _Composite(row.canvas, row.last),
                     seed=row.seed,
                     parameters=a1111_parameters(
                         job.settings,

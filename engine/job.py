@@ -60,12 +60,18 @@ class GeneratedImage:
 
     The PNG (with the A1111 ``parameters`` chunk) is encoded on first access to ``png``: for a 12 MP
     photo that takes longer than the denoising of its crop, so the GPU worker hands the picture on and
-    whoever delivers it pays the encoding, off the GPU's critical path.
+    whoever delivers it pays the encoding, off the GPU's critical path. For the same reason the engine
+    gives ``picture`` as a function that pastes the repainted crop into the full-size photo, called on
+    first access to ``image``.
     """
 
-    image: Image.Image
+    picture: Image.Image | Callable[[], Image.Image]
     seed: int
     parameters: str
+
+    @cached_property
+    def image(self) -> Image.Image:
+        return self.picture if isinstance(self.picture, Image.Image) else self.picture()
 
     @property
     def width(self) -> int:

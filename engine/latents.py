@@ -74,6 +74,30 @@ def vae_dtype_kept(vae: Any) -> Iterator[None]:
             vae.to(dtype)
 
 
+# What a VAE decode needs above what is resident, per megapixel, in float32: 3.8 GiB at 512 px and
+# falling towards 3.5 as the picture grows (``python -m bench.vae_memory``: the full-size SD/SDXL VAE,
+# measured on the CPU; an encode takes 2.5 GiB). Half precision takes about half.
+DECODE_BYTES_PER_PIXEL = 3.8 * 2**30 / 1e6
+# Largest decode that runs whole: 4 GiB (a float32 decode of 1024 x 1024 px, the SDXL VAE upcast at
+# its native size, just fits; in float16, up to about 1448 x 1448 px). Beyond it the VAE works in
+# tiles (diffusers' tiled encode/decode: the model's native size with a blended overlap), whose peak
+# is one tile's, so a 2048 px job on a 24 GB card does not run out of memory in the VAE. Tiling costs
+# some time and blends seams, so it is not used where the whole picture fits.
+TILE_ABOVE_BYTES = 4 * 2**30
+
+
+def decode_bytes(vae: Any, pixels: int, *, sdxl: bool) -> float:
+    """Estimated memory of one picture's decode (the VAE is sliced: one picture at a time)."""
+    full = vae.dtype == torch.float32 or needs_upcast(vae, sdxl=sdxl)
+    return pixels * DECODE_BYTES_PER_PIXEL / (1 if full else 2)
+
+
+def tile_if_large(vae: Any, pixels: int, *, sdxl: bool) -> None:
+    """Set the VAE to encode and decode pictures of ``pixels`` in tiles when whole they would take
+    more than ``TILE_ABOVE_BYTES``: each pass sets it for its size before the VAE's first use."""
+    vae.use_tiling = decode_bytes(vae, pixels, sdxl=sdxl) > TILE_ABOVE_BYTES
+
+
 def apply_masked_content(
     image_latents: torch.Tensor,
     mask: torch.Tensor,

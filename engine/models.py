@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from diffusers import (
+    AutoencoderKL,
     AutoPipelineForInpainting,
     ControlNetModel,
     StableDiffusionInpaintPipeline,
@@ -48,8 +49,10 @@ from safetensors import safe_open
 from transformers import CLIPTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
+from engine import compiled
 from engine.controlnet import ControlNetInpaintPipeline, ControlNetInpaintXLPipeline
 from engine.errors import ModelLoadError
+from engine.gpu_memory import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +129,15 @@ class ModelManager:
         max_loaded: int = 2,
         single_file_config: str | None = None,
         revisions: Mapping[str, str] | None = None,
+        sdxl_vae: str | None = None,
+        compile_unet: bool = False,
     ) -> None:
         self.device = device
         self.single_file_config = single_file_config
         # Hub revisions (commit, tag or branch) the operator pinned, by model name.
         self.revisions = dict(revisions or {})
+        self.sdxl_vae = sdxl_vae  # the VAE SDXL models load with instead of their own (fp16-fix)
+        self.compile_unet = compile_unet
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -139,21 +146,49 @@ class ModelManager:
         self._lock = threading.Lock()
 
     def get(self, name: str) -> LoadedModel:
-        """The resident pipeline, loading it first if needed. Only the GPU worker thread calls this."""
+        """The resident pipeline, loading it first if needed. Only the GPU worker thread calls this.
+
+        The least recently used pipeline goes first, and its memory is given back before the new one
+        loads, so the two never both hold the GPU. A load that runs out of memory is tried once more
+        with no other model resident, then fails as a ``ModelLoadError``; the engine goes on."""
         with self._lock:
             if name in self._loaded:
                 self._loaded.move_to_end(name)
                 return self._loaded[name]
             while len(self._loaded) >= self.max_loaded:
-                evicted, _ = self._loaded.popitem(last=False)
-                log.info("unloading model %s", evicted)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-        # Outside the lock: describe() in the prepare thread must not wait for a download.
-        model = self._load(name)
+                log.info("unloading model %s", self._loaded.popitem(last=False)[0])
+        release_memory()  # after the evicted pipeline's last reference went with popitem's pair
+        model = self._load_fitting(name)
         with self._lock:
             self._loaded[name] = model
         return model
+
+    def adopt(self, name: str, pipe: Any) -> LoadedModel:
+        """Keep a pipeline built in code (``bench.gpu``'s full-size random-weight ones) as the resident
+        model ``name``, set up as a loaded one is."""
+        model = self._resident(name, pipe)
+        with self._lock:
+            self._loaded[name] = model
+        return model
+
+    def _load_fitting(self, name: str) -> LoadedModel:
+        try:
+            return self._load(name)
+        except torch.cuda.OutOfMemoryError:
+            log.warning("the GPU ran out of memory loading %s; unloading every model to try again", name)
+        # Out of the except block: the failed load's frames (and its half-moved pipeline) are gone.
+        with self._lock:
+            self._loaded.clear()
+        release_memory()
+        try:
+            return self._load(name)
+        except torch.cuda.OutOfMemoryError:
+            pass
+        release_memory()
+        raise ModelLoadError(
+            f"The GPU ran out of memory loading the model {name!r}, even with no other model loaded. "
+            "The operator can use a smaller model or a GPU with more memory."
+        )
 
     def describe(self, name: str) -> ModelFacts:
         """The model's facts without loading it: from the resident pipeline, or else from its config
@@ -272,9 +307,23 @@ class ModelManager:
         # Loading bars would interleave with the CLI's own progress bar and the bot's log lines.
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
-        pipe = _load_pipeline(name, self.dtype, self.single_file_config, self.revisions.get(name))
+        components = {}
+        if self.sdxl_vae is not None and self.describe(name).sdxl:
+            components["vae"] = _load_vae(self.sdxl_vae, self.dtype)
+        pipe = _load_pipeline(
+            name, self.dtype, self.single_file_config, self.revisions.get(name), components
+        )
+        return self._resident(name, pipe)
+
+    def _resident(self, name: str, pipe: Any) -> LoadedModel:
+        """Move a pipeline to the device and set it up for jobs: VAE slicing (a batch's pictures are
+        encoded and decoded one by one, so the VAE's peak is one picture's whatever the batch) and,
+        when the operator asks (``INPAINTBOT_COMPILE``), the UNet compiled."""
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
+        pipe.vae.enable_slicing()
+        if self.compile_unet:
+            compiled.compile_unet(pipe.unet)
         return LoadedModel(
             name=name,
             pipe=pipe,
@@ -396,21 +445,28 @@ def _size_from_configs(unet: Mapping[str, Any], vae: Mapping[str, Any]) -> int:
 
 
 def _load_pipeline(
-    name: str, dtype: torch.dtype, single_file_config: str | None, revision: str | None = None
+    name: str,
+    dtype: torch.dtype,
+    single_file_config: str | None,
+    revision: str | None = None,
+    components: Mapping[str, Any] | None = None,
 ) -> DiffusionPipeline:
+    """``components``: models loaded already that replace the pipeline's own (the SDXL VAE)."""
     path = Path(name).expanduser()
+    given = dict(components or {})
     try:
         if path.is_file():
-            return _load_single_file(path, dtype, single_file_config)
+            return _load_single_file(path, dtype, single_file_config, given)
         if path.is_dir():
             return _checked(
-                AutoPipelineForInpainting.from_pretrained(path, **_pretrained_kwargs(dtype)), name
+                AutoPipelineForInpainting.from_pretrained(path, **_pretrained_kwargs(dtype), **given),
+                name,
             )
         if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
             raise ModelLoadError(f"The model file or folder {name!r} does not exist.")
-        hub = _pretrained_kwargs(dtype) | hub_kwargs(revision)
+        hub = _pretrained_kwargs(dtype) | hub_kwargs(revision) | given
         return _checked(_from_hub(AutoPipelineForInpainting.from_pretrained, name, dtype, hub), name)
-    except ModelLoadError:
+    except (ModelLoadError, torch.cuda.OutOfMemoryError):  # the caller frees memory and tries again
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("model %s failed to load", name, exc_info=True)
@@ -436,6 +492,26 @@ def _load_controlnet(name: str, dtype: torch.dtype) -> Any:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("ControlNet %s failed to load", name, exc_info=True)
         raise ModelLoadError(_describe_load_failure(name, exc, "a ControlNet", "ControlNet")) from None
+
+
+def _load_vae(name: str, dtype: torch.dtype) -> Any:
+    """The VAE ``INPAINTBOT_SDXL_VAE`` names: a Hub id (a repo of the VAE alone, like
+    madebyollin/sdxl-vae-fp16-fix) or a local diffusers folder of one."""
+    path = Path(name).expanduser()
+    try:
+        if path.is_dir():
+            return AutoencoderKL.from_pretrained(path, torch_dtype=dtype)
+        if name.startswith((".", "/", "~")):
+            raise ModelLoadError(f"INPAINTBOT_SDXL_VAE: the folder {name!r} does not exist.")
+        kwargs = {"torch_dtype": dtype} | hub_kwargs()
+        return _from_hub(AutoencoderKL.from_pretrained, name, dtype, kwargs)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        log.warning("VAE %s failed to load", name, exc_info=True)
+        raise ModelLoadError(
+            "INPAINTBOT_SDXL_VAE: " + _describe_load_failure(name, exc, "a VAE (AutoencoderKL)", "VAE")
+        ) from None
 
 
 def _describe_load_failure(
@@ -488,10 +564,12 @@ def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     return {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
 
 
-def _load_single_file(path: Path, dtype: torch.dtype, config: str | None) -> DiffusionPipeline:
+def _load_single_file(
+    path: Path, dtype: torch.dtype, config: str | None, components: dict[str, Any]
+) -> DiffusionPipeline:
     sdxl = _is_sdxl_checkpoint(path)
     pipeline_class = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
-    kwargs: dict[str, Any] = {"torch_dtype": dtype}
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, **components}
     if config is not None:
         kwargs |= {"config": config, "local_files_only": Path(config).is_dir()}
     if not sdxl:

@@ -61,6 +61,10 @@ from engine.settings import InpaintSettings
 
 log = logging.getLogger(__name__)
 
+# Seconds between two progress previews of a job: the delivery edits a status message at most every
+# 2 s (bot.delivery.delivery.EDIT_INTERVAL) with the newest update, so more would be thrown away.
+PREVIEW_INTERVAL = 1.0
+
 # A job's result with the safety checker's verdict on each of its pictures (None: not checked).
 _Checked = tuple[InpaintResult, list[bool | None]]
 
@@ -81,6 +85,7 @@ class InpaintEngine(Protocol[P]):
         on_progress: Sequence[ProgressCallback | None] | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
+        preview_interval: float = 0.0,
     ) -> list[InpaintResult]: ...
 
 
@@ -401,7 +406,8 @@ class LocalJobQueue(Generic[P]):
         return prepared
 
     async def _run(self, batch: Batch[P], prepared: list[P]) -> list[_Checked]:
-        """Run and screen the batch in the GPU thread, stopped at the time limit (``GpuThread.run``)."""
+        """Run the batch in the GPU thread, stopped at the time limit (``GpuThread.run``), then finish
+        its pictures beside it and screen them (the checker's model in the GPU thread again)."""
         loop = asyncio.get_running_loop()
 
         def on_progress(job: QueuedJob[P]) -> ProgressCallback:
@@ -410,18 +416,24 @@ class LocalJobQueue(Generic[P]):
 
             return progressed
 
-        def run_and_screen() -> list[_Checked]:
-            results = self._engine.run(
+        def run() -> list[InpaintResult]:
+            return self._engine.run(
                 prepared,
                 on_progress=[on_progress(job) for job in batch.jobs],
                 cancel=batch.cancel,
                 previews=any(job.previews for job in batch.jobs),
+                preview_interval=PREVIEW_INTERVAL,
             )
-            verdicts = screening.verdicts(self._safety, results)
-            return list(zip(results, verdicts, strict=True))
 
         limit = self._job_timeout * len(batch.jobs)
-        return await self._gpu.run(run_and_screen, limit, stop=partial(batch.stop, Stop.TIMEOUT))
+        stop = partial(batch.stop, Stop.TIMEOUT)
+        results = await self._gpu.run(run, limit, stop)
+        # The composites and the checker's small copies are picture work: not in the GPU thread.
+        shown = await loop.run_in_executor(None, screening.views, self._safety, results)
+        verdicts = await self._gpu.run(
+            partial(screening.verdicts, self._safety, results, shown), limit, stop
+        )
+        return list(zip(results, verdicts, strict=True))
 
     def _progressed(self, batch: Batch[P], job: QueuedJob[P], progress: Progress) -> None:
         """One job's step, with a preview of its own picture (the engine makes it from its rows)."""

@@ -103,6 +103,7 @@ class FakeEngine:
         on_progress: Sequence[Callable[[Progress], None] | None] | None = None,
         cancel: threading.Event | None = None,
         previews: bool = False,
+        preview_interval: float = 0.0,
     ) -> list[InpaintResult]:
         prompts = [job.settings.prompt for job in jobs]
         self.calls.append(prompts)

@@ -164,14 +164,15 @@ def test_the_checker_sees_the_whole_picture_padded_and_each_repainted_crop(engin
     picture = result.images[0].image
 
     only_the_crop = RecordingChecker(flagged=frozenset({1}))
-    assert screening.verdicts(only_the_crop, [result]) == [[True]]
+    shown = screening.views(only_the_crop, [result])
+    assert screening.verdicts(only_the_crop, [result], shown) == [[True]]
     whole, crop = only_the_crop.shown
     assert_padded_view(whole, picture)  # its right edge is there: padded, not centre-cropped
     # The crop fills its own view: no detail lost to the whole picture's scale.
     assert_padded_view(crop, picture.crop(box.as_tuple()))
 
     nothing = RecordingChecker()
-    assert screening.verdicts(nothing, [result]) == [[False]]
+    assert screening.verdicts(nothing, [result], shown) == [[False]]
 
 
 def assert_padded_view(view: Image.Image, picture: Image.Image) -> None:
