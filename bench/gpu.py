@@ -179,7 +179,7 @@ def pipeline(model: str, device: torch.device, dtype: torch.dtype) -> Any:
     )
 
 
-def _count(module: torch.nn.Module) -> int:
+def _count(module: Any) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
 
 

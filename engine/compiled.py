@@ -9,12 +9,14 @@ for the compile; ``bench.gpu --compile`` measures what it buys on a given card.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 log = logging.getLogger(__name__)
 
-BACKEND = "inductor"  # torch's default; tests swap in a cheaper one to check the wiring
+BACKEND: str | Callable[..., Any] = "inductor"  # torch's default; tests swap in a cheaper one
 
 
 def compile_unet(unet: torch.nn.Module) -> None:

@@ -1,5 +1,7 @@
 """Model loading: the three ways users name a model, and the errors when that fails."""
 
+import gc
+import weakref
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -8,12 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine import models
+from engine import compiled, models
 from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.errors import ModelLoadError
-from engine.models import ModelFacts, ModelManager, resolve_device
-from tests.support.tiny_models import save_single_file
+from engine.job import InpaintRequest
+from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
+from engine.settings import InpaintSettings
+from tests.pictures import photo, png_bytes, rect_mask
+from tests.support.tiny_models import save_single_file, tiny_vae
 
 
 @pytest.fixture
@@ -302,3 +307,129 @@ def test_the_tokenizer_is_read_without_loading_the_model(
     with_configs = ModelManager(torch.device("cpu"), single_file_config=str(tiny_sd_path))
     single = with_configs.tokenizer(str(checkpoint))
     assert single.get_vocab() == tokenizer.get_vocab()
+
+
+def test_the_evicted_model_is_released_before_the_next_one_loads(
+    tiny_sd_path: Path, tiny_sd_regular_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Old and new weights must never both be on the GPU: the cache is emptied once the evicted
+    pipeline is gone, and before the next one loads."""
+    manager = ModelManager(torch.device("cpu"), max_loaded=1)
+    evicted = weakref.ref(manager.get(str(tiny_sd_path)).pipe)
+    events: list[str] = []
+    monkeypatch.setattr(
+        torch.cuda, "empty_cache", lambda: events.append(f"emptied, old alive {evicted() is not None}")
+    )
+    load = manager._load
+
+    def recorded(name: str) -> LoadedModel:
+        events.append(f"loading, old alive {evicted() is not None}")
+        return load(name)
+
+    monkeypatch.setattr(manager, "_load", recorded)
+    manager.get(str(tiny_sd_regular_path))
+    assert events == ["emptied, old alive False", "loading, old alive False"]
+
+
+def test_a_load_that_runs_out_of_memory_is_tried_alone_then_refused_clearly(
+    tiny_sd_path: Path, tiny_sd_regular_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = ModelManager(torch.device("cpu"), max_loaded=2)
+    resident = weakref.ref(manager.get(str(tiny_sd_path)).pipe)
+    load = manager._load
+    tries: list[bool] = []  # whether the other model was still resident at each try
+
+    def out_of_memory(name: str) -> LoadedModel:
+        gc.collect()
+        tries.append(resident() is not None)
+        if name == str(tiny_sd_regular_path) and len(tries) <= 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+        return load(name)
+
+    monkeypatch.setattr(manager, "_load", out_of_memory)
+    with pytest.raises(ModelLoadError, match=r"ran out of memory loading the model .*no other model"):
+        manager.get(str(tiny_sd_regular_path))
+    assert tries == [True, False], "the second try had the GPU to itself"
+    # The manager goes on: the next load works, and so does a job on it.
+    assert manager.get(str(tiny_sd_regular_path)).pipe is not None
+
+
+def test_a_model_that_loads_on_the_second_try_is_kept(
+    tiny_sd_path: Path, tiny_sd_regular_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = ModelManager(torch.device("cpu"), max_loaded=2)
+    manager.get(str(tiny_sd_path))
+    load = manager._load
+    calls: list[str] = []
+
+    def once_out_of_memory(name: str) -> LoadedModel:
+        calls.append(name)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+        return load(name)
+
+    monkeypatch.setattr(manager, "_load", once_out_of_memory)
+    model = manager.get(str(tiny_sd_regular_path))
+    assert manager.get(str(tiny_sd_regular_path)) is model and len(calls) == 2
+
+
+def test_the_sdxl_vae_setting_replaces_only_sdxl_models_vaes(
+    tiny_sd_path: Path, tiny_sdxl_path: Path, tmp_path: Path
+) -> None:
+    vae = tiny_vae()
+    vae.register_to_config(force_upcast=False)  # as the fp16-fix VAE's config says
+    vae.save_pretrained(tmp_path / "fp16-fix")
+    manager = ModelManager(torch.device("cpu"), sdxl_vae=str(tmp_path / "fp16-fix"))
+    sdxl = manager.get(str(tiny_sdxl_path)).pipe.vae
+    assert sdxl.config.force_upcast is False
+    assert torch.equal(sdxl.decoder.conv_out.weight, vae.decoder.conv_out.weight)
+    own = ModelManager(torch.device("cpu")).get(str(tiny_sd_path)).pipe.vae
+    assert torch.equal(
+        manager.get(str(tiny_sd_path)).pipe.vae.decoder.conv_out.weight, own.decoder.conv_out.weight
+    )
+
+
+def test_a_missing_sdxl_vae_is_a_clear_error(tiny_sdxl_path: Path, tmp_path: Path) -> None:
+    manager = ModelManager(torch.device("cpu"), sdxl_vae=str(tmp_path / "nope"))
+    with pytest.raises(ModelLoadError, match=r"INPAINTBOT_SDXL_VAE.*does not exist"):
+        manager.get(str(tiny_sdxl_path))
+
+
+def test_loaded_vaes_are_sliced(manager: ModelManager, tiny_sd_path: Path) -> None:
+    assert manager.get(str(tiny_sd_path)).pipe.vae.use_slicing
+
+
+def test_compile_is_applied_only_when_asked_and_a_job_runs(
+    tiny_sd_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wiring, with a backend that records what torch.compile hands it and runs it as it is:
+    inductor would compile C++ for minutes on a CI CPU. What compiling buys is measured on a GPU
+    (bench.gpu --compile)."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def recording(graph: torch.fx.GraphModule, inputs: object) -> Callable[..., object]:
+        graphs.append(graph)
+        return graph.forward
+
+    monkeypatch.setattr(compiled, "BACKEND", recording)
+    monkeypatch.setenv("INPAINTBOT_COMPILE", "1")
+    config = EngineConfig(model=str(tiny_sd_path), device="cpu", _env_file=None)
+    assert config.compile
+    plain = Engine(config.model_copy(update={"compile": False}))
+    assert not compiled.is_compiled(plain.load().pipe.unet)
+    plain.inpaint(job_request())
+    assert not graphs, "nothing is compiled unless the operator asks"
+
+    engine = Engine(config)
+    assert compiled.is_compiled(engine.load().pipe.unet)
+    result = engine.inpaint(job_request())
+    assert result.images[0].image.size == (64, 64)
+    assert graphs, "the job's UNet calls went through torch.compile"
+
+
+def job_request() -> InpaintRequest:
+    return InpaintRequest(
+        png_bytes(photo(64, 64)),
+        InpaintSettings.parse(steps=2, resolution=64, seed=1),
+        png_bytes(rect_mask(64, 64, (8, 8, 40, 40))),
+    )
