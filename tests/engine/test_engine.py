@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from engine import masking
 from engine.config import EngineConfig
 from engine.engine import Engine, denoising_steps
 from engine.errors import (
@@ -21,6 +22,7 @@ from engine.errors import (
     SettingsError,
 )
 from engine.job import InpaintRequest, MaskSource, Progress
+from engine.progress import StepTracker
 from engine.prompts import MAX_CHUNKS
 from engine.settings import InpaintSettings
 from tests.pictures import (
@@ -390,3 +392,54 @@ def test_too_many_prompt_chunks_is_refused_when_the_job_is_submitted(engine: Eng
     )
     at_the_limit = " BREAK ".join(["a cat"] * MAX_CHUNKS)
     assert engine.prepare(request(photo(64, 64), rect_mask(64, 64, (8, 8, 40, 40)), prompt=at_the_limit))
+
+
+def test_the_first_pass_is_cropped_when_prepared_and_composited_when_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU thread's share of a one-pass job is the pipeline call: the crop and resize of the
+    upload happen in ``prepare`` and the paste into the full picture when the result is read."""
+    picture = photo(160, 96)
+    job = engine.prepare(request(picture, rect_mask(160, 96, (40, 20, 100, 70)), count=2))
+    staged = job.passes[0].staged
+    assert staged is not None and staged.picture.size == staged.mask.size == job.processing_size
+    crops: list[tuple[int, int]] = []
+    composites: list[int] = []
+    crop = Image.Image.crop
+    monkeypatch.setattr(
+        Image.Image, "crop", lambda self, *a, **kw: crops.append(self.size) or crop(self, *a, **kw)
+    )
+    composite = masking.composite
+    monkeypatch.setattr(
+        masking, "composite", lambda *a, **kw: composites.append(1) or composite(*a, **kw)
+    )
+    (result,) = engine.run([job])
+    assert picture.size not in crops, "the GPU thread cropped the full-size picture"
+    assert composites == []
+    first = result.images[0].image
+    assert composites == [1] and result.images[0].image is first  # made once, when first read
+    assert first.size == picture.size
+
+
+def test_previews_are_made_at_most_every_interval() -> None:
+    """Steps in between carry the last preview: no copy of the latents from the GPU for them."""
+    latents = torch.randn(3, 4, 8, 8)
+    clock = iter([0.0, 0.4, 0.8, 1.2, 1.3, 2.5])
+    seen: list[list[Progress]] = [[], []]
+    tracker = StepTracker(
+        6,
+        [(seen[0].append, 0), (seen[1].append, 2)],
+        None,
+        True,
+        False,
+        interval=1.0,
+        clock=lambda: next(clock),
+    )
+    for step in range(6):
+        tracker.on_step_end(None, step, None, {"latents": latents})
+    for mine in seen:
+        made = [p.preview for p in mine]
+        assert [p.step for p in mine] == [1, 2, 3, 4, 5, 6]
+        assert made[0] is made[1] is made[2] is not made[3]
+        assert made[3] is made[4] is not made[5]
+    assert np.abs(image_pixels(seen[0][0].preview) - image_pixels(seen[1][0].preview)).max() > 0

@@ -3,11 +3,14 @@
 import asyncio
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL
 from PIL import Image
 
 from bot.config import BotConfig
@@ -15,10 +18,11 @@ from bot.queue.base import JobSubmission
 from bot.queue.events import DoneEvent, EventStream, ProgressEvent, StartedEvent
 from bot.queue.local import LocalJobQueue
 from bot.store.database import Store
+from engine import masking, safety
 from engine.engine import Engine, PreparedJob
 from engine.job import InpaintRequest, InpaintResult, Progress
 from engine.settings import InpaintSettings
-from tests.bot.queue.fakes import next_event
+from tests.bot.queue.fakes import StubSafetyChecker, next_event
 from tests.pictures import photo, png_bytes, rect_mask
 
 # Generous: the tiny model takes well under a second, but a shared CI machine can be much slower.
@@ -183,3 +187,59 @@ async def test_prompts_of_different_lengths_give_the_pictures_they_give_alone(
         alone = engine.inpaint(request)
         difference = np.abs(pixels(event.images[0].path.read_bytes()) - pixels(alone.images[0].png))
         assert difference.max() <= 1, "a job's picture changed with its batch mates' prompts"
+
+
+@pytest.mark.parametrize("work", ["encode", "decode"])
+async def test_a_batch_of_four_out_of_memory_in_the_vae_runs_again_in_halves(
+    engine: Engine, store: Store, bot_config: BotConfig, monkeypatch: pytest.MonkeyPatch, work: str
+) -> None:
+    """The VAE's encode and decode are inside what the engine catches: a batch of 4 whose VAE call
+    runs out of memory runs again as 2 + 2, and every job ends with the picture it gives alone."""
+    method = getattr(AutoencoderKL, work)
+
+    def out_of_memory_above_two(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if x.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return method(self, x, *args, **kwargs)
+
+    held, queue, events = await held_queue(engine, store, bot_config, batch_size=4)
+    requests = [tiny_request(seed, strength=0.8) for seed in (11, 22, 33, 44)]
+    submitted = [await queue.submit(JobSubmission(user, r)) for user, r in enumerate(requests, 1)]
+    monkeypatch.setattr(AutoencoderKL, work, out_of_memory_above_two)
+    held.release.set()
+    done = [await next_event(events, DoneEvent, job.job_id, timeout=REAL_TIMEOUT) for job in submitted]
+    await queue.close()
+    monkeypatch.undo()
+    assert held.batch_sizes == [1, 4, 2, 2]
+    for request, event in zip(requests, done, strict=True):
+        alone = engine.inpaint(request)
+        difference = np.abs(pixels(event.images[0].path.read_bytes()) - pixels(alone.images[0].png))
+        assert difference.max() <= 1
+
+
+async def test_composites_and_the_checkers_views_are_made_off_the_gpu_thread(
+    engine: Engine, store: Store, bot_config: BotConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU thread only denoises and runs the checker's model; pasting a crop into the full-size
+    picture and shrinking it for the checker run beside it."""
+    threads: dict[str, list[str]] = {"composite": [], "view": []}
+
+    def recorded(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            threads[name].append(threading.current_thread().name)
+            return function(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(masking, "composite", recorded("composite", masking.composite))
+    monkeypatch.setattr(safety, "_padded_square", recorded("view", safety._padded_square))
+    checker = StubSafetyChecker(flagged=lambda image: False)
+    queue = LocalJobQueue(engine, store, bot_config, safety=checker)
+    events = queue.subscribe()
+    await queue.start()
+    job = await queue.submit(JobSubmission(1, tiny_request(5, count=2)))
+    await next_event(events, DoneEvent, job.job_id, timeout=REAL_TIMEOUT)
+    await queue.close()
+    assert len(threads["composite"]) == 2 and len(threads["view"]) >= 2  # a view of each at least
+    assert not [name for names in threads.values() for name in names if name.startswith("inpaint-gpu")]
+    assert [thread.startswith("inpaint-gpu") for _, thread in checker.checks] == [True]

@@ -1,0 +1,22 @@
+"""bench.gpu builds the real architectures: checked on the meta device, so nothing is allocated."""
+
+import pytest
+import torch
+
+from bench.gpu import components
+
+# Published parameter counts (diffusers' models at these configs): the UNet with 9 input channels.
+EXPECTED_MILLIONS = {
+    "sd15": {"unet": 859.5, "vae": 83.7, "text_encoder_1": 123.1},
+    "sdxl": {"unet": 2567.5, "vae": 83.7, "text_encoder_1": 123.1, "text_encoder_2": 694.7},
+}
+
+
+@pytest.mark.parametrize("model", ["sd15", "sdxl"])
+def test_the_bench_models_are_full_size(model: str) -> None:
+    parts = components(model, "meta", torch.float16)
+    counts = {name: round(count / 1e6, 1) for name, count in parts.parameters().items()}
+    assert counts == EXPECTED_MILLIONS[model]
+    assert parts.unet.config.in_channels == 9  # inpainting UNets
+    assert all(p.is_meta for p in parts.unet.parameters()), "the weights were allocated"
+    assert parts.unet.dtype == torch.float16
