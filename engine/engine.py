@@ -8,9 +8,11 @@ A job goes through two stages:
    It runs in its own thread beside the GPU worker, so it loads no inpainting weights: what it needs
    to know about models and ControlNets comes from their config files (``ModelManager.describe``).
    Masks from words are the exception: their small models run here (see ``engine.masks.words``).
-2. ``run`` (GPU): for each pass, crop and resize, apply the masked-content mode, denoise with the
-   pipeline, and paste the result back over the full-resolution original through the blurred mask, so
-   every pixel outside the mask is bit-identical to the input.
+   The first pass's crop is made here too, resized to the processing size (and filled, for ``fill``).
+2. ``run`` (GPU): for each pass, denoise with the pipeline (later passes crop the picture as the
+   earlier ones left it), and paste the result back over the full-resolution original through the
+   blurred mask, so every pixel outside the mask is bit-identical to the input. The last paste is made
+   when the result's picture is first read (``_Composite``), so the queue does it off the GPU thread.
 
 Several prepared jobs with the same ``batch_key`` can run as one pipeline call, one generator per image.
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.gpu import components
+from bench.gpu import components, pipeline
 
 # Published parameter counts (diffusers' models at these configs): the UNet with 9 input channels.
 EXPECTED_MILLIONS = {
@@ -20,3 +20,15 @@ def test_the_bench_models_are_full_size(model: str) -> None:
     assert parts.unet.config.in_channels == 9  # inpainting UNets
     assert all(p.is_meta for p in parts.unet.parameters()), "the weights were allocated"
     assert parts.unet.dtype == torch.float16
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"),
+    [("sd15", "StableDiffusionInpaintPipeline"), ("sdxl", "StableDiffusionXLInpaintPipeline")],
+)
+def test_the_bench_pipelines_assemble(model: str, kind: str) -> None:
+    pipe = pipeline(model, torch.device("meta"), torch.float16)
+    assert type(pipe).__name__ == kind
+    assert pipe.unet.config.in_channels == 9 and pipe.vae.config.scaling_factor == (
+        0.13025 if model == "sdxl" else 0.18215
+    )
