@@ -29,6 +29,7 @@ class MaskSource(StrEnum):
     WORDS = "mask from words"
     FACE = "automatic face mask"
     TRANSPARENCY = "the image's transparent pixels"
+    BORDER = "the new border (outpainting)"
 
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
