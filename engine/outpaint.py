@@ -23,6 +23,7 @@ from PIL import Image
 
 from engine import masking
 from engine.errors import SettingsError
+from engine.images import megapixels
 from engine.masking import Box
 from engine.settings import OUTPAINT_FIELDS, InpaintSettings
 
@@ -97,8 +98,8 @@ def check_canvas(border: Border, width: int, height: int, max_pixels: int) -> tu
     if canvas[0] * canvas[1] > max_pixels:
         raise SettingsError(
             f"Outpainting this {width}x{height} picture makes it {canvas[0]}x{canvas[1]} "
-            f"({canvas[0] * canvas[1] / 1e6:.1f} megapixels), over this bot's limit of "
-            f"{max_pixels / 1e6:.1f} megapixels. Zoom out less, or add fewer pixels."
+            f"({megapixels(canvas[0] * canvas[1])} megapixels), over this bot's limit of "
+            f"{megapixels(max_pixels)} megapixels. Zoom out less, or add fewer pixels."
         )
     return canvas
 
