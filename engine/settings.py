@@ -366,6 +366,14 @@ class InpaintSettings(BaseModel):
         return self.zoom is not None or any(getattr(self, side) for side in OUTPAINT_FIELDS[1:])
 
     @property
+    def outpaint_text(self) -> str:
+        """The outpainting asked for, as members read it: "zoom 2×" or "left 256, up 128"."""
+        if self.zoom is not None:
+            return f"zoom {self.zoom:g}×"
+        sides = ((name, getattr(self, name)) for name in OUTPAINT_FIELDS[1:])
+        return ", ".join(f"{name} {value}" for name, value in sides if value)
+
+    @property
     def finds_mask(self) -> bool:
         """The engine finds the mask itself (faces or words): no mask picture or transparency needed."""
         return self.auto_mask is AutoMask.FACE or self.mask_prompt is not None
