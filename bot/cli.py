@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _job_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+    commands: argparse._SubParsersAction[_Parser], name: str, help: str
 ) -> argparse.ArgumentParser:
     """A subcommand that runs one job: its picture, output and device (its settings come after)."""
     parser = commands.add_parser(name, help=help)
@@ -112,7 +112,7 @@ def _add_settings(
 
     for setting in (s for s in SETTINGS if command in s.cli):
         flags = ["--" + setting.name.replace("_", "-"), *setting.cli_aliases]
-        where = parser
+        where: argparse._ActionsContainer = parser
         if mask_sources is not None and setting.name in ("auto_mask", "mask_prompt"):
             where = mask_sources
         if setting.type is bool:

@@ -32,7 +32,11 @@ def outpaint(image: Path, out: Path, model: Path, *flags: str) -> None:
     ("flags", "size", "parameters"),
     [
         (["--zoom", "1.5"], (144, 96), "Outpaint zoom: 1.5"),
-        (["--left", "16", "--top", "8", "--bottom", "4"], (112, 76), "left 16, right 0, up 8, down 4"),
+        (
+            ["--left", "16", "--right", "8", "--top", "8", "--bottom", "4"],
+            (120, 76),
+            "left 16, right 8, up 8, down 4",
+        ),
     ],
 )
 def test_outpaint_writes_the_larger_picture(

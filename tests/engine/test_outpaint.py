@@ -46,7 +46,9 @@ def test_output_size_and_the_picture_kept_outside_the_band(
     keep = _keep(settings, border)
     original = np.asarray(PICTURE).astype(np.int16)
     inside = keep.moved(-at[0], -at[1])
-    assert np.array_equal(out[keep.slices()], original[inside.slices()]), "bit-identical outside the band"
+    assert np.array_equal(out[keep.slices()], original[inside.slices()]), (
+        "bit-identical outside the band"
+    )
     x, y = at
     new = np.ones(out.shape[:2], bool)
     new[y : y + HEIGHT, x : x + WIDTH] = False
@@ -195,7 +197,9 @@ def test_a_canvas_over_the_limit_is_refused_before_any_model(tiny_sd_path: Path)
         model=str(tiny_sd_path), device="cpu", max_pixels=WIDTH * HEIGHT * 3, _env_file=None
     )
     engine = Engine(config)
-    with pytest.raises(SettingsError, match=r"makes it 144x96 \(0\.0138 megapixels\), over this bot's limit of 0\.0104"):
+    with pytest.raises(
+        SettingsError, match=r"makes it 144x96 \(0\.0138 megapixels\), over this bot's limit of 0\.0104"
+    ):
         engine.prepare(request(PICTURE, zoom=2))
     assert engine.prepare(request(PICTURE, zoom=1.5)).image.size == (112, 72)
 
