@@ -204,14 +204,11 @@ class Engine:
     def _prepare_outpaint(
         self, request: InpaintRequest, settings: InpaintSettings, started: float
     ) -> PreparedJob:
-        """The picture on its larger canvas (``engine.outpaint``), one pass per window along the new
-        border, each painted at the model's size."""
+        """The picture on its larger canvas (``engine.outpaint``, which refuses a canvas over
+        ``max_pixels``), one pass per window along the new border, each painted at the model's size."""
         if request.mask is not None:
             raise MaskError("Outpainting repaints the new border: it takes no mask picture.")
         picture = images.flatten(images.load_image(request.image, max_pixels=self.config.max_pixels))
-        # The canvas is checked before the model: a size refused costs nothing.
-        border = outpaint.border_for(settings, picture.width, picture.height)
-        outpaint.check_canvas(border, picture.width, picture.height, self.config.max_pixels)
         model, control, chunks = self._model_for(settings)
         long_side = settings.resolution or model.native_size
         planned = outpaint.plan(picture, settings, long_side, self.config.max_pixels)
