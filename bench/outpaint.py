@@ -97,7 +97,9 @@ def main() -> None:
             "zoom 2x of 2048 px": measure(engine, 2048, **common, zoom=2),
         }
     base = rows["inpaint 512 px (whole picture)"]
-    print(f"tiny inpainting model at {args.resolution} px, {args.steps} steps x strength 0.8, {config.device}")
+    print(
+        f"tiny inpainting model at {args.resolution} px, {args.steps} steps x strength 0.8, {config.device}"
+    )
     print(
         f"{'job':34} {'output':>7} {'passes':>6} {'UNet latent px':>15} {'x inpaint':>9} "
         f"{'new px':>11} {'prepare':>8} {'run':>8} {'x inpaint':>9}"
