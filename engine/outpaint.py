@@ -124,7 +124,8 @@ def plan(picture: Image.Image, settings: InpaintSettings, long_side: int, max_pi
     blurred = masking.prepare_mask(
         Image.fromarray(marked), invert=False, grow=settings.mask_grow, blur=settings.mask_blur
     )
-    # Blurring would leave the border's outer rows of the picture's side a little short of 255.
+    # The blur's ramp (and a negative mask_grow) reaches past the picture's edge: the new pixels next
+    # to it would keep a little of their fill. Every new pixel is repainted in full.
     mask = np.maximum(np.asarray(blurred), outside)
     canvas = Image.new("RGB", (width, height))
     canvas.paste(picture, (where.x0, where.y0))
