@@ -470,7 +470,8 @@ class Engine:
                     parameters=a1111_parameters(
                         job.settings,
                         seed=row.seed,
-                        size=job.processing_size,
+                        # An outpainting's windows differ in size: A1111's Size is then its canvas.
+                        size=job.image.size if job.settings.outpaints else job.processing_size,
                         model=model.name,
                         mask_source=job.mask_source.value,
                         controlnet=job.controlnet,

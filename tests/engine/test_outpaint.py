@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import outpaint
+from engine import masking, outpaint
 from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.errors import MaskError, SettingsError
@@ -108,14 +108,37 @@ def test_the_windows_cover_the_mask_with_a_full_weight_each(
         part = mask[window.box.slices()]
         full[window.box.slices()] |= (np.asarray(window.mask) == part) & (part > 0)
         # Faded to (almost) nothing at each side inside the canvas: no seam where a window ends.
-        if window.box.x0 > 0:
-            assert np.asarray(window.mask)[:, 0].max() <= 255 // 8
+        faded = np.asarray(window.mask)
+        box, (width, height) = window.box, planned.canvas.size
+        edges = [(box.x0 > 0, faded[:, 0]), (box.x1 < width, faded[:, -1])]
+        edges += [(box.y0 > 0, faded[0]), (box.y1 < height, faded[-1])]
+        for inside, edge in edges:
+            assert not inside or edge.max() <= 255 // 8
     assert np.array_equal(full, mask > 0)
     if planned.keep.width > 0 and planned.keep.height > 0:
         assert not mask[planned.keep.slices()].any()
         outside = np.ones(mask.shape, bool)
         outside[planned.picture.slices()] = False
         assert (mask[outside] == 255).all(), "every new pixel is repainted in full"
+
+
+def test_windows_painted_one_after_another_blend_without_a_seam() -> None:
+    """Each window composited as the engine does, painting a flat colour far from its neighbours':
+    nowhere on the canvas do two neighbouring pixels differ by a window's edge (a hard seam would
+    jump by 255), and no new pixel keeps the fill it started from."""
+    picture = Image.new("RGB", (160, 96), (128, 128, 128))
+    planned = outpaint.plan(picture, InpaintSettings.parse(zoom=2), 64, 10**8)
+    canvas = planned.canvas
+    for number, window in enumerate(planned.windows):
+        colour = (255 * (number % 2), 255 * (number // 2 % 2), 255 * (number // 4 % 2))
+        painted = Image.new("RGB", (window.box.width, window.box.height), colour)
+        canvas = masking.composite(canvas, painted, window.mask, window.box)
+    out = np.asarray(canvas).astype(np.int16)
+    steps = max(np.abs(np.diff(out, axis=0)).max(), np.abs(np.diff(out, axis=1)).max())
+    # A window fades in over 64 // 8 px: at most two fading in over one another, 255 x 2 / 8 a pixel.
+    assert len(planned.windows) > 8 and steps <= 255 * 2 / 8 + 3
+    new = np.asarray(planned.mask) == 255
+    assert (np.abs(out - np.asarray(planned.canvas).astype(np.int16)).max(axis=-1)[new] > 0).all()
 
 
 def test_the_cost_follows_the_border_not_the_picture() -> None:
@@ -151,6 +174,7 @@ def test_the_canvas_starts_from_the_fill_and_the_windows_run_at_the_model_size(
 def test_parameters_record_the_outpainting(engine: Engine) -> None:
     zoomed = engine.inpaint(request(PICTURE, **QUICK, zoom=1.5)).images[0].parameters
     assert "Outpaint zoom: 1.5" in zoomed and "Mask source: the new border (outpainting)" in zoomed
+    assert "Size: 112x72," in zoomed  # the canvas: the windows it was painted in differ
     assert "Inpaint area" not in zoomed
     sides = engine.inpaint(request(PICTURE, **QUICK, left=8, down=16)).images[0].parameters
     assert 'Outpaint pixels: "left 8, right 0, up 0, down 16"' in sides
