@@ -2,12 +2,14 @@
 
 import io
 
+import pytest
 from PIL import Image
 
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole
 from bot.store.presets import get_preset
+from engine.engine import Engine
 from tests.bot.discord.conftest import StartBot
 from tests.bot.discord.test_inpaint import embed_fields, inpaint, refusal, result
 from tests.bot.discord.test_jobs import answer, with_embed
@@ -123,3 +125,22 @@ async def test_history_show_and_presets_know_the_outpainting(
     it = await outpaint(fake_discord, preset="dunes", up=8)
     done = await result(fake_discord, it)
     assert "dunes" in done.json["embeds"][0]["description"] and size(done) == (64, 56)
+
+
+async def test_a_zoom_over_the_size_limit_is_refused_on_the_button_too(
+    fake_discord: FakeDiscord,
+    start_bot: StartBot,
+    store: Store,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await start_bot()
+    _, message = await delivered(fake_discord, await inpaint(fake_discord))
+    monkeypatch.setattr(engine.config, "max_pixels", 96 * 64 * 3)  # the operator's limit, lowered
+    click = await fake_discord.click(message, "job:zoom2:1")
+    assert (await refusal(fake_discord, click)).startswith(
+        "Outpainting this 96x64 picture makes it 192x128 (0.0246 megapixels), over this bot's limit"
+    )
+    assert await jobs.get_job(store, 2) is None, "nothing was queued"
+    panned = await fake_discord.click(message, "job:pan-right:1")  # 144x64 fits
+    assert size(await result(fake_discord, panned)) == (144, 64)
