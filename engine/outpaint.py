@@ -45,9 +45,6 @@ class Border:
     def canvas_size(self, width: int, height: int) -> tuple[int, int]:
         return width + self.left + self.right, height + self.up + self.down
 
-    def describe(self) -> str:
-        return f"left {self.left}, right {self.right}, up {self.up}, down {self.down}"
-
 
 @dataclass(frozen=True)
 class Window:
@@ -66,7 +63,6 @@ class Plan:
     picture: Box  # where the picture lies on the canvas
     keep: Box  # the picture's pixels no window changes (empty where the band eats all of it)
     windows: tuple[Window, ...]
-    border: Border
 
 
 def require_border(settings: InpaintSettings) -> None:
@@ -136,7 +132,7 @@ def plan(picture: Image.Image, settings: InpaintSettings, long_side: int, max_pi
         for box in cover(width, height, keep, long_side)
         if (faded := _faded(mask, box, width, height, long_side)).any()
     )
-    return Plan(canvas, Image.fromarray(mask), where, keep, windows, border)
+    return Plan(canvas, Image.fromarray(mask), where, keep, windows)
 
 
 def cover(width: int, height: int, keep: Box, size: int) -> list[Box]:
