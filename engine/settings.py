@@ -33,6 +33,17 @@ MAX_ZOOM = 4.0
 MAX_BORDER = 4096  # px added on one side
 # The outpaint geometry is a job's own, like its seed: presets (which /inpaint applies too) leave it out.
 OUTPAINT_FIELDS = ("zoom", "left", "right", "up", "down")
+# What only a mask means: an outpainting takes none of it from a preset (its mask is the new border).
+MASK_ONLY = (
+    "area",
+    "padding",
+    "invert_mask",
+    "mask_prompt",
+    "mask_pick",
+    "auto_mask",
+    "preview_mask",
+    "max_faces",
+)
 # The commands that offer a setting: Discord's /inpaint, /outpaint and /preset save ("preset"); the
 # command line's ``inpaintbot inpaint`` and ``inpaintbot outpaint``.
 EVERYWHERE = ("inpaint", "outpaint", "preset")
@@ -310,8 +321,7 @@ class InpaintSettings(BaseModel):
             )
         if self.outpaints and (self.mask_prompt is not None or self.auto_mask is not None):
             raise ValueError(
-                "Outpainting repaints the new border: it cannot take mask_prompt or auto_mask "
-                "(they can come from a preset: choose another preset then)."
+                "Outpainting repaints the new border: it cannot take mask_prompt or auto_mask."
             )
         if self.outpaints and self.invert_mask:
             raise ValueError("Outpainting repaints the new border: invert_mask does not apply to it.")

@@ -27,6 +27,7 @@ from bot.store.presets import resolve_settings, visible_presets
 from bot.ui.preview import PreviewView
 from engine.job import InpaintRequest
 from engine.outpaint import require_border
+from engine.settings import MASK_ONLY
 
 if TYPE_CHECKING:
     from bot.client import InpaintBot
@@ -132,6 +133,7 @@ class Inpaint(commands.Cog):
             guild=admission.guild,
             preset=preset,
             options=values,
+            leave_out=MASK_ONLY,  # a preset made for masks still serves: its prompt, sampling, model
         )
         require_border(settings)
         check_model(settings.model, self.bot.config.allowed_models())

@@ -8,8 +8,9 @@ from PIL import Image
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import ImageRole
-from bot.store.presets import get_preset
+from bot.store.presets import get_preset, save_preset
 from engine.engine import Engine
+from engine.settings import Area, InpaintSettings
 from tests.bot.discord.conftest import StartBot
 from tests.bot.discord.test_inpaint import embed_fields, inpaint, refusal, result
 from tests.bot.discord.test_jobs import answer, with_embed
@@ -125,6 +126,14 @@ async def test_history_show_and_presets_know_the_outpainting(
     it = await outpaint(fake_discord, preset="dunes", up=8)
     done = await result(fake_discord, it)
     assert "dunes" in done.json["embeds"][0]["description"] and size(done) == (64, 56)
+    # A preset made for masks serves too: what only a mask means is left out.
+    alice = int(fake_discord.alice["user"]["id"])
+    masks = InpaintSettings.parse(mask_prompt="hat", invert_mask=True, area="whole", strength=0.5)
+    await save_preset(store, alice, "hats", masks, max_per_user=25)
+    done = await result(fake_discord, await outpaint(fake_discord, preset="hats", left=8))
+    ran = (await job(store, 3)).inpaint_settings()
+    assert ran.strength == 0.5 and ran.left == 8
+    assert ran.mask_prompt is None and not ran.invert_mask and ran.area is Area.MASKED
 
 
 async def test_a_zoom_over_the_size_limit_is_refused_on_the_button_too(
