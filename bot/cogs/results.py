@@ -248,7 +248,7 @@ class Results(commands.Cog):
     async def _pan(self, interaction: discord.Interaction, job: Job, side: str) -> None:
         """Half the result's size more on that side."""
         width, height = output_size(job)
-        half = (width if side in ("left", "right") else height) // 2
+        half = max(1, (width if side in ("left", "right") else height) // 2)
         await self._outpaint(interaction, job, outpaint_settings(job, **{side: half}))
 
     async def _outpaint(
