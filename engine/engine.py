@@ -12,6 +12,9 @@ A job goes through two stages:
    pipeline, and paste the result back over the full-resolution original through the blurred mask, so
    every pixel outside the mask is bit-identical to the input.
 
+An outpainting is prepared the same way on a larger canvas (``engine.outpaint``): its passes are the
+windows along the new border, which ``run`` paints one after another like a picture's faces.
+
 Several prepared jobs with the same ``batch_key`` can run as one pipeline call, one generator per image.
 
 A job with a ControlNet (Tile or Inpaint) runs on a regular checkpoint through diffusers' ControlNet
