@@ -1,7 +1,8 @@
 """The ``inpaintbot`` command line.
 
-``inpaintbot inpaint`` runs one job through the same engine the bot uses, so operators can check their
-GPU and model before connecting Discord. User errors exit with status 2 and one ``error:`` line.
+``inpaintbot inpaint`` and ``inpaintbot outpaint`` run one job through the same engine the bot uses, so
+operators can check their GPU and model before connecting Discord. User errors exit with status 2 and
+one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -56,18 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="inpaintbot", description="Stable Diffusion inpainting for Discord servers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    inpaint = commands.add_parser("inpaint", help="inpaint one image from the command line")
-    inpaint.add_argument("image", type=Path, help="input picture (PNG, JPEG, WebP, GIF, BMP, TIFF)")
-    inpaint.add_argument("-o", "--output", type=Path, required=True, help="output .png file")
+    inpaint = _job_parser(commands, "inpaint", "inpaint one image from the command line")
     source = inpaint.add_mutually_exclusive_group()
     source.add_argument("--mask", type=Path, help="mask picture: white (or opaque strokes) = repaint")
-    _add_settings(inpaint, mask_sources=source)
-    inpaint.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    _add_settings(inpaint, "inpaint", mask_sources=source)
     inpaint.add_argument(
         "--mask-preview",
         action="store_true",
         help="write the picture with the mask tinted red to OUT (at most 1024 px long) instead of inpainting",
     )
+
+    outpaint = _job_parser(
+        commands,
+        "outpaint",
+        "extend one image beyond its edges (--zoom, or pixels per side) from the command line",
+    )
+    _add_settings(outpaint, "outpaint")
 
     commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
     commands.add_parser(
@@ -84,21 +89,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_settings(inpaint: argparse.ArgumentParser, mask_sources: argparse._ActionsContainer) -> None:
-    """One flag per setting (``--mask-blur`` for ``mask_blur``), all left ``None`` when not given so
-    ``InpaintSettings`` applies its defaults and range checks; ``--mask``, ``--mask-prompt`` and
-    ``--auto-mask`` exclude each other."""
+def _job_parser(
+    commands: argparse._SubParsersAction[_Parser], name: str, help: str
+) -> argparse.ArgumentParser:
+    """A subcommand that runs one job: its picture, output and device (its settings come after)."""
+    parser = commands.add_parser(name, help=help)
+    parser.add_argument("image", type=Path, help="input picture (PNG, JPEG, WebP, GIF, BMP, TIFF)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output .png file")
+    parser.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    return parser
+
+
+def _add_settings(
+    parser: argparse.ArgumentParser,
+    command: str,
+    mask_sources: argparse._ActionsContainer | None = None,
+) -> None:
+    """One flag per setting ``command`` takes (``--mask-blur`` for ``mask_blur``), all left ``None``
+    when not given so ``InpaintSettings`` applies its defaults and range checks; ``--mask``,
+    ``--mask-prompt`` and ``--auto-mask`` exclude each other."""
     from engine.settings import SETTINGS
 
-    for setting in (s for s in SETTINGS if s.cli):
-        flag = "--" + setting.name.replace("_", "-")
-        where = mask_sources if setting.name in ("auto_mask", "mask_prompt") else inpaint
+    for setting in (s for s in SETTINGS if command in s.cli):
+        flags = ["--" + setting.name.replace("_", "-"), *setting.cli_aliases]
+        where: argparse._ActionsContainer = parser
+        if mask_sources is not None and setting.name in ("auto_mask", "mask_prompt"):
+            where = mask_sources
         if setting.type is bool:
-            where.add_argument(flag, action="store_true", default=None, help=_flag_help(setting))
+            where.add_argument(*flags, action="store_true", default=None, help=_flag_help(setting))
         elif setting.choices is not None:
-            where.add_argument(flag, choices=setting.choices, help=_flag_help(setting))
+            where.add_argument(*flags, choices=setting.choices, help=_flag_help(setting))
         else:
-            where.add_argument(flag, type=setting.type, help=_flag_help(setting))
+            where.add_argument(*flags, type=setting.type, help=_flag_help(setting))
 
 
 def _flag_help(setting: Setting) -> str:
@@ -123,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         warnings.simplefilter("ignore")
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if args.command == "inpaint":
+    if args.command in ("inpaint", "outpaint"):
         raise SystemExit(_inpaint(args))
     if args.command == "db":
         raise SystemExit(_database(args))
@@ -229,11 +251,13 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _inpaint(args: argparse.Namespace) -> int:
-    """Check the arguments, the settings and the pictures first, then import torch and the engine:
-    a user error is told in a fraction of a second, not after seconds of imports."""
+    """``inpaint`` or ``outpaint``. Check the arguments, the settings and the pictures first (for an
+    outpainting, the canvas's size too), then import torch and the engine: a user error is told in a
+    fraction of a second, not after seconds of imports."""
     from engine.config import EngineConfig
     from engine.errors import EngineError, JobCancelled
-    from engine.images import load_pictures
+    from engine.images import load_image, load_pictures
+    from engine.outpaint import border_for, check_canvas, require_border
     from engine.settings import SETTINGS, InpaintSettings
 
     if args.output.suffix.lower() != ".png":
@@ -244,10 +268,18 @@ def _inpaint(args: argparse.Namespace) -> int:
         _fail(f"the output folder does not exist: {args.output.parent}")
 
     try:
-        settings = InpaintSettings.parse(**{s.name: getattr(args, s.name) for s in SETTINGS if s.cli})
+        given = {s.name: getattr(args, s.name) for s in SETTINGS if args.command in s.cli}
+        settings = InpaintSettings.parse(**given)
         image = _read(args.image, "image")
-        mask = _read(args.mask, "mask") if args.mask else None
         config = EngineConfig(**({"device": args.device} if args.device else {}))
+        if args.command == "outpaint":
+            require_border(settings)
+            picture = load_image(image, max_pixels=config.max_pixels)
+            border = border_for(settings, picture.width, picture.height)
+            check_canvas(border, picture.width, picture.height, config.max_pixels)
+            result = _run_job(config, image, None, settings)
+            return _write_results(args.output, result)
+        mask = _read(args.mask, "mask") if args.mask else None
         picture, uploaded = load_pictures(
             image, mask, find_faces=settings.finds_mask, max_pixels=config.max_pixels
         )
@@ -258,10 +290,14 @@ def _inpaint(args: argparse.Namespace) -> int:
         return EXIT_CANCELLED
     except EngineError as exc:
         _fail(str(exc))
+    return _write_results(args.output, result)
+
+
+def _write_results(output: Path, result: InpaintResult | None) -> int:
+    """Each picture to ``output`` (numbered when there are several), and its path and seed."""
     if result is None:
         return EXIT_CANCELLED
-
-    outputs = _output_paths(args.output, len(result.images))
+    outputs = _output_paths(output, len(result.images))
     for path, generated in zip(outputs, result.images, strict=True):
         try:
             path.write_bytes(generated.png)

@@ -1,6 +1,6 @@
-"""The settings options that ``/inpaint`` and ``/preset save`` share, built from the engine's settings
-(``engine.settings.SETTINGS``: range, default, choices and description), how the given ones become
-settings values, and which models members may name.
+"""The settings options of ``/inpaint``, ``/outpaint`` and ``/preset save``, built from the engine's
+settings (``engine.settings.SETTINGS``: range, default, choices and description), how the given ones
+become settings values, and which models members may name.
 
 discord.py reads a command's options from its callback's signature; ``settings_options`` gives the
 callback one that lists every setting Discord offers, and the callback takes them as ``**options``.
@@ -22,7 +22,7 @@ from bot.store.models import Preset
 from bot.store.presets import SERVER_PREFIX
 from engine.settings import SETTINGS, Setting
 
-OFFERED = tuple(setting for setting in SETTINGS if setting.discord)  # by one command or both
+OFFERED = tuple(setting for setting in SETTINGS if setting.discord)  # by one command or more
 
 MAX_CHOICES = 25  # Discord's limit for autocomplete answers
 
@@ -50,8 +50,8 @@ def _description(setting: Setting) -> str:
 
 def settings_options(command_name: str) -> Callable[[F], F]:
     """Give a command whose callback ends in ``**options`` one option per setting that command
-    (``Setting.discord``: "inpaint" or "preset") offers, after its own parameters, with their ranges,
-    choices and descriptions (put below ``@command``)."""
+    (``Setting.discord``: "inpaint", "outpaint" or "preset") offers, after its own parameters, with
+    their ranges, choices and descriptions (put below ``@command``)."""
     offered = [s for s in OFFERED if command_name in s.discord]
 
     def decorate(command: F) -> F:

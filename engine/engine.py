@@ -14,6 +14,9 @@ A job goes through two stages:
    blurred mask, so every pixel outside the mask is bit-identical to the input. The last paste is made
    when the result's picture is first read (``_Composite``), so the queue does it off the GPU thread.
 
+An outpainting is prepared the same way on a larger canvas (``engine.outpaint``): its passes are the
+windows along the new border, which ``run`` paints one after another like a picture's faces.
+
 Several prepared jobs with the same ``batch_key`` can run as one pipeline call, one generator per image.
 
 A job with a ControlNet (Tile or Inpaint) runs on a regular checkpoint through diffusers' ControlNet
@@ -38,7 +41,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageChops
 
-from engine import controlnet, faces, images, latents, mask_preview, masking, prompts
+from engine import controlnet, faces, images, latents, mask_preview, masking, outpaint, prompts
 from engine.config import EngineConfig
 from engine.errors import MaskError, OutOfMemoryError, SettingsError
 from engine.gpu_memory import release_memory
@@ -204,6 +207,8 @@ class Engine:
     def prepare(self, request: InpaintRequest) -> PreparedJob:
         started = time.perf_counter()
         settings = request.settings.with_seed()
+        if settings.outpaints:
+            return self._prepare_outpaint(request, settings, started)
         image, uploaded = images.load_pictures(
             request.image,
             request.mask,
@@ -219,15 +224,7 @@ class Engine:
                 functools.reduce(ImageChops.lighter, painted)
             )
         original = images.flatten(image)
-        model = self.models.describe(settings.model or self.config.model)
-        control = None
-        if settings.controlnet is not ControlNet.NONE:
-            model = self.controlnet_base(model)
-            control = controlnet.model_name(self.config, settings.controlnet, sdxl=model.sdxl)
-            with controlnet.operator_setting(settings.controlnet, sdxl=model.sdxl):
-                self.models.check_controlnet(control, model)  # a missing one fails at submission
-        tokenizer = self.models.tokenizer(model.name)
-        chunks = prompts.chunk_count(tokenizer, settings.prompt, settings.negative_prompt)
+        model, control, chunks = self._model_for(settings)
         long_side = settings.resolution or model.native_size
         area = Area.MASKED if source is MaskSource.FACE else settings.area
         passes = []
@@ -261,6 +258,50 @@ class Engine:
             prompt_chunks=chunks,
             found_mask=found_mask,
         )
+
+    def _prepare_outpaint(
+        self, request: InpaintRequest, settings: InpaintSettings, started: float
+    ) -> PreparedJob:
+        """The picture on its larger canvas (``engine.outpaint``, which refuses a canvas over
+        ``max_pixels``), one pass per window along the new border, each painted at the model's size."""
+        if request.mask is not None:
+            raise MaskError("Outpainting repaints the new border: it takes no mask picture.")
+        picture = images.flatten(images.load_image(request.image, max_pixels=self.config.max_pixels))
+        model, control, chunks = self._model_for(settings)
+        long_side = settings.resolution or model.native_size
+        planned = outpaint.plan(picture, settings, long_side, self.config.max_pixels)
+        passes = tuple(
+            MaskPass(
+                mask=window.mask,
+                box=window.box,
+                size=masking.processing_size(window.box.width, window.box.height, long_side),
+            )
+            for window in planned.windows
+        )
+        return PreparedJob(
+            settings=settings,
+            model=model.name,
+            image=planned.canvas,
+            mask_source=MaskSource.BORDER,
+            passes=passes,
+            prepare_seconds=time.perf_counter() - started,
+            controlnet=control,
+            prompt_chunks=chunks,
+        )
+
+    def _model_for(self, settings: InpaintSettings) -> tuple[ModelFacts, str | None, int]:
+        """The model a job runs on (the operator's regular one under a ControlNet), its ControlNet,
+        and its prompts' 75-token chunks; from config files only."""
+        model = self.models.describe(settings.model or self.config.model)
+        control = None
+        if settings.controlnet is not ControlNet.NONE:
+            model = self.controlnet_base(model)
+            control = controlnet.model_name(self.config, settings.controlnet, sdxl=model.sdxl)
+            with controlnet.operator_setting(settings.controlnet, sdxl=model.sdxl):
+                self.models.check_controlnet(control, model)  # a missing one fails at submission
+        tokenizer = self.models.tokenizer(model.name)
+        chunks = prompts.chunk_count(tokenizer, settings.prompt, settings.negative_prompt)
+        return model, control, chunks
 
     def mask_preview(self, request: InpaintRequest) -> MaskPreview:
         """The mask the job would repaint, over its picture, and how many matches its source found:
@@ -498,7 +539,8 @@ class Engine:
                     parameters=a1111_parameters(
                         job.settings,
                         seed=row.seed,
-                        size=job.processing_size,
+                        # An outpainting's windows differ in size: A1111's Size is then its canvas.
+                        size=job.image.size if job.settings.outpaints else job.processing_size,
                         model=model.name,
                         mask_source=job.mask_source.value,
                         controlnet=job.controlnet,

@@ -29,6 +29,7 @@ class MaskSource(StrEnum):
     WORDS = "mask from words"
     FACE = "automatic face mask"
     TRANSPARENCY = "the image's transparent pixels"
+    BORDER = "the new border (outpainting)"
 
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -169,7 +170,7 @@ def _decode(data: bytes, *, max_pixels: int, what: str, error: type[EngineError]
             ImageOps.exif_transpose(picture, in_place=True)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise error(
-                f"The {what} is too large: the limit is {_megapixels(max_pixels)} megapixels."
+                f"The {what} is too large: the limit is {megapixels(max_pixels)} megapixels."
             ) from None
         except UnidentifiedImageError:
             if _starts_like_supported_format(data):
@@ -188,12 +189,12 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, what: str, error: type
     width, height = size
     if width * height > max_pixels:
         raise error(
-            f"The {what} is {width}x{height} ({_megapixels(width * height)} megapixels), more than "
-            f"the limit of {_megapixels(max_pixels)} megapixels. Send a smaller version."
+            f"The {what} is {width}x{height} ({megapixels(width * height)} megapixels), more than "
+            f"the limit of {megapixels(max_pixels)} megapixels. Send a smaller version."
         )
 
 
-def _megapixels(pixels: int) -> str:
+def megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.3g}"
 
 

@@ -13,7 +13,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from engine.controlnet import MODULES, short_name
 from engine.samplers import A1111_NAMES
-from engine.settings import Area, ControlNet, InpaintSettings
+from engine.settings import OUTPAINT_FIELDS, Area, ControlNet, InpaintSettings
 
 # PNG compression 1 is ~5x faster than Pillow's default 6 and ~10% bigger: big photos must not stall.
 PNG_COMPRESS_LEVEL = 1
@@ -39,10 +39,11 @@ def a1111_parameters(
         "Denoising strength": f"{settings.strength:g}",
         "Mask blur": settings.mask_blur,
         "Masked content": settings.masked_content.value,
-        "Inpaint area": "Only masked" if settings.area == Area.MASKED else "Whole picture",
-        "Only masked padding, pixels": settings.padding,
-        "Mask source": _quote(mask_source),
     }
+    if not settings.outpaints:  # outpainting always paints windows of the border at the model's size
+        fields["Inpaint area"] = "Only masked" if settings.area == Area.MASKED else "Whole picture"
+        fields["Only masked padding, pixels"] = settings.padding
+    fields["Mask source"] = _quote(mask_source)
     if settings.mask_prompt is not None:
         fields["Mask prompt"] = _quote(settings.mask_prompt)
         if settings.mask_pick != "all":
@@ -51,6 +52,11 @@ def a1111_parameters(
         fields["Mask mode"] = "Inpaint not masked"
     if settings.mask_grow:
         fields["Mask grow"] = settings.mask_grow
+    if settings.zoom is not None:
+        fields["Outpaint zoom"] = f"{settings.zoom:g}"
+    elif settings.outpaints:
+        sides = ((name, getattr(settings, name) or 0) for name in OUTPAINT_FIELDS[1:])
+        fields["Outpaint pixels"] = _quote(", ".join(f"{name} {value}" for name, value in sides))
     if controlnet is not None:
         fields["ControlNet 0"] = _quote(_controlnet_unit(settings, controlnet))
     lines = [settings.prompt]

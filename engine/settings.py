@@ -29,22 +29,49 @@ PICK_WORDS = ("all", "largest", "left", "right", "top", "bottom")
 MAX_PICK = 20
 # ADetailer's defaults for face masks, where the user did not set them.
 FACE_DEFAULTS: dict[str, float] = {"strength": 0.4, "mask_grow": 4}
+MAX_ZOOM = 4.0
+MAX_BORDER = 4096  # px added on one side
+# The outpaint geometry is a job's own, like its seed: presets (which /inpaint applies too) leave it out.
+OUTPAINT_FIELDS = ("zoom", "left", "right", "up", "down")
+# What only a mask means: an outpainting takes none of it from a preset (its mask is the new border).
+MASK_ONLY = (
+    "area",
+    "padding",
+    "invert_mask",
+    "mask_prompt",
+    "mask_pick",
+    "auto_mask",
+    "preview_mask",
+    "max_faces",
+)
+# The commands that offer a setting: Discord's /inpaint, /outpaint and /preset save ("preset"); the
+# command line's ``inpaintbot inpaint`` and ``inpaintbot outpaint``.
+EVERYWHERE = ("inpaint", "outpaint", "preset")
+BOTH_CLI = ("inpaint", "outpaint")
 
 
 def setting(
     default: Any,
     help: str,
     *,
-    discord: tuple[str, ...] = ("inpaint", "preset"),
-    cli: bool = True,
+    discord: tuple[str, ...] = EVERYWHERE,
+    cli: tuple[str, ...] = BOTH_CLI,
+    cli_aliases: tuple[str, ...] = (),
     shown_default: str | None = None,
     **limits: Any,
 ) -> Any:
     """A settings field: ``help`` is shown by ``--help`` and as the Discord option's description
-    (with the default added), ``discord`` names the commands that offer it (``/inpaint``, ``/preset
-    save``; ``()`` keeps it to the command line) and ``cli=False`` keeps it to Discord, ``shown_default`` replaces the default's value in help texts ("" shows none), ``limits``
-    are pydantic's (ge, le, max_length)."""
-    extra: JsonDict = {"discord": list(discord), "cli": cli, "shown_default": shown_default}
+    (with the default added), ``discord`` names the Discord commands that offer it (``/inpaint``,
+    ``/outpaint``, ``/preset save``; ``()`` keeps it to the command line) and ``cli`` the command
+    line's (``()`` keeps it to Discord), ``cli_aliases`` are further flags for it, ``shown_default``
+    replaces the default's value in help texts ("" shows none), ``limits`` are pydantic's (ge, le,
+    max_length)."""
+    extra: JsonDict = {
+        "discord": list(discord),
+        "cli": list(cli),
+        "cli_aliases": list(cli_aliases),
+        "shown_default": shown_default,
+    }
     return Field(default, description=help, json_schema_extra=extra, **limits)
 
 
@@ -67,6 +94,12 @@ class MaskedContent(StrEnum):
     FILL = "fill"
     LATENT_NOISE = "latent-noise"
     LATENT_NOTHING = "latent-nothing"
+
+
+# Outpainting's defaults, where the user did not set them: a new border starts from colours diffused
+# from the picture's edge (A1111's poor man's outpainting) and needs most of the denoising (A1111's
+# outpainting mk2 suggests 0.8).
+OUTPAINT_DEFAULTS: dict[str, Any] = {"strength": 0.8, "masked_content": MaskedContent.FILL}
 
 
 class AutoMask(StrEnum):
@@ -96,23 +129,37 @@ class InpaintSettings(BaseModel):
     seed: int = setting(
         -1,
         "-1 or left out for a random one",
-        discord=("inpaint",),
+        discord=("inpaint", "outpaint"),
         shown_default="",
         ge=-1,
         le=MAX_SEED,
     )
     sampler: Sampler = setting(Sampler.EULER_A, "Sampling method")
     area: Area = setting(
-        Area.MASKED, "Repaint at full resolution around the mask only, or the whole picture"
+        Area.MASKED,
+        "Repaint at full resolution around the mask only, or the whole picture",
+        discord=("inpaint", "preset"),
+        cli=("inpaint",),
     )
     padding: int = setting(
-        32, "Pixels of context around the mask when the area is 'masked'", ge=0, le=256
+        32,
+        "Pixels of context around the mask when the area is 'masked'",
+        discord=("inpaint", "preset"),
+        cli=("inpaint",),
+        ge=0,
+        le=256,
     )
     masked_content: MaskedContent = setting(MaskedContent.ORIGINAL, "What the masked area starts from")
     mask_blur: int = setting(4, "Softens the mask edge, in pixels", ge=0, le=64)
-    invert_mask: bool = setting(False, "Repaint what is NOT masked")
+    invert_mask: bool = setting(
+        False, "Repaint what is NOT masked", discord=("inpaint", "preset"), cli=("inpaint",)
+    )
     mask_grow: int = setting(
-        0, "Grow (positive) or shrink (negative) the mask, in pixels", ge=-64, le=64
+        0,
+        "Grow (positive) or shrink (negative) the mask, in pixels",
+        discord=("inpaint", "preset"),
+        ge=-64,
+        le=64,
     )
     count: int = setting(1, "How many pictures", ge=1, le=4)
     resolution: int | None = setting(
@@ -127,23 +174,38 @@ class InpaintSettings(BaseModel):
     mask_prompt: str | None = setting(
         None,
         "Repaint what these words name: 'red shirt'; 'a | b' both; 'person | not face' leaves one out",
+        discord=("inpaint", "preset"),
+        cli=("inpaint",),
         min_length=1,
         max_length=MAX_MASK_PROMPT_CHARS,
     )
     mask_pick: str = setting(
         "all",
         "Which mask_prompt match: all, largest, left, right, top, bottom, or 1, 2… (surest first)",
+        discord=("inpaint", "preset"),
+        cli=("inpaint",),
         max_length=8,
     )
-    auto_mask: AutoMask | None = setting(None, "Find and repaint faces instead of using a mask")
+    auto_mask: AutoMask | None = setting(
+        None,
+        "Find and repaint faces instead of using a mask",
+        discord=("inpaint", "preset"),
+        cli=("inpaint",),
+    )
     preview_mask: bool | None = setting(
         None,
         "Show the mask first, to adjust it before painting",
-        cli=False,
+        discord=("inpaint", "preset"),
+        cli=(),
         shown_default="",
     )
     max_faces: int = setting(
-        0, "With --auto-mask face: only the N largest faces (0 = all)", discord=(), ge=0, le=16
+        0,
+        "With --auto-mask face: only the N largest faces (0 = all)",
+        discord=(),
+        cli=("inpaint",),
+        ge=0,
+        le=16,
     )
     controlnet: ControlNet = setting(
         ControlNet.NONE,
@@ -174,6 +236,51 @@ class InpaintSettings(BaseModel):
         ge=1.0,
         le=8.0,
     )
+    # Outpainting: the picture on a larger canvas whose new border is inpainted (engine.outpaint).
+    # Either a zoom factor or pixels per side; one of them makes a job an outpainting.
+    zoom: float | None = setting(
+        None,
+        "Outpaint: zoom out by this factor, the picture centred (1.5 adds a quarter on each side)",
+        discord=("outpaint",),
+        cli=("outpaint",),
+        shown_default="",
+        ge=1.0,
+        le=MAX_ZOOM,
+    )
+    left: int | None = setting(
+        None,
+        "Outpaint: pixels to add on the left",
+        discord=("outpaint",),
+        cli=("outpaint",),
+        ge=0,
+        le=MAX_BORDER,
+    )
+    right: int | None = setting(
+        None,
+        "Outpaint: pixels to add on the right",
+        discord=("outpaint",),
+        cli=("outpaint",),
+        ge=0,
+        le=MAX_BORDER,
+    )
+    up: int | None = setting(
+        None,
+        "Outpaint: pixels to add at the top",
+        discord=("outpaint",),
+        cli=("outpaint",),
+        cli_aliases=("--top",),
+        ge=0,
+        le=MAX_BORDER,
+    )
+    down: int | None = setting(
+        None,
+        "Outpaint: pixels to add at the bottom",
+        discord=("outpaint",),
+        cli=("outpaint",),
+        cli_aliases=("--bottom",),
+        ge=0,
+        le=MAX_BORDER,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -188,10 +295,36 @@ class InpaintSettings(BaseModel):
         """Face masks use ADetailer's defaults for what the user did not set. They are filled in
         without counting as set: a preset saved with ``auto_mask: face`` does not pin them, so a
         default preset's strength still applies under it."""
+        defaults: dict[str, Any] = {}
         if self.auto_mask is AutoMask.FACE:
-            for name, value in FACE_DEFAULTS.items():
-                if name not in self.model_fields_set:
-                    self.__dict__[name] = value  # the model is frozen; this is its own validation
+            defaults = FACE_DEFAULTS
+        elif self.outpaints:
+            defaults = OUTPAINT_DEFAULTS
+        for name, value in defaults.items():
+            if name not in self.model_fields_set:
+                self.__dict__[name] = value  # the model is frozen; this is its own validation
+        return self
+
+    @model_validator(mode="after")
+    def _outpaint_geometry(self) -> InpaintSettings:
+        """Zoom or pixels per side, not both: both say how large the new canvas is. An outpainting
+        repaints its new border, so a mask found from words or faces has no place in it."""
+        sides = [getattr(self, name) for name in OUTPAINT_FIELDS[1:]]
+        if self.zoom is not None and any(side is not None for side in sides):
+            raise ValueError(
+                "Give either zoom or pixels for the sides (left, right, up, down), not both: "
+                "both say how much to add."
+            )
+        if self.zoom is not None and self.zoom <= 1.0:
+            raise ValueError(
+                f"zoom {self.zoom:g} adds nothing: zoom out by more than 1 (at most {MAX_ZOOM:g})."
+            )
+        if self.outpaints and (self.mask_prompt is not None or self.auto_mask is not None):
+            raise ValueError(
+                "Outpainting repaints the new border: it cannot take mask_prompt or auto_mask."
+            )
+        if self.outpaints and self.invert_mask:
+            raise ValueError("Outpainting repaints the new border: invert_mask does not apply to it.")
         return self
 
     @field_validator("resolution")
@@ -236,6 +369,19 @@ class InpaintSettings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise SettingsError(describe_validation_error(exc)) from None
+
+    @property
+    def outpaints(self) -> bool:
+        """The job extends the picture (zoom, or some pixels on a side) instead of repainting a mask."""
+        return self.zoom is not None or any(getattr(self, side) for side in OUTPAINT_FIELDS[1:])
+
+    @property
+    def outpaint_text(self) -> str:
+        """The outpainting asked for, as members read it: "zoom 2×" or "left 256, up 128"."""
+        if self.zoom is not None:
+            return f"zoom {self.zoom:g}×"
+        sides = ((name, getattr(self, name)) for name in OUTPAINT_FIELDS[1:])
+        return ", ".join(f"{name} {value}" for name, value in sides if value)
 
     @property
     def finds_mask(self) -> bool:
@@ -308,10 +454,11 @@ class Setting:
     help: str
     low: Any  # numbers: the lowest value; text: the shortest length (None: no limit)
     high: Any
-    # The Discord commands that offer it: "inpaint" and/or "preset" (``/preset save``). Discord allows
-    # 25 options a command, so fine-tuning lives in presets and a preset has no seed.
+    # The Discord commands that offer it: "inpaint", "outpaint" and/or "preset" (``/preset save``).
+    # Discord allows 25 options a command, so fine-tuning lives in presets and a preset has no seed.
     discord: tuple[str, ...]
-    cli: bool  # a flag of ``inpaintbot inpaint``
+    cli: tuple[str, ...]  # the ``inpaintbot`` subcommands with a flag for it
+    cli_aliases: tuple[str, ...]  # further flags for it (``--top`` for ``up``)
     shown_default: str  # the default as help texts show it ("" for none)
 
     @property
@@ -331,6 +478,8 @@ def _setting(name: str, field: FieldInfo) -> Setting:
         shown = _shown(field.default)
         if name in FACE_DEFAULTS:
             shown += f"; faces {FACE_DEFAULTS[name]:g}"
+        if name in OUTPAINT_DEFAULTS:
+            shown += f"; outpaint {_shown(OUTPAINT_DEFAULTS[name])}"
     return Setting(
         name=name,
         type=kind,
@@ -339,7 +488,8 @@ def _setting(name: str, field: FieldInfo) -> Setting:
         low=low,
         high=high,
         discord=tuple(cast(list[str], extra["discord"])),
-        cli=bool(extra["cli"]),
+        cli=tuple(cast(list[str], extra["cli"])),
+        cli_aliases=tuple(cast(list[str], extra["cli_aliases"])),
         shown_default=str(shown),
     )
 

@@ -1,4 +1,5 @@
-"""``/inpaint``: take the upload and the settings, queue the job, and hand its messages to a ``Delivery``.
+"""``/inpaint`` and ``/outpaint``: take the upload and the settings, queue the job, and hand its
+messages to a ``Delivery``.
 
 The command defers before anything slow (downloads, the database, the engine's checks): Discord drops
 an interaction that is not answered within 3 seconds.
@@ -25,6 +26,8 @@ from bot.rules import Asker, Via
 from bot.store.presets import resolve_settings, visible_presets
 from bot.ui.preview import PreviewView
 from engine.job import InpaintRequest
+from engine.outpaint import require_border
+from engine.settings import MASK_ONLY
 
 if TYPE_CHECKING:
     from bot.client import InpaintBot
@@ -106,12 +109,45 @@ class Inpaint(commands.Cog):
         check_model(request.settings.model, self.bot.config.allowed_models())
         await self.bot.router.submit(admission, request, interaction)
 
+    @app_commands.command(description="Extend a picture beyond its edges: zoom out, or add pixels")
+    @settings_options("outpaint")
+    @app_commands.describe(
+        image="The picture to extend",
+        preset="One of your or this server's presets; options you set here win",
+    )
+    async def outpaint(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment,
+        preset: Range[str, 1, 100] | None = None,
+        **options: Any,
+    ) -> None:
+        """Inpainting of a new border (``engine.outpaint``); the canvas's size is checked when the
+        job is prepared, before it is queued."""
+        values = given_settings(options)
+        await interaction.response.defer(thinking=True)
+        admission = await self.bot.rules.admit(Asker.of(interaction, Via.COMMAND))
+        settings = await resolve_settings(
+            self.bot.store,
+            user_id=interaction.user.id,
+            guild=admission.guild,
+            preset=preset,
+            options=values,
+            leave_out=MASK_ONLY,  # a preset made for masks still serves: its prompt, sampling, model
+        )
+        require_border(settings)
+        check_model(settings.model, self.bot.config.allowed_models())
+        request = InpaintRequest(image=await download(image, "image"), settings=settings)
+        await self.bot.router.submit(admission, request, interaction)
+
     @inpaint.autocomplete("preset")
+    @outpaint.autocomplete("preset")
     async def _preset_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
         presets = await visible_presets(self.bot.store, interaction.user.id, interaction.guild_id)
         return preset_choices(presets, current)
 
     @inpaint.autocomplete("model")
+    @outpaint.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
         return model_choices(self.bot.config.allowed_models(), current)
 

@@ -68,7 +68,8 @@ def history_line(job: Job) -> str:
         status += f": {_short(job.error, ERROR_CHARS)}"
     prompt = _short(s.prompt, PROMPT_CHARS) if s.prompt else "(no prompt)"
     when = discord.utils.format_dt(job.created_at, "f")
-    return f"**Job {job.id}** · {when} · {seed} · {status}\n> {prompt}"
+    outpaint = f" · outpaint {s.outpaint_text}" if s.outpaints else ""
+    return f"**Job {job.id}** · {when} · {seed}{outpaint} · {status}\n> {prompt}"
 
 
 def _short(text: str, limit: int) -> str:

@@ -1,5 +1,5 @@
-"""What a job's buttons and 🔁 reactions do: re-roll, edit, fix faces, save preset, delete, and cancel
-while the job is queued or running.
+"""What a job's buttons and 🔁 reactions do: re-roll, edit, fix faces, save preset, delete, zoom out
+and pan (outpainting of the result), and cancel while the job is queued or running.
 
 Every action starts from the job id (in the button's custom id, or the reacted message's row in the
 database), so all of it works after a restart. New jobs are re-submitted from the stored pictures
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import discord
@@ -29,7 +30,13 @@ from bot.store.presets import MAX_NAME_LENGTH
 from bot.ui.buttons import Action, JobButton
 from bot.ui.presets import save_or_ask
 from engine.job import InpaintRequest
-from engine.settings import MAX_PROMPT_CHARS, AutoMask, InpaintSettings
+from engine.settings import (
+    MAX_PROMPT_CHARS,
+    OUTPAINT_DEFAULTS,
+    OUTPAINT_FIELDS,
+    AutoMask,
+    InpaintSettings,
+)
 
 if TYPE_CHECKING:
     from bot.client import InpaintBot
@@ -57,6 +64,43 @@ def face_settings(job: Job) -> InpaintSettings:
         model=s.model,
         auto_mask=AutoMask.FACE,
     )
+
+
+ZOOMS = {Action.ZOOM_OUT_15: 1.5, Action.ZOOM_OUT_2: 2.0}
+PANS = {Action.PAN_LEFT: "left", Action.PAN_RIGHT: "right", Action.PAN_UP: "up", Action.PAN_DOWN: "down"}
+# What an outpainting of a result keeps of the job's settings: its prompt, sampling, model, ControlNet
+# and how the seam blends; the mask's own settings do not apply to a border.
+_KEPT_FOR_OUTPAINT = (
+    "prompt",
+    "negative_prompt",
+    "steps",
+    "guidance",
+    "sampler",
+    "model",
+    "resolution",
+    "mask_blur",
+    "controlnet",
+    "control_weight",
+    "control_start",
+    "control_end",
+    "tile_downsample",
+)
+
+
+def outpaint_settings(job: Job, **border: float) -> InpaintSettings:
+    """The job's prompt and sampling on a new border (``zoom`` or pixels on a side) of its result.
+    From an outpainting its strength and masked content carry on too; from an inpainting they are
+    outpainting's defaults, not the mask's."""
+    s = job.inpaint_settings()
+    kept = (*_KEPT_FOR_OUTPAINT, *OUTPAINT_DEFAULTS) if s.outpaints else _KEPT_FOR_OUTPAINT
+    return InpaintSettings.parse(**{name: getattr(s, name) for name in kept}, **border)
+
+
+def output_size(job: Job) -> tuple[int, int]:
+    links = job.images_with(ImageRole.OUTPUT)
+    if not links:
+        raise BotError(f"Job {job.id} has no result to outpaint yet.")
+    return links[0].image.width, links[0].image.height
 
 
 async def picture(store: Store, job: Job, role: ImageRole) -> bytes:
@@ -147,8 +191,10 @@ class PresetModal(discord.ui.Modal):
         await guarded(interaction, lambda: self._submit(interaction))
 
     async def _submit(self, interaction: discord.Interaction) -> None:
+        # Like the seed, the outpainting's border is the job's own: /inpaint applies presets too.
+        left_out = {"seed", *OUTPAINT_FIELDS}
         settings = InpaintSettings.model_validate(
-            {key: value for key, value in self.job.settings.items() if key != "seed"}
+            {key: value for key, value in self.job.settings.items() if key not in left_out}
         )
         await save_or_ask(interaction, self.results.bot, self.name.value, settings)
 
@@ -196,6 +242,25 @@ class Results(commands.Cog):
             job, settings, asker, interaction, changes_settings=False, role=ImageRole.OUTPUT
         )
 
+    async def _zoom_out(self, interaction: discord.Interaction, job: Job, zoom: float) -> None:
+        await self._outpaint(interaction, job, outpaint_settings(job, zoom=zoom))
+
+    async def _pan(self, interaction: discord.Interaction, job: Job, side: str) -> None:
+        """Half the result's size more on that side."""
+        width, height = output_size(job)
+        half = max(1, (width if side in ("left", "right") else height) // 2)
+        await self._outpaint(interaction, job, outpaint_settings(job, **{side: half}))
+
+    async def _outpaint(
+        self, interaction: discord.Interaction, job: Job, settings: InpaintSettings
+    ) -> None:
+        """A new job on the job's first result, like 🎭 Fix faces: it repaints only a new border."""
+        await interaction.response.defer(thinking=True)
+        asker = Asker.of(interaction, Via.BUTTON)
+        await self.resubmit(
+            job, settings, asker, interaction, changes_settings=False, role=ImageRole.OUTPUT
+        )
+
     async def _save_preset(self, interaction: discord.Interaction, job: Job) -> None:
         await interaction.response.send_modal(PresetModal(self, job))
 
@@ -232,6 +297,8 @@ class Results(commands.Cog):
             Action.SAVE_PRESET: self._save_preset,
             Action.DELETE: self._delete,
             Action.CANCEL: self._cancel,
+            **{action: partial(self._zoom_out, zoom=zoom) for action, zoom in ZOOMS.items()},
+            **{action: partial(self._pan, side=side) for action, side in PANS.items()},
         }
 
     @commands.Cog.listener()

@@ -53,6 +53,9 @@ def settings_embed(event: DoneEvent) -> discord.Embed:
         "Masked content": s.masked_content.value,
         "Mask": f"blur {s.mask_blur}, grow {s.mask_grow}" + (", inverted" if s.invert_mask else ""),
     }
+    if s.outpaints:  # painted in windows along the new border, whatever the area says
+        del fields["Area"]
+        fields["Outpaint"] = s.outpaint_text
     if s.mask_prompt is not None:
         pick = f" (pick: {s.mask_pick})" if s.mask_pick != "all" else ""
         fields["Mask from words"] = escape_markdown(s.mask_prompt)[:900] + pick

@@ -8,6 +8,7 @@ the user's default preset > the server's default preset > built-in defaults.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
@@ -186,10 +187,12 @@ async def resolve_settings(
     guild: GuildSettings | None,
     preset: str | None,
     options: dict[str, Any],
+    leave_out: Collection[str] = (),
 ) -> InpaintSettings:
     """The settings of a new job: ``options`` (``None`` = not given) over the named preset, over the
     user's default preset, over the server's default preset (``guild``: the server's settings, as
-    the caller already read them; ``None`` in direct messages), over the built-in defaults."""
+    the caller already read them; ``None`` in direct messages), over the built-in defaults. The
+    presets' ``leave_out`` settings are not taken: those the command has no use for."""
     guild_id = guild.guild_id if guild is not None else None
     layers: list[Preset] = []
     if guild is not None and guild.default_preset_id is not None:
@@ -206,7 +209,7 @@ async def resolve_settings(
         _validated(layer)
     values: dict[str, Any] = {}
     for layer in layers:
-        values.update(layer.settings)
+        values.update({key: value for key, value in layer.settings.items() if key not in leave_out})
     values.update({key: value for key, value in options.items() if value is not None})
     return InpaintSettings.parse(**values)
 

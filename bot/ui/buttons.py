@@ -26,6 +26,12 @@ class Action(StrEnum):
     SAVE_PRESET = "preset"
     DELETE = "delete"
     CANCEL = "cancel"
+    ZOOM_OUT_15 = "zoom15"
+    ZOOM_OUT_2 = "zoom2"
+    PAN_LEFT = "pan-left"
+    PAN_RIGHT = "pan-right"
+    PAN_UP = "pan-up"
+    PAN_DOWN = "pan-down"
 
 
 LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
@@ -35,8 +41,35 @@ LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
     Action.SAVE_PRESET: ("💾", "Save preset", discord.ButtonStyle.secondary),
     Action.DELETE: ("🗑", "Delete", discord.ButtonStyle.danger),
     Action.CANCEL: ("✖", "Cancel", discord.ButtonStyle.danger),
+    Action.ZOOM_OUT_15: ("🔍", "Zoom out 1.5×", discord.ButtonStyle.secondary),
+    Action.ZOOM_OUT_2: ("🔍", "Zoom out 2×", discord.ButtonStyle.secondary),
+    Action.PAN_LEFT: ("⬅", "", discord.ButtonStyle.secondary),
+    Action.PAN_RIGHT: ("➡", "", discord.ButtonStyle.secondary),
+    Action.PAN_UP: ("⬆", "", discord.ButtonStyle.secondary),
+    Action.PAN_DOWN: ("⬇", "", discord.ButtonStyle.secondary),
 }
-RESULT_ACTIONS = (Action.REROLL, Action.EDIT, Action.FIX_FACES, Action.SAVE_PRESET, Action.DELETE)
+RESULT_ACTIONS = (
+    Action.REROLL,
+    Action.EDIT,
+    Action.FIX_FACES,
+    Action.SAVE_PRESET,
+    Action.DELETE,
+    Action.ZOOM_OUT_15,
+    Action.ZOOM_OUT_2,
+    Action.PAN_LEFT,
+    Action.PAN_RIGHT,
+    Action.PAN_UP,
+    Action.PAN_DOWN,
+)
+# Discord's rows of buttons (5 a row): the job's own actions first, then outpainting's.
+ROWS: dict[Action, int] = {
+    Action.ZOOM_OUT_15: 1,
+    Action.ZOOM_OUT_2: 1,
+    Action.PAN_LEFT: 2,
+    Action.PAN_RIGHT: 2,
+    Action.PAN_UP: 2,
+    Action.PAN_DOWN: 2,
+}
 _ACTIONS = "|".join(re.escape(action.value) for action in Action)
 MEMORY_PREFIX = "mem:"
 EXPIRED_MESSAGE = (
@@ -80,7 +113,13 @@ class JobButton(
     def __init__(self, action: Action, job_id: int) -> None:
         emoji, label, style = LOOKS[action]
         super().__init__(
-            discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=f"job:{action}:{job_id}")
+            discord.ui.Button(
+                label=label or None,
+                emoji=emoji,
+                style=style,
+                custom_id=f"job:{action}:{job_id}",
+                row=ROWS.get(action, 0),
+            )
         )
         self.action = action
         self.job_id = job_id

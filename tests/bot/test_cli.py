@@ -13,7 +13,7 @@ from PIL import Image
 from bot.cli import main
 from engine.engine import Engine, PreparedJob
 from engine.job import InpaintRequest, MaskSource
-from engine.settings import InpaintSettings
+from engine.settings import OUTPAINT_FIELDS, InpaintSettings
 from tests.pictures import astronaut, circled_face_copy, phone_copy, photo, rect_mask
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,6 +175,7 @@ def test_every_settings_flag_reaches_the_engine(
 ) -> None:
     defaults = InpaintSettings()
     every = set(FLAG_VALUES) | set(FACE_FLAG_VALUES) | set(WORDS_FLAG_VALUES) | {"model"}
+    every |= set(OUTPAINT_FIELDS)  # ``inpaintbot outpaint``'s: tests/bot/test_cli_outpaint.py
     assert every | DISCORD_ONLY == set(InpaintSettings.model_fields)
     assert all(getattr(defaults, name) != value for name, value in FLAG_VALUES.items())
     monkeypatch.setenv("INPAINTBOT_CONTROLNET_TILE", str(tiny_tile))

@@ -20,16 +20,35 @@ from bot.options import given_settings
 from engine.errors import SettingsError
 from engine.settings import MAX_PICK, PICK_WORDS, AutoMask, InpaintSettings
 
-COMMANDS = {"/inpaint": Inpaint.inpaint, "/preset save": Presets.save}
-OWN_OPTIONS = {"/inpaint": {"image", "mask", "preset"}, "/preset save": {"name", "scope"}}
+COMMANDS = {"/inpaint": Inpaint.inpaint, "/outpaint": Inpaint.outpaint, "/preset save": Presets.save}
+OWN_OPTIONS = {
+    "/inpaint": {"image", "mask", "preset"},
+    "/outpaint": {"image", "preset"},
+    "/preset save": {"name", "scope"},
+}
 CLI_ONLY = {"resolution", "max_faces"}
+TUNING = {"control_start", "control_end", "tile_downsample"}
+OUTPAINT = {"zoom", "left", "right", "up", "down"}  # a job's own border, like its seed: not in presets
+# What only a mask means; /outpaint's mask is the new border.
+MASK_ONLY = {"area", "padding", "invert_mask", "mask_grow", "mask_prompt", "mask_pick", "auto_mask"}
 # Discord allows 25 options a command: ControlNet fine-tuning is set in presets, and presets have no seed.
 NOT_OFFERED = {
-    "/inpaint": CLI_ONLY | {"control_start", "control_end", "tile_downsample"},
-    "/preset save": CLI_ONLY | {"seed"},
+    "/inpaint": CLI_ONLY | TUNING | OUTPAINT,
+    "/outpaint": CLI_ONLY | TUNING | MASK_ONLY | {"preview_mask"},
+    "/preset save": CLI_ONLY | {"seed"} | OUTPAINT,
 }
 DISCORD_ONLY = {"preview_mask"}  # a way of asking on Discord: the command line has --mask-preview
-ON_THE_COMMAND_LINE = sorted(set(InpaintSettings.model_fields) - DISCORD_ONLY)
+FIELDS = set(InpaintSettings.model_fields)
+# ``inpaintbot outpaint`` keeps --mask-grow (it widens the band into the picture) and --resolution.
+ON_THE_COMMAND_LINE = {
+    "inpaint": sorted(FIELDS - DISCORD_ONLY - OUTPAINT),
+    "outpaint": sorted(FIELDS - DISCORD_ONLY - (MASK_ONLY - {"mask_grow"}) - {"max_faces"}),
+}
+OWN_FLAGS = {
+    "inpaint": {"help", "image", "output", "mask", "device", "mask_preview"},
+    "outpaint": {"help", "image", "output", "device"},
+}
+ALIASES = {"up": "--top", "down": "--bottom"}
 TEXT = {"prompt", "negative_prompt", "model", "mask_prompt"}
 DEFAULTS = InpaintSettings()
 
@@ -124,31 +143,33 @@ def test_options_left_out_give_the_default_settings() -> None:
     assert InpaintSettings.parse(**given_settings({})) == DEFAULTS
 
 
-def inpaint_flags() -> dict[str, argparse.Action]:
+def job_flags(command: str) -> dict[str, argparse.Action]:
     parser = build_parser()
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    inpaint = subcommands.choices["inpaint"]
-    inpaint.format_help()  # a stray % in a help text would break --help
-    return {action.dest: action for action in inpaint._actions}
+    job = subcommands.choices[command]
+    job.format_help()  # a stray % in a help text would break --help
+    return {action.dest: action for action in job._actions}
 
 
-def test_the_command_line_has_a_flag_for_every_setting() -> None:
-    flags = inpaint_flags()
-    assert set(flags) == set(ON_THE_COMMAND_LINE) | {
-        "help",
-        "image",
-        "output",
-        "mask",
-        "device",
-        "mask_preview",
-    }
-    for name in ON_THE_COMMAND_LINE:
-        assert flags[name].option_strings == ["--" + name.replace("_", "-")]
+@pytest.mark.parametrize("command", ON_THE_COMMAND_LINE)
+def test_the_command_line_has_a_flag_for_every_setting(command: str) -> None:
+    flags = job_flags(command)
+    assert set(flags) == set(ON_THE_COMMAND_LINE[command]) | OWN_FLAGS[command]
+    for name in ON_THE_COMMAND_LINE[command]:
+        aliases = [ALIASES[name]] if name in ALIASES else []
+        assert flags[name].option_strings == ["--" + name.replace("_", "-"), *aliases]
 
 
-@pytest.mark.parametrize("name", ON_THE_COMMAND_LINE)
-def test_command_line_flags_agree_with_the_settings(name: str) -> None:
-    flag = inpaint_flags()[name]
+def test_every_setting_has_a_flag_in_one_of_the_subcommands() -> None:
+    assert set().union(*ON_THE_COMMAND_LINE.values()) == FIELDS - DISCORD_ONLY
+
+
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [(command, name) for command, names in ON_THE_COMMAND_LINE.items() for name in names],
+)
+def test_command_line_flags_agree_with_the_settings(command: str, name: str) -> None:
+    flag = job_flags(command)[name]
     assert flag.default is None  # left out: InpaintSettings' default applies
     field_default = getattr(DEFAULTS, name)
     if isinstance(field_default, bool):
@@ -176,5 +197,5 @@ def test_command_line_flags_agree_with_the_settings(name: str) -> None:
 
 def test_no_flags_give_the_default_settings() -> None:
     args = build_parser().parse_args(["inpaint", "in.png", "-o", "out.png"])
-    given = {name: getattr(args, name) for name in ON_THE_COMMAND_LINE}
+    given = {name: getattr(args, name) for name in ON_THE_COMMAND_LINE["inpaint"]}
     assert InpaintSettings.parse(**given) == DEFAULTS

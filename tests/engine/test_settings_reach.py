@@ -4,7 +4,8 @@ With the seed fixed, each test changes one setting and checks the result changed
 a larger mask grow changes pixels further out, padding widens the crop, and so on. Where the honest
 observable is the call to the real pipeline (the guidance scale, the prompt embeddings, the scheduler,
 the denoising steps run), ``record_calls`` records it on the way through. A setting that stops reaching
-the picture fails its test here; README, "Development", says how a new setting gets one.
+the picture fails its test here; README, "Development", says how a new setting gets one. The
+outpainting border (zoom, left, right, up, down) is followed to the picture in ``test_outpaint.py``.
 """
 
 from itertools import combinations

@@ -28,7 +28,8 @@ from tests.pictures import photo, png_bytes, rect_mask
 
 MODAL = 9
 DEFERRED_UPDATE = 6
-RESULT_BUTTONS = ["reroll", "edit", "faces", "preset", "delete"]
+RESULT_BUTTONS = ["reroll", "edit", "faces", "preset", "delete", "zoom15", "zoom2"]
+RESULT_BUTTONS += ["pan-left", "pan-right", "pan-up", "pan-down"]
 
 
 def buttons(record: Recorded) -> list[str]:

@@ -59,7 +59,7 @@ async def test_no_path_starts_a_job_for_a_member_who_may_not_post_in_the_channel
 
     assert await refusal(fake_discord, await job_in(fake_discord, news)) == refused
     assert len(fake_discord.recorded("cdn")) == 2, "refused before the pictures were downloaded"
-    for action in ("reroll", "faces"):
+    for action in ("reroll", "faces", "zoom15", "pan-left"):
         assert (
             await refusal(fake_discord, await click(fake_discord, message, action, mallory)) == refused
         )
