@@ -102,23 +102,25 @@ def pipeline_seconds(classes: list[type]) -> Iterator[list[float]]:
 def picture_seconds() -> Iterator[list[float]]:
     """Seconds spent in picture work on this thread while in the block (nested calls not counted)."""
     spent: list[float] = []
-    depth = threading.local()
+    busy = [False]  # in a counted call already
     thread = threading.current_thread()
-    targets = [(Image.Image, name) for name in ("crop", "resize", "paste", "convert", "copy")]
+    targets: list[tuple[object, str]] = [
+        (Image.Image, name) for name in ("crop", "resize", "paste", "convert", "copy")
+    ]
     targets += [(masking, "fill_masked"), (masking, "composite"), (controlnet, "control_image")]
     originals = [(owner, name, getattr(owner, name)) for owner, name in targets]
 
     def timed(original: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            if threading.current_thread() is not thread or getattr(depth, "n", 0):
+            if threading.current_thread() is not thread or busy[0]:
                 return original(*args, **kwargs)
-            depth.n = 1
+            busy[0] = True
             started = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
                 spent.append(time.perf_counter() - started)
-                depth.n = 0
+                busy[0] = False
 
         return call
 
@@ -167,14 +169,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sd = build_tiny_sd(Path(tmp) / "sd")
         regular = build_tiny_sd(Path(tmp) / "regular", inpainting=False)
-        config = {"device": "cpu", "_env_file": None}
-        engine = Engine(EngineConfig(model=str(sd), **config))
+        engine = Engine(EngineConfig(model=str(sd), device="cpu", _env_file=None))
         cn_engine = Engine(
             EngineConfig(
                 model=str(regular),
                 controlnet_tile=str(build_tiny_controlnet(Path(tmp) / "tile", regular, seed=1)),
                 controlnet_inpaint=str(build_tiny_controlnet(Path(tmp) / "inp", regular, seed=2)),
-                **config,
+                device="cpu",
+                _env_file=None,
             )
         )
         mask = Image.new("L", (WIDTH, HEIGHT), 0)

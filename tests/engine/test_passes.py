@@ -43,16 +43,12 @@ PASSES = (
 )
 
 
-def arrays(staged: StagedCrop) -> list[np.ndarray | None]:
-    pictures = [staged.picture, staged.mask, staged.filled]
-    return [None if p is None else np.asarray(p) for p in pictures] + [staged.control]
-
-
 def assert_same(made: StagedCrop, expected: StagedCrop) -> None:
-    for mine, theirs in zip(arrays(made), arrays(expected), strict=True):
-        assert (mine is None) == (theirs is None)
+    for name in ("picture", "mask", "filled", "control"):
+        mine, theirs = getattr(made, name), getattr(expected, name)
+        assert (mine is None) == (theirs is None), name
         if mine is not None:
-            assert np.array_equal(mine, theirs)
+            assert np.array_equal(np.asarray(mine), np.asarray(theirs)), name
 
 
 @pytest.mark.parametrize(
