@@ -41,8 +41,8 @@ class MaskPass:
     """One denoising pass: its crop box in the picture, the prepared mask over that box (of the box's
     size, so a crowd of small faces keeps small masks) and the processing size.
 
-    ``after``: the earlier passes that paint into this one's box, in order. ``staged``: the crop made
-    by ``prepare`` when there are none."""
+    Both set by ``stage_ahead``: ``after``, the earlier passes that paint into this one's box, in
+    order; ``staged``, the crop made by ``prepare`` when there are none."""
 
     mask: Image.Image
     box: masking.Box
@@ -50,7 +50,7 @@ class MaskPass:
     staged: StagedCrop | None = None
     after: tuple[int, ...] = ()
 
-    def painted(self) -> masking.Box | None:
+    def painted_area(self) -> masking.Box | None:
         """Where this pass can change the picture: its mask's non-zero pixels, in picture pixels."""
         found = self.mask.getbbox()
         return masking.Box(*found).moved(self.box.x0, self.box.y0) if found else None
@@ -87,12 +87,12 @@ def stage_ahead(
 ) -> tuple[MaskPass, ...]:
     """Link each pass to the earlier ones that paint into its box, and stage the crops of those that
     no earlier pass paints into, from ``picture`` (the upload) as it is."""
-    painted = [p.painted() for p in passes]
+    areas = [p.painted_area() for p in passes]
     linked = []
     for index, mask_pass in enumerate(passes):
         after = tuple(
             earlier
-            for earlier, area in enumerate(painted[:index])
+            for earlier, area in enumerate(areas[:index])
             if area is not None and area.meets(mask_pass.box)
         )
         staged = None if after else mask_pass.stage(picture.crop(mask_pass.box.as_tuple()), settings)
