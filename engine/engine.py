@@ -8,11 +8,12 @@ A job goes through two stages:
    It runs in its own thread beside the GPU worker, so it loads no inpainting weights: what it needs
    to know about models and ControlNets comes from their config files (``ModelManager.describe``).
    Masks from words are the exception: their small models run here (see ``engine.masks.words``).
-   The first pass's crop is made here too, resized to the processing size (and filled, for ``fill``).
-2. ``run`` (GPU): for each pass, denoise with the pipeline (later passes crop the picture as the
-   earlier ones left it), and paste the result back over the full-resolution original through the
-   blurred mask, so every pixel outside the mask is bit-identical to the input. The last paste is made
-   when the result's picture is first read (``_Composite``), so the queue does it off the GPU thread.
+   The passes' crops are made here too where they can be (``engine.passes``): resized to the
+   processing size, filled for ``fill``, with the ControlNet's control image.
+2. ``run`` (GPU): for each pass, denoise with the pipeline. The outputs are pasted back over the
+   full-resolution original through the blurred mask, so every pixel outside the mask is
+   bit-identical to the input, when the result's picture is first read (``engine.passes.Composite``),
+   so the queue does it off the GPU thread.
 
 An outpainting is prepared the same way on a larger canvas (``engine.outpaint``): its passes are the
 windows along the new border, which ``run`` paints one after another like a picture's faces.
@@ -35,7 +36,7 @@ import logging
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -57,45 +58,12 @@ from engine.masks import words
 from engine.metadata import a1111_parameters
 from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
 from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
+from engine.passes import Composite, MaskPass, stage_ahead
 from engine.progress import StepTracker
 from engine.samplers import make_scheduler
 from engine.settings import Area, AutoMask, ControlNet, InpaintSettings, MaskedContent
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StagedCrop:
-    """A pass's picture work before the pipeline: the crop and its mask at the processing size, and
-    the crop with the masked area filled when the masked content is ``fill``."""
-
-    picture: Image.Image
-    mask: Image.Image
-    filled: Image.Image | None = None
-
-
-@dataclass(frozen=True)
-class MaskPass:
-    """One denoising pass: its crop box in the picture, the prepared mask over that box (of the box's
-    size, so a crowd of small faces keeps small masks) and the processing size.
-
-    ``staged``: the first pass's crop, made by ``prepare`` in its thread, so the GPU thread does not
-    crop and resize the full-size upload; later passes (faces) crop the picture as the passes before
-    them left it, so theirs are made when they run."""
-
-    mask: Image.Image
-    box: masking.Box
-    size: tuple[int, int]
-    staged: StagedCrop | None = None
-
-    def stage(self, canvas: Image.Image, content: MaskedContent) -> StagedCrop:
-        """Crop ``canvas`` to the box and resize it (LANCZOS) and the mask to the processing size."""
-        if self.staged is not None:
-            return self.staged
-        picture = canvas.crop(self.box.as_tuple()).resize(self.size, Image.Resampling.LANCZOS)
-        mask = self.mask.resize(self.size, Image.Resampling.BILINEAR)
-        filled = masking.fill_masked(picture, mask) if content is MaskedContent.FILL else None
-        return StagedCrop(picture, mask, filled)
 
 
 @dataclass(frozen=True)
@@ -144,37 +112,13 @@ class PreparedJob:
 
 @dataclass
 class _Row:
-    """One output image of a batch: its job, seed and the canvas its passes paint on; the last pass's
-    output is pasted on it by ``_Composite``, after the GPU's work."""
+    """One output image of a batch: its job, seed and its passes' outputs, pasted into the picture by
+    ``Composite`` after the GPU's work."""
 
     job: PreparedJob
     seed: int
-    canvas: Image.Image
+    painted: list[masking.Patch] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    last: tuple[Image.Image, MaskPass] | None = None  # the last pass's output and its pass
-
-
-class _Composite:
-    """The full-size result of a row, made when first asked for (``GeneratedImage.image``): pasting a
-    crop back into a 40 MP photo (a LANCZOS resize and a full-size copy) is picture work, done by the
-    queue's finishing step or whoever reads the picture first, not by the GPU thread. It lets go of
-    its parts once made."""
-
-    def __init__(self, canvas: Image.Image, last: tuple[Image.Image, MaskPass] | None) -> None:
-        self._parts: tuple[Image.Image, tuple[Image.Image, MaskPass] | None] | None = (canvas, last)
-        self._made: Image.Image | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self) -> Image.Image:
-        with self._lock:
-            if self._made is None:
-                assert self._parts is not None
-                canvas, last = self._parts
-                if last is not None:
-                    generated, mask_pass = last
-                    canvas = masking.composite(canvas, generated, mask_pass.mask, mask_pass.box)
-                self._made, self._parts = canvas, None
-            return self._made
 
 
 class Engine:
@@ -245,8 +189,8 @@ class Engine:
             # Outside its patch a face's mask is black; Pillow's crop fills what it has not with 0.
             kept = mask.crop(box.moved(-raw.at.x0, -raw.at.y0).as_tuple())
             passes.append(MaskPass(mask=kept, box=box, size=size))
-        if denoising_steps(settings) > 0:  # the first pass crops the upload as it is: stage it here
-            passes[0] = replace(passes[0], staged=passes[0].stage(original, settings.masked_content))
+        if denoising_steps(settings) > 0:  # strength 0 runs no pass
+            passes = list(stage_ahead(passes, original, settings))
         return PreparedJob(
             settings=settings,
             model=model.name,
@@ -416,7 +360,7 @@ class Engine:
             raise ValueError(f"{len(callbacks)} progress callbacks for {len(jobs)} jobs")
         started = time.perf_counter()
         model = self.models.get(jobs[0].model)
-        rows = [_Row(job, seed, job.image) for job in jobs for seed in job.settings.seeds()]
+        rows = [_Row(job, seed) for job in jobs for seed in job.settings.seeds()]
         first_rows = [next(i for i, row in enumerate(rows) if row.job is job) for job in jobs]
         listeners = list(zip(callbacks, first_rows, strict=True))
         tracker = StepTracker(
@@ -460,14 +404,14 @@ class Engine:
             return  # strength 0: the masked area stays as it is
         mask_pass = [row.job.passes[index] for row in rows]
         width, height = mask_pass[0].size
-        staged = [
-            p.stage(row.canvas, settings.masked_content) for row, p in zip(rows, mask_pass, strict=True)
+        staged = [  # made by prepare, or from face-sized crops when an earlier pass paints into it
+            p.staged_for(row.job.image, row.painted, row.job.settings)
+            for row, p in zip(rows, mask_pass, strict=True)
         ]
         crops = [crop.picture for crop in staged]
         crop_masks = [crop.mask for crop in staged]
-        # The control image follows the picture as it is, before any fill.
         each = [row.job.settings for row in rows]
-        control = control_inputs(each, crops, crop_masks) if job.controlnet else None
+        control = control_inputs(each, [crop.control for crop in staged]) if job.controlnet else None
         if settings.masked_content is MaskedContent.FILL:
             crops = [crop.filled or crop.picture for crop in staged]
 
@@ -519,12 +463,8 @@ class Engine:
                 callback_on_step_end_tensor_inputs=["latents"],
             )
         denoise_seconds = time.perf_counter() - started
-        last = index == len(job.passes) - 1
         for row, p, generated in zip(rows, mask_pass, output.images, strict=True):
-            if last:  # pasted by _Composite, off the GPU thread
-                row.last = (generated, p)
-            else:  # the next pass crops what this one painted
-                row.canvas = masking.composite(row.canvas, generated, p.mask, p.box)
+            row.painted.append(masking.Patch(generated, p.mask, p.box))  # pasted by Composite
             row.timings["denoise"] = row.timings.get("denoise", 0.0) + denoise_seconds
 
     def _results(
@@ -534,7 +474,7 @@ class Engine:
         for job in jobs:
             outputs = [
                 GeneratedImage(
-                    _Composite(row.canvas, row.last),
+                    Composite(row.job.image, row.painted),
                     seed=row.seed,
                     parameters=a1111_parameters(
                         job.settings,

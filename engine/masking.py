@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -83,6 +84,18 @@ class Box:
 
     def moved(self, dx: int, dy: int) -> Box:
         return Box(self.x0 + dx, self.y0 + dy, self.x1 + dx, self.y1 + dy)
+
+    def meets(self, other: Box) -> bool:
+        """Whether the two boxes share a pixel."""
+        return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
+
+
+class Patch(NamedTuple):
+    """A generated crop, and the mask (of the box's size) and box it is pasted through and into."""
+
+    generated: Image.Image
+    mask: Image.Image
+    box: Box
 
 
 def prepare_mask(mask: Image.Image, *, invert: bool, grow: int, blur: int) -> Image.Image:
@@ -187,14 +200,22 @@ def composite(original: Image.Image, generated: Image.Image, mask: Image.Image, 
     Where the mask is 0 the result is the original, bit for bit: the VAE round trip shifts colours
     everywhere, so the decoded picture is never returned as is.
     """
+    result = original.convert("RGB")
+    paste(result, Patch(generated, mask, box))
+    return result
+
+
+def paste(canvas: Image.Image, patch: Patch, at: tuple[int, int] = (0, 0)) -> None:
+    """``composite`` in place, on a ``canvas`` that is the part of the picture whose top-left corner
+    is at ``at`` (a crop of it): the part of the patch outside the canvas is left out. Blending is per
+    pixel, so a crop pasted this way equals the same crop of the composited picture, bit for bit."""
+    generated, mask, box = patch
     if mask.size != (box.width, box.height):
         raise ValueError(f"mask is {mask.size}, box is {box.width}x{box.height}")
-    patch = generated.convert("RGB")
-    if patch.size != (box.width, box.height):
-        patch = patch.resize((box.width, box.height), Image.Resampling.LANCZOS)
-    result = original.convert("RGB")
-    result.paste(patch, box.as_tuple(), _grey(mask))
-    return result
+    pixels = generated.convert("RGB")
+    if pixels.size != (box.width, box.height):
+        pixels = pixels.resize((box.width, box.height), Image.Resampling.LANCZOS)
+    canvas.paste(pixels, (box.x0 - at[0], box.y0 - at[1]), _grey(mask))
 
 
 def _grey(mask: Image.Image) -> Image.Image:

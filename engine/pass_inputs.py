@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -55,22 +56,20 @@ def latent_inputs(
     return {"image": image_latents, "masked_image_latents": masked_latents}
 
 
-def control_inputs(
-    settings: list[InpaintSettings], crops: list[Image.Image], crop_masks: list[Image.Image]
-) -> dict[str, Any]:
-    """Each image's control image (its own ``tile_downsample``), and the ControlNet settings the batch
-    shares (its batch_key), taken from the first image's settings."""
+def control_inputs(settings: list[InpaintSettings], images: list[np.ndarray | None]) -> dict[str, Any]:
+    """Each image's control image (made with its crop, ``engine.passes``, from its own
+    ``tile_downsample``), and the ControlNet settings the batch shares (its batch_key), taken from the
+    first image's settings."""
+    made = [image for image in images if image is not None]
+    if len(made) != len(images):
+        raise ValueError("a crop was staged without its control image")
     shared = settings[0]
-    images = [
-        controlnet.control_image(shared.controlnet, crop, mask, own.tile_downsample)
-        for own, crop, mask in zip(settings, crops, crop_masks, strict=True)
-    ]
     window = controlnet.guidance_window(
         shared.control_start, shared.control_end, denoising_steps(shared)
     )
     start, end = window or (0.0, 1.0)
     return {
-        "control_image": controlnet.as_tensor(images),
+        "control_image": controlnet.as_tensor(made),
         # No step in the window (e.g. start 0.9 of 4 steps): weight 0 is what A1111 paints then.
         "controlnet_conditioning_scale": shared.control_weight if window else 0.0,
         "control_guidance_start": start,

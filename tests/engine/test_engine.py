@@ -3,14 +3,16 @@
 import io
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from engine import masking
+from engine import controlnet, masking
 from engine.config import EngineConfig
 from engine.engine import Engine, denoising_steps
 from engine.errors import (
@@ -39,6 +41,7 @@ from tests.support.memory import MIB, peak_growth
 FAST = {"steps": 4, "resolution": 64, "seed": 1234}
 # Preparing a 6 MP picture of 200 faces: decoding, detection and 200 crop-sized masks (README).
 CROWD_PEAK_BYTES = 250 * MIB
+T = TypeVar("T")
 
 
 def request(image: Image.Image, mask: Image.Image | None = None, **settings: object) -> InpaintRequest:
@@ -443,3 +446,90 @@ def test_previews_are_made_at_most_every_interval() -> None:
         assert made[0] is made[1] is made[2] is not made[3]
         assert made[3] is made[4] is not made[5]
     assert np.abs(image_pixels(seen[0][0].preview) - image_pixels(seen[1][0].preview)).max() > 0
+
+
+def on_gpu_thread(work: Callable[[], T]) -> T:
+    """``work``'s result, computed in a thread named like the queue's GPU thread."""
+    results: list[T] = []
+    thread = threading.Thread(target=lambda: results.append(work()), name="inpaint-gpu")
+    thread.start()
+    thread.join()
+    (result,) = results
+    return result
+
+
+def record_picture_work(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, tuple[int, int]]]:
+    """(thread, what, size) of every picture Pillow makes (crop, resize, convert, copy) or pastes into,
+    and of the engine's composites and control images (their picture's size)."""
+    seen: list[tuple[str, str, tuple[int, int]]] = []
+
+    def made(name: str) -> None:
+        method = getattr(Image.Image, name)
+
+        def call(self: Image.Image, *args: Any, **kwargs: Any) -> Any:
+            result = method(self, *args, **kwargs)
+            size = self.size if name == "paste" else result.size
+            seen.append((threading.current_thread().name, name, size))
+            return result
+
+        monkeypatch.setattr(Image.Image, name, call)
+
+    def called(owner: object, name: str, picture: int) -> None:
+        """``name`` of ``owner``, whose picture is its argument number ``picture``."""
+        function = getattr(owner, name)
+
+        def call(*args: Any) -> Any:
+            seen.append((threading.current_thread().name, name, args[picture].size))
+            return function(*args)
+
+        monkeypatch.setattr(owner, name, call)
+
+    for name in ("crop", "resize", "convert", "copy", "paste"):
+        made(name)
+    called(masking, "composite", 0)
+    called(controlnet, "control_image", 1)
+    return seen
+
+
+def test_face_passes_crop_only_their_boxes_on_the_gpu_thread(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faces close together: a later face's crop shows the earlier repaint. The GPU thread makes it
+    from the face's box alone (the upload's pixels there and the earlier output pasted over them);
+    the picture is pasted together, full size, only when the result is read."""
+    picture = Image.new("RGB", (1200, 900), (90, 120, 80))
+    picture.paste(crowd(3, 1), (100, 100))
+    job = engine.prepare(request(picture, auto_mask="face", mask_grow=40, count=2))
+    assert len(job.passes) == 3
+    assert [p.staged is None for p in job.passes] == [bool(p.after) for p in job.passes]
+    assert any(p.after for p in job.passes), "no face's crop shows another's repaint"
+    seen = record_picture_work(monkeypatch)
+    (result,) = on_gpu_thread(lambda: engine.run([job]))
+    on_gpu = [(what, size) for thread, what, size in seen if thread == "inpaint-gpu"]
+    assert ("paste", (job.passes[1].box.width, job.passes[1].box.height)) in on_gpu
+    largest = max(p.box.width * p.box.height for p in job.passes)
+    assert max(w * h for _, (w, h) in on_gpu) <= largest < picture.width * picture.height / 10
+    assert "composite" not in {what for what, _ in on_gpu}
+    del seen[:]
+    assert [image.image.size for image in result.images] == [picture.size] * 2
+    assert [what for _, what, _ in seen].count("composite") == 2  # one per image, when read
+
+
+def test_control_images_are_made_when_prepared(
+    cn_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of two ControlNet jobs, each with its own down-sampling: their control images are made
+    by ``prepare``, and the GPU thread makes none."""
+    seen = record_picture_work(monkeypatch)
+    mask = rect_mask(96, 64, (30, 16, 70, 48))
+    jobs = [
+        cn_engine.prepare(
+            request(photo(96, 64, seed), mask, controlnet="tile", tile_downsample=rate, seed=5)
+        )
+        for seed, rate in ((1, 2.0), (2, 4.0))
+    ]
+    made = [thread for thread, what, _ in seen if what == "control_image"]
+    assert made == [threading.current_thread().name] * 2
+    del seen[:]
+    on_gpu_thread(lambda: cn_engine.run(jobs))
+    assert [what for _, what, _ in seen if what == "control_image"] == []
