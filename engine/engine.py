@@ -56,7 +56,8 @@ from engine.job import (
 from engine.mask_preview import MaskPreview, RawMask
 from engine.masks import words
 from engine.metadata import a1111_parameters
-from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
+from engine.model_facts import ModelFacts
+from engine.models import LoadedModel, ModelManager, resolve_device
 from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
 from engine.passes import Composite, MaskPass, stage_ahead
 from engine.progress import StepTracker
