@@ -1,10 +1,13 @@
 """The inpainting engine: AUTOMATIC1111's inpainting semantics on diffusers pipelines.
 
-A job goes through two stages:
+This module keeps the flow of a job, so that it reads top to bottom, and the decisions that join the
+parts (which model a job runs on, which area a pass repaints, what is batched together); the parts
+live in the modules named below. A job goes through two stages:
 
-1. ``prepare`` (CPU, cheap): decode the upload, find the mask (uploaded, words, faces, or transparency),
-   invert/grow/blur it at full resolution and work out the crop box and processing size of each pass;
-   each pass keeps only the part of its mask inside its crop box.
+1. ``prepare`` (CPU, cheap): decode the upload and find its masks (``engine.mask_finding``: uploaded,
+   words, faces, or transparency), then each pass's mask, crop box and processing size
+   (``engine.passes.mask_passes``: invert/grow/blur at full resolution, and only the part of the
+   mask inside the box is kept).
    It runs in its own thread beside the GPU worker, so it loads no inpainting weights: what it needs
    to know about models and ControlNets comes from their config files (``ModelManager.describe``).
    Masks from words are the exception: their small models run here (see ``engine.masks.words``).
@@ -31,7 +34,6 @@ counted by ``engine.progress``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image, ImageChops
+from PIL import Image
 
 from engine import controlnet, faces, images, latents, mask_preview, masking, outpaint, prompts
 from engine.config import EngineConfig
@@ -53,15 +55,17 @@ from engine.job import (
     MaskSource,
     ProgressCallback,
 )
-from engine.mask_preview import MaskPreview, RawMask
+from engine.mask_finding import find_masks, kept_mask
+from engine.mask_preview import MaskPreview
 from engine.masks import words
 from engine.metadata import a1111_parameters
-from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
+from engine.model_facts import ModelFacts
+from engine.models import LoadedModel, ModelManager, resolve_device
 from engine.pass_inputs import control_inputs, denoising_steps, latent_inputs, scheduled_steps
-from engine.passes import Composite, MaskPass, stage_ahead
+from engine.passes import Composite, MaskPass, mask_passes, stage_ahead
 from engine.progress import StepTracker
 from engine.samplers import make_scheduler
-from engine.settings import Area, AutoMask, ControlNet, InpaintSettings, MaskedContent
+from engine.settings import Area, ControlNet, InpaintSettings, MaskedContent
 
 log = logging.getLogger(__name__)
 
@@ -153,42 +157,15 @@ class Engine:
         settings = request.settings.with_seed()
         if settings.outpaints:
             return self._prepare_outpaint(request, settings, started)
-        image, uploaded = images.load_pictures(
-            request.image,
-            request.mask,
-            find_faces=settings.finds_mask,
-            max_pixels=self.config.max_pixels,
+        image, found, source, mask_pick = find_masks(
+            request, settings, self.config, self.face_detector, self.word_finder
         )
-        found, source, mask_pick = self._find_masks(settings, image, uploaded, request.found_mask)
         masks = mask_preview.picked(found, source, mask_pick)
-        found_mask = None  # what words found is kept with the job, so a re-run does not search again
-        if source is MaskSource.WORDS:
-            painted = [raw.mask for raw in masks]  # the union of the picked matches
-            found_mask = request.found_mask or words.mask_png(
-                functools.reduce(ImageChops.lighter, painted)
-            )
         original = images.flatten(image)
         model, control, chunks = self._model_for(settings)
         long_side = settings.resolution or model.native_size
         area = Area.MASKED if source is MaskSource.FACE else settings.area
-        passes = []
-        for raw in masks:
-            mask = masking.prepare_mask(
-                raw.mask, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
-            )
-            if area is Area.MASKED:
-                box, size = masking.masked_region(
-                    mask,
-                    padding=settings.padding,
-                    long_side=long_side,
-                    within=(raw.at, original.width, original.height),
-                )
-            else:
-                box = masking.Box(0, 0, original.width, original.height)
-                size = masking.processing_size(original.width, original.height, long_side)
-            # Outside its patch a face's mask is black; Pillow's crop fills what it has not with 0.
-            kept = mask.crop(box.moved(-raw.at.x0, -raw.at.y0).as_tuple())
-            passes.append(MaskPass(mask=kept, box=box, size=size))
+        passes = mask_passes(masks, original, settings, long_side, area)
         if denoising_steps(settings) > 0:  # strength 0 runs no pass
             passes = list(stage_ahead(passes, original, settings))
         return PreparedJob(
@@ -200,7 +177,7 @@ class Engine:
             prepare_seconds=time.perf_counter() - started,
             controlnet=control,
             prompt_chunks=chunks,
-            found_mask=found_mask,
+            found_mask=kept_mask(masks, source, request.found_mask),
         )
 
     def _prepare_outpaint(
@@ -250,14 +227,10 @@ class Engine:
     def mask_preview(self, request: InpaintRequest) -> MaskPreview:
         """The mask the job would repaint, over its picture, and how many matches its source found:
         the CPU half of ``prepare`` (no model weights, no tokenizer), so it runs beside it."""
-        image, uploaded = images.load_pictures(
-            request.image,
-            request.mask,
-            find_faces=request.settings.finds_mask,
-            max_pixels=self.config.max_pixels,
-        )
         settings = request.settings
-        found, source, mask_pick = self._find_masks(settings, image, uploaded, request.found_mask)
+        image, found, source, mask_pick = find_masks(
+            request, settings, self.config, self.face_detector, self.word_finder
+        )
         return mask_preview.preview(image, found, source, settings, mask_pick)
 
     def controlnet_base(self, model: ModelFacts) -> ModelFacts:
@@ -284,52 +257,6 @@ class Engine:
                 f"{model.family}. Choose a regular {model.family} model."
             )
         return regular
-
-    def _find_masks(
-        self,
-        settings: InpaintSettings,
-        image: Image.Image,
-        uploaded: images.UploadedMask | None,
-        found_mask: bytes | None,
-    ) -> tuple[list[RawMask], MaskSource, str]:
-        """Mask source order: uploaded mask (or marked-up copy), then words (``found_mask``: what they
-        found before), then the automatic face mask, then the image's transparency
-        (``images.load_pictures`` made sure there is one). Every match, and the ``mask_pick`` still to
-        apply: the settings', or "all" for a stored found mask, which is what the first run picked
-        (picking again among its one mask would fail for "2"). A mask picture and words together are
-        refused: which one the member meant is a guess."""
-        if uploaded is not None and settings.mask_prompt is not None:
-            raise MaskError(
-                "Give either a mask picture or mask_prompt, not both: both say what to repaint. "
-                "(A mask_prompt can come from a preset: choose another preset then.)"
-            )
-        whole = masking.Box(0, 0, image.width, image.height)
-        if settings.mask_prompt is not None and found_mask is not None:
-            stored = images.load_mask(found_mask, size=image.size, max_pixels=self.config.max_pixels)
-            return [RawMask(stored, whole)], MaskSource.WORDS, "all"
-        if settings.mask_prompt is not None:
-            if self.word_finder is None:
-                raise MaskError(words.OFF_MESSAGE)
-            matches = words.find_matches(self.word_finder, images.flatten(image), settings.mask_prompt)
-            return (
-                [RawMask(mask, whole, match) for match, mask in matches],
-                MaskSource.WORDS,
-                settings.mask_pick,
-            )
-        if uploaded is None and settings.auto_mask is AutoMask.FACE:
-            found = faces.detect_faces_or_raise(
-                self.face_detector,
-                images.flatten(image),
-                settings.max_faces,
-                limit=self.config.max_faces_per_job,
-            )
-            # Grow and blur reach this far; an inverted face mask is all the rest of the picture.
-            margin = masking.mask_reach(settings.mask_grow, settings.mask_blur)
-            if settings.invert_mask:
-                margin = max(image.size)
-            patches = [faces.face_mask(face, image.width, image.height, margin) for face in found]
-            return [RawMask(mask, at) for mask, at in patches], MaskSource.FACE, settings.mask_pick
-        return *mask_preview.plain_masks(image, uploaded), settings.mask_pick
 
     # -- stage 2 ------------------------------------------------------------------------------------
 

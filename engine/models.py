@@ -1,93 +1,41 @@
-"""Loading inpainting pipelines and keeping them resident.
+"""Keeping inpainting pipelines resident: the ``ModelManager`` the engine asks for models.
 
-A model is named the way users know it: a Hub id (``stable-diffusion-v1-5/stable-diffusion-inpainting``),
-a local diffusers folder, or a single ``.safetensors`` checkpoint. Inpainting checkpoints (9-channel
-UNet) and regular ones (4-channel, diffusers blends the original back outside the mask each step) both
-load into the matching diffusers inpainting pipeline, SD1.x/2.x and SDXL alike.
+Weights are loaded only by the GPU worker thread (``get``, ``controlnet_pipe``), through
+``engine.loading``; the least recently used pipeline is unloaded, and its memory given back, before the
+next one loads. ``Engine.prepare`` runs beside it and asks the same manager what it needs to know
+(``describe``, ``check_controlnet``, ``tokenizer``), which ``engine.model_facts`` reads from config
+files and checkpoint headers: loading there would compete with the running job for GPU memory and CPU
+threads.
 
-ControlNets are named the same ways. Each one is loaded when a job first asks for it and kept with the
-base model it runs on, in a pipeline that shares that model's components, so it goes when the base does.
-
-Weights are loaded only by the GPU worker thread (``get``, ``controlnet_pipe``). ``Engine.prepare`` runs
-beside it and learns what it needs from config files and checkpoint headers (``describe``,
-``check_controlnet``): loading there would compete with the running job for GPU memory and CPU threads.
-
-One module on purpose, though over 400 lines: what ``describe`` reads must predict what ``get`` loads
-for the same name (Hub id, folder or single file; SD or SDXL; inpainting or not), so the readers and the
-loaders stay side by side and change together.
+ControlNets are loaded when a job first asks for one and kept with the base model they run on, in a
+pipeline that shares that model's components, so they go when the base does.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    AutoPipelineForInpainting,
-    ControlNetModel,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionXLInpaintPipeline,
-)
-from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers import StableDiffusionXLInpaintPipeline
 from diffusers.utils import logging as diffusers_logging
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-)
-from safetensors import safe_open
-from transformers import CLIPTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
-from engine import compiled
+from engine import compiled, model_facts
 from engine.controlnet import ControlNetInpaintPipeline, ControlNetInpaintXLPipeline
 from engine.errors import ModelLoadError
 from engine.gpu_memory import release_memory
+from engine.load_errors import describe_load_failure
+from engine.loading import load_controlnet, load_pipeline, load_tokenizer, load_vae
+from engine.model_facts import ModelFacts
 
 log = logging.getLogger(__name__)
-
-# A key only SDXL single-file checkpoints have (the second, OpenCLIP bigG text encoder).
-_SDXL_KEY_PREFIX = "conditioner.embedders.1."
-# The UNet's first convolution in single-file checkpoints: its input channels are 9 for inpainting ones.
-_CONV_IN_KEY = "model.diffusion_model.input_blocks.0.0.weight"
-# Cross-attention key projections, in both layouts: their input width is the text embeddings' width.
-_CROSS_ATTENTION_KEY_SUFFIX = "attn2.to_k.weight"
-# Keys only ControlNets have: diffusers' layout, then the original one.
-_CONTROLNET_KEY_PARTS = ("controlnet_cond_embedding.", "input_hint_block.")
-_SD2_CROSS_ATTENTION_DIM = 1024
-# The tokenizer single-file checkpoints are used with when no configs are named (diffusers' own choice).
-_CLIP_TOKENIZER = "openai/clip-vit-large-patch14"
-_INPAINTING_CHANNELS = 9  # latents, mask and masked-image latents
-# The weights variant the Hub repos of SD models publish for float16 (``*.fp16.safetensors``).
-_FP16 = "fp16"
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What the engine needs to know about a model, whether it is loaded or only described."""
-
-    name: str
-    sdxl: bool
-    inpainting: bool  # 9-channel UNet
-    native_size: int  # the long side the model was trained at (512, 768, 1024)
-    cross_attention_dim: int  # the text embeddings' width, which a ControlNet must share
-
-    @property
-    def family(self) -> str:
-        """A ControlNet works with the family it was trained for; SD 2.x is told by its wider text."""
-        if self.sdxl:
-            return "SDXL"
-        return "SD 2.x" if self.cross_attention_dim == _SD2_CROSS_ATTENTION_DIM else "SD 1.x"
 
 
 @dataclass(frozen=True)
@@ -200,22 +148,21 @@ class ModelManager:
         path = Path(name).expanduser()
         try:
             if path.is_file():
-                facts = self._checkpoint_facts(name, path)
+                facts = model_facts.checkpoint_facts(name, path, self.single_file_config)
             else:
-                facts = _config_facts(name, self.revisions.get(name))
+                facts = model_facts.config_facts(name, self.revisions.get(name))
         except ModelLoadError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelLoadError(_describe_load_failure(name, exc)) from None
+            raise ModelLoadError(describe_load_failure(name, exc)) from None
         with self._lock:
             self._described[name] = facts
         return facts
 
     def tokenizer(self, name: str) -> PreTrainedTokenizerBase:
         """The tokenizer that splits the model's prompts into chunks, without loading weights: the
-        resident pipeline's, or else read from the model's folder or Hub repo (a few hundred kB). A
-        single file has none of its own: its configs' (``INPAINTBOT_SINGLE_FILE_CONFIG``), or CLIP
-        ViT-L's, whose vocabulary every Stable Diffusion family shares."""
+        resident pipeline's, or else read from the model's folder or Hub repo (a few hundred kB; a
+        single file's: see ``engine.loading.load_tokenizer``)."""
         with self._lock:
             loaded = self._loaded.get(name)
             known = self._tokenizers.get(name)
@@ -223,15 +170,10 @@ class ModelManager:
             return loaded.pipe.tokenizer or loaded.pipe.tokenizer_2  # SDXL refiners: the second only
         if known is not None:
             return known
-        path = Path(name).expanduser()
-        source = name
-        if path.is_file():
-            source = self.single_file_config or _CLIP_TOKENIZER
-        revision = self.revisions.get(name) if source == name else None
         try:
-            tokenizer = _load_tokenizer(source, revision)
+            tokenizer = load_tokenizer(name, self.single_file_config, self.revisions.get(name))
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(_describe_load_failure(name, exc)) from None
+            raise ModelLoadError(describe_load_failure(name, exc)) from None
         with self._lock:
             self._tokenizers[name] = tokenizer
         return tokenizer
@@ -240,32 +182,12 @@ class ModelManager:
         """The long side the model was trained at, without loading it (see ``describe``)."""
         return self.describe(name).native_size
 
-    def _checkpoint_facts(self, name: str, path: Path) -> ModelFacts:
-        header = _read_header(path)
-        conv_in = header.get(_CONV_IN_KEY)
-        cross_attention = _cross_attention_dim(header)
-        if conv_in is None or cross_attention is None:
-            raise ModelLoadError(f"{path.name} is not a Stable Diffusion checkpoint (it has no UNet).")
-        sdxl = any(key.startswith(_SDXL_KEY_PREFIX) for key in header)
-        if self.single_file_config is not None:
-            native_size = _config_facts(self.single_file_config).native_size
-        else:  # diffusers picks the configs by family: SDXL 1024 px, SD 2.x 768 (but 512 to inpaint)
-            sd2 = cross_attention == _SD2_CROSS_ATTENTION_DIM and not sdxl
-            native_size = 1024 if sdxl else 768 if sd2 and conv_in[1] != _INPAINTING_CHANNELS else 512
-        return ModelFacts(
-            name=name,
-            sdxl=sdxl,
-            inpainting=conv_in[1] == _INPAINTING_CHANNELS,
-            native_size=native_size,
-            cross_attention_dim=cross_attention,
-        )
-
     def check_controlnet(self, name: str, model: ModelFacts) -> None:
         """Find the ControlNet and check it fits ``model``'s family, reading only its config file (or
         a single file's header); its weights are loaded by ``controlnet_pipe``, in the GPU thread."""
         width = self.controlnet_width(name)
         if width is not None and width != model.cross_attention_dim:
-            raise ModelLoadError(_misfit(name, model))
+            raise ModelLoadError(model_facts.misfit(name, model))
 
     def controlnet_width(self, name: str) -> int | None:
         """The cross-attention width of a ControlNet, which must be its model's; None when a single
@@ -273,13 +195,13 @@ class ModelManager:
         path = Path(name).expanduser()
         try:
             if path.is_file():
-                return _controlnet_checkpoint_width(path)
-            return _controlnet_config_width(name, path)
+                return model_facts.controlnet_checkpoint_width(path)
+            return model_facts.controlnet_config_width(name, path)
         except ModelLoadError:
             raise
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelLoadError(
-                _describe_load_failure(name, exc, "a ControlNet", "ControlNet")
+                describe_load_failure(name, exc, "a ControlNet", "ControlNet")
             ) from None
 
     def controlnet_pipe(self, model: LoadedModel, name: str) -> Any:
@@ -291,10 +213,10 @@ class ModelManager:
 
     def _controlnet_pipe(self, model: LoadedModel, name: str) -> Any:
         log.info("loading ControlNet %s for %s", name, model.name)
-        controlnet = _load_controlnet(name, self.dtype)
+        controlnet = load_controlnet(name, self.dtype)
         # The ControlNet's residuals enter the UNet's blocks: the widths of both must match.
         if controlnet.config.cross_attention_dim != model.cross_attention_dim:
-            raise ModelLoadError(_misfit(name, model))
+            raise ModelLoadError(model_facts.misfit(name, model))
         controlnet.to(self.device)
         pipeline_class = ControlNetInpaintXLPipeline if model.sdxl else ControlNetInpaintPipeline
         # from_pipe casts every component to its dtype (float32 unless told): the shared ones too.
@@ -309,8 +231,8 @@ class ModelManager:
         transformers_logging.disable_progress_bar()
         components = {}
         if self.sdxl_vae is not None and self.describe(name).sdxl:
-            components["vae"] = _load_vae(self.sdxl_vae, self.dtype)
-        pipe = _load_pipeline(
+            components["vae"] = load_vae(self.sdxl_vae, self.dtype)
+        pipe = load_pipeline(
             name, self.dtype, self.single_file_config, self.revisions.get(name), components
         )
         return self._resident(name, pipe)
@@ -324,280 +246,6 @@ class ModelManager:
         pipe.vae.enable_slicing()
         if self.compile_unet:
             compiled.compile_unet(pipe.unet)
-        return LoadedModel(
-            name=name,
-            pipe=pipe,
-            sdxl=isinstance(pipe, StableDiffusionXLInpaintPipeline),
-            inpainting=pipe.unet.config.in_channels == _INPAINTING_CHANNELS,
-            native_size=_size_from_configs(pipe.unet.config, pipe.vae.config),
-            cross_attention_dim=_width(pipe.unet.config.cross_attention_dim),
-            base_scheduler_config=pipe.scheduler.config,
-        )
-
-
-def _load_tokenizer(source: str, revision: str | None) -> PreTrainedTokenizerBase:
-    """A diffusers folder's or repo's first tokenizer (an SDXL refiner has only the second); a plain
-    tokenizer repo (CLIP ViT-L) has it at its root."""
-    if source == _CLIP_TOKENIZER:
-        return CLIPTokenizer.from_pretrained(source)
-    path = Path(source).expanduser()
-    if path.is_dir():
-        has_first = (path / "tokenizer").is_dir()
-    else:
-        has_first = _in_repo(source, "tokenizer/tokenizer_config.json", revision)
-    pinned: dict[str, Any] = {"revision": revision} if revision else {}
-    folder = "tokenizer" if has_first else "tokenizer_2"
-    return CLIPTokenizer.from_pretrained(source, subfolder=folder, **pinned)
-
-
-def _in_repo(name: str, filename: str, revision: str | None) -> bool:
-    try:
-        hf_hub_download(name, filename, revision=revision)
-    except EntryNotFoundError:
-        return False
-    return True
-
-
-def _config_facts(name: str, revision: str | None = None) -> ModelFacts:
-    """Facts from a diffusers folder's or Hub repo's UNet and VAE configs (a few hundred bytes)."""
-    unet, vae = (
-        _read_config(name, f"{component}/config.json", revision=revision)
-        for component in ("unet", "vae")
-    )
-    return ModelFacts(
-        name=name,
-        sdxl=unet.get("addition_embed_type") == "text_time",  # SDXL's size and crop conditioning
-        inpainting=unet["in_channels"] == _INPAINTING_CHANNELS,
-        native_size=_size_from_configs(unet, vae),
-        cross_attention_dim=_width(unet["cross_attention_dim"]),
-    )
-
-
-def _read_config(
-    name: str, filename: str, what: str = "model", revision: str | None = None
-) -> dict[str, Any]:
-    path = Path(name).expanduser()
-    if path.is_dir():
-        config_file = path / filename
-    elif name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
-        raise ModelLoadError(f"The {what} file or folder {name!r} does not exist.")
-    else:
-        config_file = Path(hf_hub_download(name, filename, revision=revision))
-    config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
-    return config
-
-
-def _width(cross_attention_dim: int | list[int]) -> int:
-    """Some configs give the width per block; it is the same for all of them in SD models."""
-    return cross_attention_dim[0] if isinstance(cross_attention_dim, list) else cross_attention_dim
-
-
-def _read_header(path: Path) -> dict[str, list[int]]:
-    """Each tensor's shape, from the .safetensors header only."""
-    _require_safetensors(path)
-    try:
-        with safe_open(str(path), framework="pt") as checkpoint:
-            return {key: checkpoint.get_slice(key).get_shape() for key in checkpoint.keys()}  # noqa: SIM118
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path.name} is not a readable .safetensors file: {_first_line(exc)}"
-        ) from None
-
-
-def _cross_attention_dim(header: Mapping[str, list[int]]) -> int | None:
-    key = next((key for key in header if key.endswith(_CROSS_ATTENTION_KEY_SUFFIX)), None)
-    return header[key][-1] if key is not None else None
-
-
-def _controlnet_checkpoint_width(path: Path) -> int | None:
-    """A lone ControlNet file's width; diffusers fetches its config only when it is loaded."""
-    header = _read_header(path)
-    if not any(part in key for key in header for part in _CONTROLNET_KEY_PARTS):
-        raise ModelLoadError(f"{path.name} is not a ControlNet checkpoint.")
-    return _cross_attention_dim(header)
-
-
-def _controlnet_config_width(name: str, path: Path) -> int:
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise ModelLoadError(
-            f"The ControlNet folder {name!r} has no config.json: it is not a diffusers ControlNet."
-        )
-    config = _read_config(name, "config.json", "ControlNet")
-    if config.get("_class_name") != "ControlNetModel":
-        raise ModelLoadError(
-            f"{name!r} is not a ControlNet: its config.json describes a {config.get('_class_name')}."
-        )
-    return _width(config["cross_attention_dim"])
-
-
-def _misfit(name: str, model: ModelFacts) -> str:
-    return (
-        f"The ControlNet {name!r} does not fit the model {model.name!r} ({model.family}): a ControlNet "
-        "only works with the family it was trained for (SD 1.x, SD 2.x or SDXL)."
-    )
-
-
-def _size_from_configs(unet: Mapping[str, Any], vae: Mapping[str, Any]) -> int:
-    sample_size = unet["sample_size"]
-    if isinstance(sample_size, (list, tuple)):
-        sample_size = max(sample_size)
-    return int(sample_size) * 2 ** (len(vae["block_out_channels"]) - 1)
-
-
-def _load_pipeline(
-    name: str,
-    dtype: torch.dtype,
-    single_file_config: str | None,
-    revision: str | None = None,
-    components: Mapping[str, Any] | None = None,
-) -> DiffusionPipeline:
-    """``components``: models loaded already that replace the pipeline's own (the SDXL VAE)."""
-    path = Path(name).expanduser()
-    given = dict(components or {})
-    try:
-        if path.is_file():
-            return _load_single_file(path, dtype, single_file_config, given)
-        if path.is_dir():
-            return _checked(
-                AutoPipelineForInpainting.from_pretrained(path, **_pretrained_kwargs(dtype), **given),
-                name,
-            )
-        if name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt")):
-            raise ModelLoadError(f"The model file or folder {name!r} does not exist.")
-        hub = _pretrained_kwargs(dtype) | hub_kwargs(revision) | given
-        return _checked(_from_hub(AutoPipelineForInpainting.from_pretrained, name, dtype, hub), name)
-    except (ModelLoadError, torch.cuda.OutOfMemoryError):  # the caller frees memory and tries again
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        log.warning("model %s failed to load", name, exc_info=True)
-        raise ModelLoadError(_describe_load_failure(name, exc)) from None
-
-
-def _load_controlnet(name: str, dtype: torch.dtype) -> Any:
-    """A ``ControlNetModel``; typed Any as pipelines are (its ``config`` and ``to`` come at run time)."""
-    path = Path(name).expanduser()
-    try:
-        if path.is_file():
-            _require_safetensors(path)
-            return ControlNetModel.from_single_file(str(path), dtype=dtype)
-        if not path.is_dir() and (
-            name.startswith((".", "/", "~")) or name.endswith((".safetensors", ".ckpt"))
-        ):
-            raise ModelLoadError(f"The ControlNet file or folder {name!r} does not exist.")
-        if path.is_dir():
-            return ControlNetModel.from_pretrained(name, dtype=dtype)
-        return _from_hub(ControlNetModel.from_pretrained, name, dtype, {"dtype": dtype} | hub_kwargs())
-    except ModelLoadError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        log.warning("ControlNet %s failed to load", name, exc_info=True)
-        raise ModelLoadError(_describe_load_failure(name, exc, "a ControlNet", "ControlNet")) from None
-
-
-def _load_vae(name: str, dtype: torch.dtype) -> Any:
-    """The VAE ``INPAINTBOT_SDXL_VAE`` names: a Hub id (a repo of the VAE alone, like
-    madebyollin/sdxl-vae-fp16-fix) or a local diffusers folder of one."""
-    path = Path(name).expanduser()
-    try:
-        if path.is_dir():
-            return AutoencoderKL.from_pretrained(path, torch_dtype=dtype)
-        if name.startswith((".", "/", "~")):
-            raise ModelLoadError(f"INPAINTBOT_SDXL_VAE: the folder {name!r} does not exist.")
-        kwargs = {"torch_dtype": dtype} | hub_kwargs()
-        return _from_hub(AutoencoderKL.from_pretrained, name, dtype, kwargs)
-    except ModelLoadError:
-        raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        log.warning("VAE %s failed to load", name, exc_info=True)
-        raise ModelLoadError(
-            "INPAINTBOT_SDXL_VAE: " + _describe_load_failure(name, exc, "a VAE (AutoencoderKL)", "VAE")
-        ) from None
-
-
-def _describe_load_failure(
-    name: str,
-    exc: BaseException,
-    expected: str = "a Stable Diffusion (1.x, 2.x or XL) inpainting model",
-    what: str = "model",
-) -> str:
-    """diffusers wraps Hub errors in generic ones; the original cause says what the user must fix."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, RepositoryNotFoundError):
-            return f"The {what} {name!r} was not found on the Hugging Face Hub (or it is private)."
-        if isinstance(cause, LocalEntryNotFoundError):
-            return (
-                f"The {what} {name!r} is not in the local Hugging Face cache and the Hub cannot be "
-                "reached (offline?). Download it once with network access, or use a local folder."
-            )
-        if isinstance(cause, HfHubHTTPError):
-            return f"The {what} {name!r} could not be downloaded: {_first_line(cause)}"
-        cause = cause.__cause__ or cause.__context__
-    return f"The {what} {name!r} could not be loaded as {expected}: {_first_line(exc)}"
-
-
-def hub_kwargs(revision: str | None = None) -> dict[str, Any]:
-    """What every download from the Hub is loaded with: safetensors only (a pickled ``.bin`` can run
-    code when it is loaded), at the revision the operator pinned, if any. Local folders are the
-    operator's own files and load as they are."""
-    return {"use_safetensors": True} | ({"revision": revision} if revision else {})
-
-
-def _from_hub(load: Callable[..., Any], name: str, dtype: torch.dtype, kwargs: dict[str, Any]) -> Any:
-    """Load from the Hub, taking a repo's float16 weights when the engine runs in float16 (half the
-    download and no cast); a repo without them loads its default weights, which are cast."""
-    if dtype != torch.float16:
-        return load(name, **kwargs)
-    try:
-        return load(name, variant=_FP16, **kwargs)
-    except (ValueError, OSError) as exc:
-        # diffusers names the variant when a repo lacks it: "variant=fp16" for a pipeline, the file
-        # "diffusion_pytorch_model.fp16.safetensors" for a model. Other failures are not retried.
-        if f"variant={_FP16}" not in str(exc) and f".{_FP16}." not in str(exc):
-            raise
-    log.info("%s has no %s weights: loading its default ones", name, _FP16)
-    return load(name, **kwargs)
-
-
-def _pretrained_kwargs(dtype: torch.dtype) -> dict[str, Any]:
-    # The NSFW decision belongs to the server's policy, not to a checker that blacks out images.
-    return {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
-
-
-def _load_single_file(
-    path: Path, dtype: torch.dtype, config: str | None, components: dict[str, Any]
-) -> DiffusionPipeline:
-    sdxl = _is_sdxl_checkpoint(path)
-    pipeline_class = StableDiffusionXLInpaintPipeline if sdxl else StableDiffusionInpaintPipeline
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, **components}
-    if config is not None:
-        kwargs |= {"config": config, "local_files_only": Path(config).is_dir()}
-    if not sdxl:
-        kwargs |= {"safety_checker": None, "requires_safety_checker": False}
-    return _checked(pipeline_class.from_single_file(str(path), **kwargs), str(path))
-
-
-def _is_sdxl_checkpoint(path: Path) -> bool:
-    """Reads only the .safetensors header: SDXL checkpoints have a second text encoder."""
-    return any(key.startswith(_SDXL_KEY_PREFIX) for key in _read_header(path))
-
-
-def _require_safetensors(path: Path) -> None:
-    if path.suffix != ".safetensors":
-        raise ModelLoadError(
-            f"{path.name}: only .safetensors checkpoints are accepted (.ckpt pickle files can run code)."
-        )
-
-
-def _checked(pipe: DiffusionPipeline, name: str) -> DiffusionPipeline:
-    if not isinstance(pipe, (StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline)):
-        raise ModelLoadError(
-            f"The model {name!r} loads as {type(pipe).__name__}; only Stable Diffusion 1.x, 2.x and XL "
-            "models are supported."
-        )
-    return pipe
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        sdxl = isinstance(pipe, StableDiffusionXLInpaintPipeline)
+        facts = model_facts.facts_from_configs(name, pipe.unet.config, pipe.vae.config, sdxl=sdxl)
+        return LoadedModel(**vars(facts), pipe=pipe, base_scheduler_config=pipe.scheduler.config)

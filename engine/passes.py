@@ -1,14 +1,16 @@
 """A job's mask passes and their picture work, kept off the GPU thread.
 
-Before its pipeline call a pass crops its box out of the picture, resizes the crop (LANCZOS) and its
-mask to the processing size, fills the masked area (``fill``) and makes the ControlNet's control image:
-a ``StagedCrop``. Most passes crop the upload as it is, so ``stage_ahead`` makes theirs in ``prepare``,
-in the prepare thread. A pass whose box an earlier pass paints into (faces close together) must see
-that repaint, so its crop is made between the passes, on the GPU thread: the upload's pixels in its
-box with the earlier outputs pasted over them (``MaskPass.staged_for``), work the size of the box,
-never of the picture. The full-size picture is put together once, when the result is first read
-(``Composite``), by the queue's worker thread. Every pixel is what cropping and pasting the whole
-picture pass by pass gives: Pillow blends a paste pixel by pixel.
+``mask_passes`` makes one pass per mask a job found: the mask prepared at full resolution, its crop
+box and processing size. Before its pipeline call a pass crops its box out of the picture, resizes
+the crop (LANCZOS) and its mask to the processing size, fills the masked area (``fill``) and makes
+the ControlNet's control image: a ``StagedCrop``. Most passes crop the upload as it is, so
+``stage_ahead`` makes theirs in ``prepare``, in the prepare thread. A pass whose box an earlier pass
+paints into (faces close together) must see that repaint, so its crop is made between the passes, on
+the GPU thread: the upload's pixels in its box with the earlier outputs pasted over them
+(``MaskPass.staged_for``), work the size of the box, never of the picture. The full-size picture is
+put together once, when the result is first read (``Composite``), by the queue's worker thread.
+Every pixel is what cropping and pasting the whole picture pass by pass gives: Pillow blends a paste
+pixel by pixel.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from engine import controlnet, masking
-from engine.settings import ControlNet, InpaintSettings, MaskedContent
+from engine.mask_preview import RawMask
+from engine.settings import Area, ControlNet, InpaintSettings, MaskedContent
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,37 @@ class MaskPass:
                 settings.controlnet, picture, mask, settings.tile_downsample
             )
         return StagedCrop(picture, mask, filled, control)
+
+
+def mask_passes(
+    masks: Sequence[RawMask],
+    picture: Image.Image,
+    settings: InpaintSettings,
+    long_side: int,
+    area: Area,
+) -> list[MaskPass]:
+    """One pass per mask: the mask prepared at full resolution (invert, grow, blur), its box (the
+    masked region and its padding for ``Area.MASKED``, as A1111's "only masked"; else the whole
+    picture) and processing size, and the part of the mask inside the box."""
+    passes = []
+    for raw in masks:
+        mask = masking.prepare_mask(
+            raw.mask, invert=settings.invert_mask, grow=settings.mask_grow, blur=settings.mask_blur
+        )
+        if area is Area.MASKED:
+            box, size = masking.masked_region(
+                mask,
+                padding=settings.padding,
+                long_side=long_side,
+                within=(raw.at, picture.width, picture.height),
+            )
+        else:
+            box = masking.Box(0, 0, picture.width, picture.height)
+            size = masking.processing_size(picture.width, picture.height, long_side)
+        # Outside its patch a face's mask is black; Pillow's crop fills what it has not with 0.
+        kept = mask.crop(box.moved(-raw.at.x0, -raw.at.y0).as_tuple())
+        passes.append(MaskPass(mask=kept, box=box, size=size))
+    return passes
 
 
 def stage_ahead(

@@ -10,12 +10,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine import compiled, models
+from engine import compiled, loading, model_facts
 from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.errors import ModelLoadError
 from engine.job import InpaintRequest
-from engine.models import LoadedModel, ModelFacts, ModelManager, resolve_device
+from engine.model_facts import ModelFacts
+from engine.models import LoadedModel, ModelManager, resolve_device
 from engine.settings import InpaintSettings
 from tests.pictures import photo, png_bytes, rect_mask
 from tests.support.tiny_models import save_single_file, tiny_vae
@@ -168,9 +169,9 @@ def test_hub_models_load_safetensors_only_at_the_pinned_revision(
     pipelines: list[tuple[object, dict[str, object]]] = []
     controlnets: list[tuple[object, dict[str, object]]] = []
     configs: list[tuple[object, dict[str, object]]] = []
-    monkeypatch.setattr(models.AutoPipelineForInpainting, "from_pretrained", recording(pipelines))
-    monkeypatch.setattr(models.ControlNetModel, "from_pretrained", recording(controlnets))
-    monkeypatch.setattr(models, "hf_hub_download", recording(configs))
+    monkeypatch.setattr(loading.AutoPipelineForInpainting, "from_pretrained", recording(pipelines))
+    monkeypatch.setattr(loading.ControlNetModel, "from_pretrained", recording(controlnets))
+    monkeypatch.setattr(model_facts, "hf_hub_download", recording(configs))
     config = EngineConfig(
         model="someone/inpainting", model_revision="0123abc", device="cpu", _env_file=None
     )
@@ -183,9 +184,9 @@ def test_hub_models_load_safetensors_only_at_the_pinned_revision(
     with pytest.raises(Recorded):
         manager.get("someone/other")  # a model the operator did not pin: the newest
     with pytest.raises(Recorded):
-        models._load_controlnet("someone/controlnet", torch.float32)
+        loading.load_controlnet("someone/controlnet", torch.float32)
     with pytest.raises(Recorded):
-        models._load_controlnet(str(tiny_tile), torch.float32)
+        loading.load_controlnet(str(tiny_tile), torch.float32)
     with pytest.raises(Recorded):
         manager.get(str(tiny_sd_path))
 
@@ -228,16 +229,16 @@ def test_hub_models_load_their_fp16_weights_in_float16(
 ) -> None:
     pipelines: list[tuple[object, dict[str, object]]] = []
     controlnets: list[tuple[object, dict[str, object]]] = []
-    monkeypatch.setattr(models.AutoPipelineForInpainting, "from_pretrained", recording(pipelines))
-    monkeypatch.setattr(models.ControlNetModel, "from_pretrained", recording(controlnets))
+    monkeypatch.setattr(loading.AutoPipelineForInpainting, "from_pretrained", recording(pipelines))
+    monkeypatch.setattr(loading.ControlNetModel, "from_pretrained", recording(controlnets))
 
     for dtype in (torch.float16, torch.float32):
         with pytest.raises(Recorded):
-            models._load_pipeline("someone/inpainting", dtype, None, "0123abc")
+            loading.load_pipeline("someone/inpainting", dtype, None, "0123abc")
         with pytest.raises(Recorded):
-            models._load_controlnet("someone/controlnet", dtype)
+            loading.load_controlnet("someone/controlnet", dtype)
     with pytest.raises(Recorded):
-        models._load_pipeline(str(tiny_sd_path), torch.float16, None)
+        loading.load_pipeline(str(tiny_sd_path), torch.float16, None)
 
     hub = {"use_safetensors": True, "revision": "0123abc"}
     assert pipelines[0][1] == pipelines[0][1] | hub | {"variant": "fp16", "torch_dtype": torch.float16}
@@ -252,13 +253,13 @@ def test_hub_models_load_their_fp16_weights_in_float16(
     [
         (
             "AutoPipelineForInpainting",
-            lambda name: models._load_pipeline(name, torch.float16, None),
+            lambda name: loading.load_pipeline(name, torch.float16, None),
             "someone/inpainting",
             NO_FP16_PIPELINE,
         ),
         (
             "ControlNetModel",
-            lambda name: models._load_controlnet(name, torch.float16),
+            lambda name: loading.load_controlnet(name, torch.float16),
             "someone/controlnet",
             NO_FP16_MODEL,
         ),
@@ -272,7 +273,7 @@ def test_a_repo_without_fp16_weights_loads_its_default_ones(
     error: Exception,
 ) -> None:
     calls: list[tuple[object, dict[str, object]]] = []
-    monkeypatch.setattr(getattr(models, boundary), "from_pretrained", failing_first(calls, error))
+    monkeypatch.setattr(getattr(loading, boundary), "from_pretrained", failing_first(calls, error))
     with pytest.raises(Recorded):
         load(name)
     assert [kwargs.get("variant") for _, kwargs in calls] == ["fp16", None]
@@ -284,10 +285,10 @@ def test_other_load_failures_in_float16_are_not_retried(monkeypatch: pytest.Monk
     calls: list[tuple[object, dict[str, object]]] = []
     missing = OSError("someone/inpainting is not a local folder and is not a valid model identifier")
     monkeypatch.setattr(
-        models.AutoPipelineForInpainting, "from_pretrained", failing_first(calls, missing)
+        loading.AutoPipelineForInpainting, "from_pretrained", failing_first(calls, missing)
     )
     with pytest.raises(ModelLoadError, match="not a valid model identifier"):
-        models._load_pipeline("someone/inpainting", torch.float16, None)
+        loading.load_pipeline("someone/inpainting", torch.float16, None)
     assert len(calls) == 1
 
 
