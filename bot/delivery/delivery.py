@@ -87,6 +87,7 @@ class Delivery:
         edit_interval: float = EDIT_INTERVAL,
         retry_delay: float = RETRY_DELAY,
         status_id: int | None = None,
+        paint: bool = False,
     ) -> None:
         self.client = client
         self.queue = queue
@@ -97,6 +98,7 @@ class Delivery:
         self.channel_id = channel_id
         self.message_id = message_id
         self.status_id = status_id  # the job's own status message, once there is one
+        self.paint = paint  # the painter is on: the result gets its 🖌 button
         self.edit_interval = edit_interval
         self.retry_delay = retry_delay
         self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -242,7 +244,7 @@ class Delivery:
         if isinstance(event, DoneEvent):
             limit = self.interaction.filesize_limit if self.interaction else DEFAULT_UPLOAD_LIMIT
             try:
-                result = await result_message(event, limit)
+                result = await result_message(event, limit, paint=self.paint)
             except OSError as exc:  # the stored pictures are gone: no later try would find them
                 log.warning("job %s: its pictures cannot be read: %s", self.job_id, exc)
                 content = (

@@ -26,6 +26,7 @@ class Action(StrEnum):
     SAVE_PRESET = "preset"
     DELETE = "delete"
     CANCEL = "cancel"
+    PAINT = "paint"
 
 
 LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
@@ -35,7 +36,10 @@ LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
     Action.SAVE_PRESET: ("💾", "Save preset", discord.ButtonStyle.secondary),
     Action.DELETE: ("🗑", "Delete", discord.ButtonStyle.danger),
     Action.CANCEL: ("✖", "Cancel", discord.ButtonStyle.danger),
+    Action.PAINT: ("🖌", "Paint", discord.ButtonStyle.secondary),
 }
+# The second row of a result's buttons; the first holds RESULT_ACTIONS.
+ROWS: dict[Action, int] = {Action.PAINT: 1}
 RESULT_ACTIONS = (Action.REROLL, Action.EDIT, Action.FIX_FACES, Action.SAVE_PRESET, Action.DELETE)
 _ACTIONS = "|".join(re.escape(action.value) for action in Action)
 MEMORY_PREFIX = "mem:"
@@ -79,9 +83,10 @@ class JobButton(
 ):
     def __init__(self, action: Action, job_id: int) -> None:
         emoji, label, style = LOOKS[action]
-        super().__init__(
-            discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=f"job:{action}:{job_id}")
+        button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
+            label=label, emoji=emoji, style=style, custom_id=f"job:{action}:{job_id}", row=ROWS.get(action)
         )
+        super().__init__(button)
         self.action = action
         self.job_id = job_id
 
@@ -95,14 +100,16 @@ class JobButton(
         return cls(Action(match["action"]), int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        actions = handlers(interaction).job_actions
+        known = handlers(interaction)
+        actions = known.painter if self.action is Action.PAINT else known.job_actions
         if actions is None:
-            raise RuntimeError("no cog handles the buttons of jobs")
+            raise RuntimeError(f"no cog handles the {self.action} button of jobs")
         await actions.on_button(interaction, self.action, self.job_id)
 
 
 class JobActions(Protocol):
-    """Does the work of a job's buttons (``bot.cogs.results.Results``)."""
+    """Does the work of a job's buttons (``bot.cogs.results.Results``; 🖌 Paint:
+    ``bot.cogs.painter.Painter``)."""
 
     async def on_button(self, interaction: discord.Interaction, action: Action, job_id: int) -> None: ...
 
@@ -119,6 +126,7 @@ class Handlers:
     when it unloads. Looked up at click time, not kept: the component may outlive a reload."""
 
     job_actions: JobActions | None = None
+    painter: JobActions | None = None  # 🖌 Paint, while the painter is on
     history_pages: HistoryPages | None = None
 
 
@@ -148,8 +156,9 @@ def _view(job_id: int, actions: tuple[Action, ...]) -> discord.ui.View:
     return view
 
 
-def result_view(job_id: int) -> discord.ui.View:
-    return _view(job_id, RESULT_ACTIONS)
+def result_view(job_id: int, *, paint: bool = False) -> discord.ui.View:
+    """A result's buttons; 🖌 Paint (on the second row) only while the painter is on."""
+    return _view(job_id, (*RESULT_ACTIONS, Action.PAINT) if paint else RESULT_ACTIONS)
 
 
 def status_view(job_id: int) -> discord.ui.View:
