@@ -96,9 +96,7 @@ class BotConfig(EngineConfig):
     web_port: int = Field(8080, ge=0, le=65535, description="Port the painter's web server listens on.")
     painter_secret: SecretStr | None = Field(
         None,
-        description=(
-            "Key that signs painter links; unset, one is made and kept in the data directory."
-        ),
+        description=("Key that signs painter links; unset, one is made and kept in the data directory."),
     )
 
     models: Annotated[list[str], NoDecode] = Field(

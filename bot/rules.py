@@ -98,23 +98,23 @@ async def page_asker(
 ) -> Asker:
     """A submission from the painter page carries nothing from Discord: the member's permissions in
     the channel are read now (a member who left, or a channel that is gone, has none)."""
-    permissions, roles, channel = discord.Permissions.none(), frozenset[int](), None
+    permissions, roles = discord.Permissions.none(), frozenset[int]()
     guild = client.get_guild(guild_id) if guild_id is not None else None
-    if guild is not None:
-        channel = guild.get_channel_or_thread(channel_id)
-        if channel is None:
-            with contextlib.suppress(discord.HTTPException):
-                channel = await guild.fetch_channel(channel_id)
-        member = guild.get_member(user_id)
-        if member is None:
-            with contextlib.suppress(discord.HTTPException):
-                member = await guild.fetch_member(user_id)
-        if member is not None and channel is not None and not isinstance(channel, discord.CategoryChannel):
-            permissions = channel.permissions_for(member)
-            roles = frozenset(role.id for role in member.roles)
-    elif guild_id is None:
-        channel = client.get_channel(channel_id)
-    return Asker(user_id, guild_id, channel_id, channel, permissions, roles, Via.PAGE)
+    if guild is None:  # a direct message, or a server the bot is no longer in
+        channel: object = client.get_channel(channel_id) if guild_id is None else None
+        return Asker(user_id, guild_id, channel_id, channel, permissions, roles, Via.PAGE)
+    in_guild = guild.get_channel_or_thread(channel_id)
+    if in_guild is None:
+        with contextlib.suppress(discord.HTTPException):
+            in_guild = await guild.fetch_channel(channel_id)
+    member = guild.get_member(user_id)
+    if member is None:
+        with contextlib.suppress(discord.HTTPException):
+            member = await guild.fetch_member(user_id)
+    if member is not None and in_guild is not None:
+        permissions = in_guild.permissions_for(member)
+        roles = frozenset(role.id for role in member.roles)
+    return Asker(user_id, guild_id, channel_id, in_guild, permissions, roles, Via.PAGE)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,4 @@ async def release_link(store: Store, link_id: str) -> None:
     """Give a claimed link back: its submission was refused before anything was queued, so the
     member may fix what was wrong and send it again."""
     async with store.sessions.begin() as session:
-        await session.execute(
-            update(PainterLink).where(PainterLink.id == link_id).values(used_at=None)
-        )
+        await session.execute(update(PainterLink).where(PainterLink.id == link_id).values(used_at=None))

@@ -84,7 +84,11 @@ class JobButton(
     def __init__(self, action: Action, job_id: int) -> None:
         emoji, label, style = LOOKS[action]
         button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
-            label=label, emoji=emoji, style=style, custom_id=f"job:{action}:{job_id}", row=ROWS.get(action)
+            label=label,
+            emoji=emoji,
+            style=style,
+            custom_id=f"job:{action}:{job_id}",
+            row=ROWS.get(action),
         )
         super().__init__(button)
         self.action = action

@@ -35,7 +35,12 @@ Clock = Callable[[], float]
 
 
 class LinkError(BotError):
-    """A link that opens nothing; the message is the page the member sees."""
+    """A link that opens nothing; the message is the page the member sees, ``status`` its HTTP status
+    (403: not a link of this bot's; 410: expired or used)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def load_secret(config: BotConfig) -> bytes:
@@ -80,8 +85,9 @@ class Links:
         image: bytes,
         settings: dict[str, Any],
         job_id: int | None = None,
-    ) -> str:
-        """A new link for the member in that channel, to paint on ``image``; its URL."""
+    ) -> tuple[str, int]:
+        """A new link for the member in that channel, to paint on ``image``: its URL and expiry
+        (seconds since the epoch)."""
         expires = int(self.clock()) + LINK_SECONDS
         link = await create_link(
             self.store,
@@ -94,7 +100,7 @@ class Links:
             expires_at=datetime.fromtimestamp(expires, UTC),
             job_id=job_id,
         )
-        return f"{self.public_url.rstrip('/')}/paint/{self.token(link)}"
+        return f"{self.public_url.rstrip('/')}/paint/{self.token(link)}", expires
 
     def token(self, link: PainterLink) -> str:
         expires = int(link.expires_at.timestamp())
@@ -106,15 +112,15 @@ class Links:
         match = _TOKEN.fullmatch(token)
         link = await get_link(self.store, match["id"]) if match else None
         if match is None or link is None:
-            raise LinkError(NOT_VALID)
+            raise LinkError(NOT_VALID, 403)
         expires = int(match["expires"])
         expected = self._signature(link, expires)
         if not hmac.compare_digest(expected, match["signature"]):
-            raise LinkError(NOT_VALID)
+            raise LinkError(NOT_VALID, 403)
         if expires != int(link.expires_at.timestamp()):  # signed, so only a bug would get here
-            raise LinkError(NOT_VALID)
+            raise LinkError(NOT_VALID, 403)
         if self.clock() >= expires:
-            raise LinkError(EXPIRED)
+            raise LinkError(EXPIRED, 410)
         return link
 
     def _signature(self, link: PainterLink, expires: int) -> str:
