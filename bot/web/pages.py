@@ -66,11 +66,11 @@ def painter_page(action: str, picture_url: str, size: tuple[int, int], form: For
 </section>
 <section class="tools" aria-label="Tools">
 <div class="group" role="radiogroup" aria-label="Tool">
-<button type="button" class="tool active" data-tool="brush" title="Brush (B)">🖌 Brush</button>
-<button type="button" class="tool" data-tool="eraser" title="Eraser (E)">🧽 Eraser</button>
-<button type="button" class="tool" data-tool="rect" title="Rectangle (R)">▭ Rectangle</button>
-<button type="button" class="tool" data-tool="lasso" title="Lasso (L)">➰ Lasso</button>
-<button type="button" class="tool" data-tool="pan" title="Move (space)">✋ Move</button>
+<button type="button" class="tool active" data-tool="brush" title="Brush (B)">Brush</button>
+<button type="button" class="tool" data-tool="eraser" title="Eraser (E)">Eraser</button>
+<button type="button" class="tool" data-tool="rect" title="Rectangle (R)">Rectangle</button>
+<button type="button" class="tool" data-tool="lasso" title="Lasso (L)">Lasso</button>
+<button type="button" class="tool" data-tool="pan" title="Move (space)">Move</button>
 </div>
 <div class="group">
 <label>Size <input type="range" id="size" min="2" max="400" value="40"></label>
@@ -91,7 +91,7 @@ def painter_page(action: str, picture_url: str, size: tuple[int, int], form: For
 <label>Preset <select name="preset"><option value="">these settings</option>{options}</select></label>
 <input type="file" name="mask" id="mask" accept="image/png" hidden>
 <p class="hint" id="hint">Paint over what should change. Two fingers (or the wheel) zoom and move.</p>
-<button type="submit" id="paint" class="primary">🖌 Paint</button>
+<button type="submit" id="paint" class="primary">Paint</button>
 </form>
 </main>
 <script src="/painter/painter.js"></script>
