@@ -64,6 +64,18 @@ async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
+def base_app() -> web.Application:
+    """The headers and the body limit every answer gets, and ``/health`` (``inpaintbot check`` asks
+    it through the operator's public address)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_headers])
+    app.router.add_get("/health", _health)
+    return app
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.Response(text=HEALTH_TEXT)
+
+
 class PainterServer:
     """The painter's pages for the links ``links`` issues; jobs go to ``rules`` and ``router``."""
 
@@ -85,8 +97,7 @@ class PainterServer:
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_headers])
-        app.router.add_get("/health", self._health)
+        app = base_app()
         app.router.add_get("/painter/{name}", self._static)
         app.router.add_get("/paint/{token}", self._page)
         app.router.add_get("/paint/{token}/picture", self._picture)
@@ -117,9 +128,6 @@ class PainterServer:
             await runner.cleanup()
 
     # Routes
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(text=HEALTH_TEXT)
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

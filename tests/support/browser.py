@@ -6,7 +6,6 @@ the browser lives in a thread with one loop for the whole module, and a test han
 """
 
 import asyncio
-import socket
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -54,10 +53,3 @@ class BrowserThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
-
-
-def free_port() -> int:
-    """A port nobody listens on now, for a server whose address must be known before it starts."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

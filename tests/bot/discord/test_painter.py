@@ -29,7 +29,8 @@ from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_inpaint import EPHEMERAL, JOB_TIMEOUT, has_result, inpaint, result
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
 from tests.pictures import astronaut, png_bytes
-from tests.support.browser import BrowserThread, free_port
+from tests.support.browser import BrowserThread
+from tests.support.ports import free_port
 
 WIDTH, HEIGHT = 192, 128
 REPO = Path(__file__).resolve().parents[3]
