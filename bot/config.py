@@ -125,6 +125,11 @@ class BotConfig(EngineConfig):
         return value.rstrip("/") if value is not None else None
 
     @property
+    def selects_objects(self) -> bool:
+        """The painter's Select tool uses SAM 2 of masks from words: with them, or not at all."""
+        return self.mask_detector is not None and self.mask_segmenter is not None
+
+    @property
     def painter_on(self) -> bool:
         """The painter needs an address members can reach; without one, no Paint buttons either."""
         return self.public_url is not None

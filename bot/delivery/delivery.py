@@ -133,7 +133,10 @@ class Delivery:
         while True:
             timeout = None if status is None else max(next_edit - loop.time(), 0.0)
             try:
-                event = await asyncio.wait_for(self._events.get(), timeout)
+                # Not ``wait_for``: on Python 3.11 it can swallow ``close``'s cancel when an event
+                # arrives at the same moment, and the delivery then waits for events forever.
+                async with asyncio.timeout(timeout):
+                    event = await self._events.get()
             except TimeoutError:
                 if status is not None:
                     await self._show_status(status)

@@ -12,6 +12,7 @@ import asyncio
 import io
 import logging
 import warnings
+from collections import Counter
 from typing import Any
 
 import discord
@@ -43,6 +44,7 @@ from bot.web.pages import refused as refused_page
 from engine.errors import EngineError
 from engine.images import load_image
 from engine.job import InpaintRequest
+from engine.masks.points import OFF_MESSAGE
 from engine.settings import InpaintSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 # A mask is one picture; even 40 MP of noise fits. The form's fields are tiny.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 HEALTH_TEXT = "inpaintbot painter"
+MAX_SELECTIONS = 60  # Select clicks one link may make
 # Formats every browser shows as they are; others are sent as PNG.
 BROWSER_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
@@ -94,7 +97,9 @@ class PainterServer:
         self.rules = rules
         self.router = router
         self.links = links
+        self.queue = router.queue
         self._runner: web.AppRunner | None = None
+        self._selections: Counter[str] = Counter()  # Select clicks per link (each is a model call)
 
     def app(self) -> web.Application:
         app = base_app()
@@ -102,6 +107,7 @@ class PainterServer:
         app.router.add_get("/paint/{token}", self._page)
         app.router.add_get("/paint/{token}/picture", self._picture)
         app.router.add_post("/paint/{token}", self._submit)
+        app.router.add_post("/paint/{token}/select", self._select)
         return app
 
     async def start(self) -> None:
@@ -148,7 +154,8 @@ class PainterServer:
         names = [p.name if p.guild_id is None else f"{SERVER_PREFIX}{p.name}" for p in presets]
         form = Form(settings.prompt, settings.negative_prompt, settings.strength, names)
         token = request.match_info["token"]
-        return html(painter_page(f"/paint/{token}", f"/paint/{token}/picture", size, form))
+        page = painter_page(f"/paint/{token}", size, form, select=self.config.selects_objects)
+        return html(page)
 
     async def _picture(self, request: web.Request) -> web.Response:
         try:
@@ -158,6 +165,26 @@ class PainterServer:
             return _refusal(exc)
         body, content_type = await asyncio.to_thread(self._for_browser, data)
         return web.Response(body=body, content_type=content_type)
+
+    async def _select(self, request: web.Request) -> web.Response:
+        """The Select tool: the mask of the thing clicked, as a PNG; a refusal is plain text the
+        page shows. Each click is a model call beside everyone's submissions: a link gets a few."""
+        try:
+            link = await self._open(request)
+            if not self.config.selects_objects:
+                raise BotError(OFF_MESSAGE)
+            if self._selections[link.id] >= MAX_SELECTIONS:
+                raise BotError(f"This link has selected {MAX_SELECTIONS} times; paint the rest.")
+            self._selections[link.id] += 1
+            point = _point(await request.json())
+            picture = await self._picture_bytes(link)
+            mask = await self.queue.select_object(picture, point)
+        except (BotError, EngineError) as exc:
+            status = exc.status if isinstance(exc, LinkError) else 400
+            return web.Response(text=str(exc), status=status)
+        except ValueError:  # not JSON
+            return web.Response(text="The click could not be read; try again.", status=400)
+        return web.Response(body=mask, content_type="image/png")
 
     async def _submit(self, request: web.Request) -> web.Response:
         """Checks everything that needs no claim first; then uses the link up, and gives it back if
@@ -271,6 +298,15 @@ async def _form(request: web.Request) -> dict[str, Any]:
         ) from None
     except ValueError:
         raise BotError("The page's form could not be read; send it again.") from None
+
+
+def _point(data: object) -> tuple[float, float]:
+    if not isinstance(data, dict):
+        raise BotError("The click could not be read; try again.")
+    try:
+        return float(data["x"]), float(data["y"])
+    except (KeyError, TypeError, ValueError):
+        raise BotError("The click could not be read; try again.") from None
 
 
 def _text(fields: dict[str, Any], name: str) -> str:

@@ -56,11 +56,13 @@ def _document(title: str, body: str) -> str:
 """
 
 
-def painter_page(action: str, picture_url: str, size: tuple[int, int], form: Form) -> str:
+def painter_page(action: str, size: tuple[int, int], form: Form, *, select: bool) -> str:
+    """``action``: the link's own path; the picture and the Select tool's answers are below it."""
     options = "".join(f'<option value="{escape(name)}">{escape(name)}</option>' for name in form.presets)
     width, height = size
+    selection = SELECT_TOOLS if select else ""
     body = f"""<body class="painter">
-<main id="painter" data-picture="{escape(picture_url)}" data-width="{width}" data-height="{height}">
+<main id="painter" data-link="{escape(action)}" data-width="{width}" data-height="{height}">
 <section class="stage" id="stage">
 <canvas id="view" aria-label="The picture; paint the area to repaint"></canvas>
 </section>
@@ -70,7 +72,7 @@ def painter_page(action: str, picture_url: str, size: tuple[int, int], form: For
 <button type="button" class="tool" data-tool="eraser" title="Eraser (E)">Eraser</button>
 <button type="button" class="tool" data-tool="rect" title="Rectangle (R)">Rectangle</button>
 <button type="button" class="tool" data-tool="lasso" title="Lasso (L)">Lasso</button>
-<button type="button" class="tool" data-tool="pan" title="Move (space)">Move</button>
+{selection}<button type="button" class="tool" data-tool="pan" title="Move (space)">Move</button>
 </div>
 <div class="group">
 <label>Size <input type="range" id="size" min="2" max="400" value="40"></label>
@@ -97,6 +99,15 @@ def painter_page(action: str, picture_url: str, size: tuple[int, int], form: For
 <script src="/painter/painter.js"></script>
 </body>"""
     return _document("Paint the area to repaint", body)
+
+
+# Shown only while the models of masks from words are on: a click outlines the thing under it.
+SELECT_TOOLS = (
+    '<button type="button" class="tool" data-tool="select" title="Select the thing you click (S)">'
+    "Select</button>"
+    '<button type="button" class="tool" data-tool="unselect" '
+    'title="Take the thing you click out (U)">Unselect</button>'
+)
 
 
 def message_page(title: str, message: str, *, back: str | None = None) -> str:

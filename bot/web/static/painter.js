@@ -32,6 +32,7 @@
   let shape = null; // the rectangle or lasso being drawn, in picture pixels
   let stroke = null; // the brush or eraser stroke being drawn
   let drag = null; // moving the view with one pointer
+  let click = null; // where the Select tool was pressed
   const pointers = new Map(); // pointerId -> last {x, y} in CSS pixels of the stage
   let pinch = null;
 
@@ -171,6 +172,53 @@
     maskCtx.fill();
   }
 
+  // The Select tool: the bot outlines the thing clicked (SAM 2); it is added to the mask, or taken out.
+  let selecting = false;
+  async function select(point, add) {
+    if (selecting || point.x < 0 || point.y < 0 || point.x >= width || point.y >= height) return;
+    selecting = true;
+    say("Looking for the thing you clicked…");
+    try {
+      const answer = await fetch(root.dataset.link + "/select", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ x: point.x, y: point.y }),
+      });
+      if (!answer.ok) {
+        say(await answer.text(), true);
+        return;
+      }
+      const found = await createImageBitmap(await answer.blob());
+      const layer = document.createElement("canvas");
+      layer.width = width;
+      layer.height = height;
+      const ctx = layer.getContext("2d");
+      ctx.drawImage(found, 0, 0, width, height);
+      const pixels = ctx.getImageData(0, 0, width, height);
+      const tint = [255, 40, 90];
+      for (let i = 0; i < pixels.data.length; i += 4) {
+        pixels.data[i + 3] = pixels.data[i]; // white (inside) becomes opaque tint
+        pixels.data.set(tint, i);
+      }
+      ctx.putImageData(pixels, 0, 0);
+      snapshot();
+      maskCtx.globalCompositeOperation = add ? "source-over" : "destination-out";
+      maskCtx.drawImage(layer, 0, 0);
+      maskCtx.globalCompositeOperation = "source-over";
+      say(add ? "Selected. Click more things, or paint." : "Taken out.");
+      render();
+    } catch (error) {
+      say("The bot could not be reached; try again.", true);
+    } finally {
+      selecting = false;
+    }
+  }
+
+  function say(text, warning) {
+    hint.textContent = text;
+    hint.classList.toggle("warning", Boolean(warning));
+  }
+
   function panning(event) {
     return tool === "pan" || spaceHeld || event.button === 1 || event.button === 2;
   }
@@ -211,6 +259,8 @@
       shape = { kind: "rect", from: point, to: point };
     } else if (tool === "lasso") {
       shape = { kind: "lasso", points: [point] };
+    } else if (tool === "select" || tool === "unselect") {
+      click = { at, point };
     }
     render();
   });
@@ -252,7 +302,13 @@
     if (!pointers.delete(event.pointerId)) return;
     if (pinch) {
       if (pointers.size === 0) pinch = null;
+      click = null;
       return;
+    }
+    if (click) {
+      const at = local(event);
+      if (Math.hypot(at.x - click.at.x, at.y - click.at.y) < 8) select(click.point, tool === "select");
+      click = null;
     }
     if (shape) {
       const area = shape.kind === "rect"
@@ -337,8 +393,8 @@
       spaceHeld = true;
       event.preventDefault();
     } else if (!event.ctrlKey && !event.metaKey) {
-      const tools = { b: "brush", e: "eraser", r: "rect", l: "lasso" };
-      if (tools[key]) choose(tools[key]);
+      const tools = { b: "brush", e: "eraser", r: "rect", l: "lasso", s: "select", u: "unselect" };
+      if (tools[key] && document.querySelector(`[data-tool="${tools[key]}"]`)) choose(tools[key]);
       if (key === "0") fit();
     }
   });
@@ -371,8 +427,7 @@
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     if (!painted()) {
-      hint.textContent = "Paint the area to repaint first.";
-      hint.classList.add("warning");
+      say("Paint the area to repaint first.", true);
       return;
     }
     const button = document.getElementById("paint");
@@ -395,11 +450,10 @@
     render();
   });
   picture.addEventListener("error", () => {
-    hint.textContent = "The picture could not be loaded; open the painter again from Discord.";
-    hint.classList.add("warning");
+    say("The picture could not be loaded; open the painter again from Discord.", true);
   });
   resize();
   fit();
   choose("brush");
-  picture.src = root.dataset.picture;
+  picture.src = root.dataset.link + "/picture";
 })();

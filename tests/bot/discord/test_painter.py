@@ -30,6 +30,7 @@ from tests.bot.discord.test_inpaint import EPHEMERAL, JOB_TIMEOUT, has_result, i
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
 from tests.pictures import astronaut, png_bytes
 from tests.support.browser import BrowserThread
+from tests.support.known_boxes import KnownBoxes
 from tests.support.ports import free_port
 
 WIDTH, HEIGHT = 192, 128
@@ -382,3 +383,75 @@ async def test_without_a_public_url_there_is_no_painter(
     it = await inpaint(fake_discord)
     done = await result(fake_discord, it)
     assert [len(row["components"]) for row in done.json["components"]] == [5]
+
+
+# Two things the Select tool can find (``KnownBoxes``: a click selects the box around it).
+HELMET = (30, 20, 80, 60)
+ROCKET = (140, 10, 180, 100)
+
+
+async def select_and_send(browser: Browser, url: str) -> tuple[list[str], str]:
+    """Select the helmet and the rocket with clicks, take the rocket out again, and send."""
+    context = await browser.new_context(viewport={"width": 1000, "height": 700})
+    page = await context.new_page()
+    await ready(page, url)
+    tools = await page.eval_on_selector_all("[data-tool]", "els => els.map(e => e.dataset.tool)")
+    screen, _ = await to_screen(page)
+    for tool, box in (("select", HELMET), ("select", ROCKET), ("unselect", ROCKET)):
+        await page.click(f"[data-tool={tool}]")
+        hint = await page.inner_text("#hint")
+        await page.mouse.click(*screen((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        await page.wait_for_function(
+            "previous => document.getElementById('hint').textContent !== previous"
+            " && !document.getElementById('hint').textContent.startsWith('Looking')",
+            arg=hint,
+        )
+    async with page.expect_navigation():
+        await page.click("#paint")
+    answer = await page.inner_text("main")
+    await context.close()
+    return tools, answer
+
+
+async def test_a_click_selects_the_thing_under_it_when_the_mask_models_are_on(
+    fake_discord: FakeDiscord,
+    start_bot: StartBot,
+    store: Store,
+    browser: BrowserThread,
+    gated_engine: GatedEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    boxes = {"things": [(*HELMET, 0.9), (*ROCKET, 0.8)]}
+    monkeypatch.setattr(gated_engine.engine, "word_finder", KnownBoxes(boxes))
+    await start_painter(start_bot)
+    url = await paint_command(fake_discord)
+    # A click on nothing the finder knows says so (the page shows it), and changes nothing.
+    status, text = await post_select(url, {"x": 5, "y": 120})
+    assert status == 400 and "Nothing was found there" in text
+    assert (await post_select(url, {"x": "left"}))[0] == 400
+    tools, answer = await browser.run(select_and_send(browser.browser, url))
+    assert {"select", "unselect"} <= set(tools)
+    assert "Job 1 is queued" in answer
+    mask = await stored_mask(store, await stored_job(store, 1))
+    expected = np.zeros((HEIGHT, WIDTH))
+    x0, y0, x1, y1 = HELMET
+    expected[y0:y1, x0:x1] = 255
+    assert np.abs(mask - expected).max() <= 1  # the helmet's outline exactly; the rocket taken out
+    assert (await post_select(url, {"x": 50, "y": 40}))[0] == 410  # the link is used up
+
+
+async def post_select(url: str, body: object) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.post(f"{url}/select", json=body) as answer:
+        return answer.status, await answer.text()
+
+
+async def test_without_the_mask_models_there_is_no_select_tool(
+    fake_discord: FakeDiscord, start_bot: StartBot
+) -> None:
+    await start_painter(start_bot, mask_detector=None, mask_segmenter=None)
+    url = await paint_command(fake_discord)
+    async with aiohttp.ClientSession() as session, session.get(url) as page:
+        text = await page.text()
+    assert page.status == 200 and 'data-tool="brush"' in text and 'data-tool="select"' not in text
+    status, answer = await post_select(url, {"x": 10, "y": 10})
+    assert status == 400 and "turned off" in answer
