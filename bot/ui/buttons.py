@@ -18,6 +18,8 @@ from typing import Protocol, Self, runtime_checkable
 
 import discord
 
+from bot.replies import refuse
+
 
 class Action(StrEnum):
     REROLL = "reroll"
@@ -43,6 +45,7 @@ ROWS: dict[Action, int] = {Action.PAINT: 1}
 RESULT_ACTIONS = (Action.REROLL, Action.EDIT, Action.FIX_FACES, Action.SAVE_PRESET, Action.DELETE)
 _ACTIONS = "|".join(re.escape(action.value) for action in Action)
 MEMORY_PREFIX = "mem:"
+PAINTER_OFF = "The mask painter is turned off on this bot now; upload a mask with /inpaint instead."
 EXPIRED_MESSAGE = (
     "This was opened before the bot restarted (or has expired), so it no longer works. "
     "Start again: press the button or run the command once more."
@@ -106,6 +109,9 @@ class JobButton(
     async def callback(self, interaction: discord.Interaction) -> None:
         known = handlers(interaction)
         actions = known.painter if self.action is Action.PAINT else known.job_actions
+        if actions is None and self.action is Action.PAINT:  # turned off since the result was posted
+            await refuse(interaction, PAINTER_OFF)
+            return
         if actions is None:
             raise RuntimeError(f"no cog handles the {self.action} button of jobs")
         await actions.on_button(interaction, self.action, self.job_id)

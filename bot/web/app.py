@@ -29,7 +29,7 @@ from bot.store.database import Store
 from bot.store.models import PainterLink
 from bot.store.painter import claim_link, release_link
 from bot.store.presets import SERVER_PREFIX, resolve_settings, visible_presets
-from bot.web.links import USED, LinkError, Links
+from bot.web.links import USED, LinkError, Links, PageError
 from bot.web.pages import (
     CONTENT_TYPES,
     HEADERS,
@@ -180,7 +180,7 @@ class PainterServer:
             picture = await self._picture_bytes(link)
             mask = await self.queue.select_object(picture, point)
         except (BotError, EngineError) as exc:
-            status = exc.status if isinstance(exc, LinkError) else 400
+            status = exc.status if isinstance(exc, PageError) else 400
             return web.Response(text=str(exc), status=status)
         except ValueError:  # not JSON
             return web.Response(text="The click could not be read; try again.", status=400)
@@ -293,8 +293,8 @@ async def _form(request: web.Request) -> dict[str, Any]:
     try:
         return dict(await request.post())
     except web.HTTPRequestEntityTooLarge:
-        raise BotError(
-            f"The page sent more than {MAX_BODY_BYTES // 2**20} MB; this bot takes no more."
+        raise PageError(
+            f"The page sent more than {MAX_BODY_BYTES // 2**20} MB; this bot takes no more.", 413
         ) from None
     except ValueError:
         raise BotError("The page's form could not be read; send it again.") from None
@@ -329,7 +329,7 @@ def _own_mistake(exc: Exception) -> bool:
 
 
 def _refusal(exc: BotError) -> web.Response:
-    return refused_page(str(exc), exc.status if isinstance(exc, LinkError) else 400)
+    return refused_page(str(exc), exc.status if isinstance(exc, PageError) else 400)
 
 
 def _channel_url(link: PainterLink) -> str:

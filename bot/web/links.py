@@ -34,13 +34,17 @@ _TOKEN = re.compile(r"(?P<id>[0-9a-f]{32})\.(?P<expires>[0-9]{1,12})\.(?P<signat
 Clock = Callable[[], float]
 
 
-class LinkError(BotError):
-    """A link that opens nothing; the message is the page the member sees, ``status`` its HTTP status
-    (403: not a link of this bot's; 410: expired or used)."""
+class PageError(BotError):
+    """A request the painter refuses: the message is the page the member sees, ``status`` its HTTP
+    status."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class LinkError(PageError):
+    """A link that opens nothing (403: not a link of this bot's; 410: expired or used)."""
 
 
 def load_secret(config: BotConfig) -> bytes:

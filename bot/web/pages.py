@@ -68,11 +68,11 @@ def painter_page(action: str, size: tuple[int, int], form: Form, *, select: bool
 </section>
 <section class="tools" aria-label="Tools">
 <div class="group" role="radiogroup" aria-label="Tool">
-<button type="button" class="tool active" data-tool="brush" title="Brush (B)">Brush</button>
-<button type="button" class="tool" data-tool="eraser" title="Eraser (E)">Eraser</button>
-<button type="button" class="tool" data-tool="rect" title="Rectangle (R)">Rectangle</button>
-<button type="button" class="tool" data-tool="lasso" title="Lasso (L)">Lasso</button>
-{selection}<button type="button" class="tool" data-tool="pan" title="Move (space)">Move</button>
+<button type="button" class="tool active" role="radio" data-tool="brush" title="Brush (B)">Brush</button>
+<button type="button" class="tool" role="radio" data-tool="eraser" title="Eraser (E)">Eraser</button>
+<button type="button" class="tool" role="radio" data-tool="rect" title="Rectangle (R)">Rectangle</button>
+<button type="button" class="tool" role="radio" data-tool="lasso" title="Lasso (L)">Lasso</button>
+{selection}<button type="button" class="tool" role="radio" data-tool="pan" title="Move (space)">Move</button>
 </div>
 <div class="group">
 <label>Size <input type="range" id="size" min="2" max="400" value="40"></label>
@@ -103,9 +103,9 @@ def painter_page(action: str, size: tuple[int, int], form: Form, *, select: bool
 
 # Shown only while the models of masks from words are on: a click outlines the thing under it.
 SELECT_TOOLS = (
-    '<button type="button" class="tool" data-tool="select" title="Select the thing you click (S)">'
+    '<button type="button" class="tool" role="radio" data-tool="select" title="Select the thing you click (S)">'
     "Select</button>"
-    '<button type="button" class="tool" data-tool="unselect" '
+    '<button type="button" class="tool" role="radio" data-tool="unselect" '
     'title="Take the thing you click out (U)">Unselect</button>'
 )
 

@@ -25,6 +25,8 @@ from bot.store import jobs
 from bot.store.database import Store
 from bot.store.guilds import update_guild_settings
 from bot.store.models import ImageRole, Job
+from bot.ui.buttons import PAINTER_OFF
+from bot.web.app import MAX_BODY_BYTES
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_inpaint import EPHEMERAL, JOB_TIMEOUT, has_result, inpaint, result
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
@@ -305,6 +307,10 @@ async def test_refused_links_and_masks_get_a_clear_page_and_queue_nothing(
     status, text = await browser.run(send_wrong_size(browser.browser, url))
     assert status == 400
     assert f"The mask is {WIDTH // 2}x{HEIGHT // 2} but the picture is {WIDTH}x{HEIGHT}" in text
+    status, text = await post_mask(url, prompt="x" * (MAX_BODY_BYTES + 1))
+    assert status == 413 and "The page sent more than 32 MB" in text
+    status, text = await post_mask(url, Image.new("L", (WIDTH, HEIGHT), 0))
+    assert status == 400 and "The mask is empty" in text
     assert await job_count(store) == 0
 
     # A refused submission does not use the link up; the first accepted one does.
@@ -383,6 +389,14 @@ async def test_without_a_public_url_there_is_no_painter(
     it = await inpaint(fake_discord)
     done = await result(fake_discord, it)
     assert [len(row["components"]) for row in done.json["components"]] == [5]
+    # A 🖌 Paint button posted while the painter was on (before a restart) says it is off now.
+    assert it.original_id is not None
+    paint = {"type": 2, "style": 2, "label": "Paint", "custom_id": "job:paint:1"}
+    fake_discord.message(it.original_id)["components"].append({"type": 1, "components": [paint]})
+    click = await fake_discord.click(it.original_id, "job:paint:1")
+    answer = await fake_discord.wait_for("callback", click.owns)
+    assert answer.json["data"]["flags"] & EPHEMERAL
+    assert answer.json["data"]["content"] == PAINTER_OFF
 
 
 # Two things the Select tool can find (``KnownBoxes``: a click selects the box around it).
