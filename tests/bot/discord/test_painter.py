@@ -469,3 +469,62 @@ async def test_without_the_mask_models_there_is_no_select_tool(
     assert page.status == 200 and 'data-tool="brush"' in text and 'data-tool="select"' not in text
     status, answer = await post_select(url, {"x": 10, "y": 10})
     assert status == 400 and "turned off" in answer
+
+
+# A triangle for the lasso, and an eraser stroke across its middle, in picture pixels.
+TRIANGLE = ((40.0, 20.0), (150.0, 30.0), (90.0, 110.0))
+ERASE = ((60.0, 45.0), (130.0, 45.0))
+
+
+async def use_the_tools(browser: Browser, url: str) -> dict[str, Any]:
+    """Zoom with the wheel, lasso a triangle, erase across it, undo and redo the eraser, invert, send;
+    first an empty mask, which the page does not send."""
+    context = await browser.new_context(viewport={"width": 1100, "height": 720})
+    page = await context.new_page()
+    await ready(page, url)
+    await page.click("#paint")  # nothing painted yet
+    empty_hint = await page.inner_text("#hint")
+    screen, fitted = await to_screen(page)
+    await page.mouse.move(*screen(WIDTH / 2, HEIGHT / 2))
+    await page.mouse.wheel(0, -200)  # zoom in around the middle
+    await page.wait_for_function(
+        "scale => JSON.parse(document.getElementById('view').dataset.camera).scale > scale * 1.2",
+        arg=fitted,
+    )
+    screen, scale = await to_screen(page)
+    await page.click("[data-tool=lasso]")
+    await page.mouse.move(*screen(*TRIANGLE[0]))
+    await page.mouse.down()
+    for corner in (*TRIANGLE[1:], TRIANGLE[0]):
+        await page.mouse.move(*screen(*corner), steps=10)
+    await page.mouse.up()
+    await page.click("[data-tool=eraser]")
+    await page.locator("#size").fill("24")
+    await page.mouse.move(*screen(*ERASE[0]))
+    await page.mouse.down()
+    await page.mouse.move(*screen(*ERASE[1]), steps=10)
+    await page.mouse.up()
+    await page.click("#undo")
+    await page.click("#redo")
+    await page.click("#invert")
+    async with page.expect_navigation():
+        await page.click("#paint")
+    answer = await page.inner_text("main")
+    await context.close()
+    return {"empty_hint": empty_hint, "zoom": scale / fitted, "answer": answer}
+
+
+async def test_lasso_eraser_undo_redo_invert_and_zoom(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store, browser: BrowserThread
+) -> None:
+    await start_painter(start_bot)
+    url = await paint_command(fake_discord)
+    seen = await browser.run(use_the_tools(browser.browser, url))
+    assert seen["empty_hint"] == "Paint the area to repaint first."
+    assert "Job 1 is queued" in seen["answer"]
+    mask = await stored_mask(store, await stored_job(store, 1))
+    # Inverted: what was lassoed (and not erased) is kept, everything else is repainted.
+    assert mask[70, 90] <= 40  # inside the triangle, below the eraser's stroke
+    assert mask[25, 20] >= 200 and mask[120, 180] >= 200  # outside the triangle
+    assert mask[45, 95] >= 200  # erased from the triangle (the redone eraser stroke)
+    assert seen["zoom"] > 1.2  # all of it drawn zoomed in: the view's mapping held
