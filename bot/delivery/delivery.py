@@ -131,16 +131,16 @@ class Delivery:
         next_edit = loop.time()
         status: QueuedEvent | StartedEvent | ProgressEvent | None = None
         while True:
-            timeout = None if status is None else max(next_edit - loop.time(), 0.0)
+            if status is not None and loop.time() >= next_edit:  # an update is due: shown first
+                await self._show_status(status)
+                status, next_edit = None, loop.time() + self.edit_interval
+            timeout = None if status is None else next_edit - loop.time()
             try:
                 # Not ``wait_for``: on Python 3.11 it can swallow ``close``'s cancel when an event
                 # arrives at the same moment, and the delivery then waits for events forever.
                 async with asyncio.timeout(timeout):
                     event = await self._events.get()
             except TimeoutError:
-                if status is not None:
-                    await self._show_status(status)
-                    status, next_edit = None, loop.time() + self.edit_interval
                 continue
             if isinstance(event, QueuedEvent | StartedEvent | ProgressEvent):
                 status = event  # replaces an update not shown yet: only the newest matters

@@ -147,7 +147,7 @@ class PainterServer:
             link = await self._open(request)
             picture = await self._picture_bytes(link)
             size = (await asyncio.to_thread(self._decode_picture, picture)).size
-        except BotError as exc:
+        except (BotError, EngineError) as exc:
             return _refusal(exc)
         settings = InpaintSettings.model_validate(link.settings)
         presets = await visible_presets(self.store, link.user_id, link.guild_id)
@@ -161,7 +161,7 @@ class PainterServer:
         try:
             link = await self._open(request)
             data = await self._picture_bytes(link)
-        except BotError as exc:
+        except (BotError, EngineError) as exc:
             return _refusal(exc)
         body, content_type = await asyncio.to_thread(self._for_browser, data)
         return web.Response(body=body, content_type=content_type)
@@ -195,7 +195,7 @@ class PainterServer:
             picture = await self._picture_bytes(link)
             size = (await asyncio.to_thread(self._decode_picture, picture)).size
             mask = await asyncio.to_thread(self._mask, fields.get("mask"), size)
-        except BotError as exc:
+        except (BotError, EngineError) as exc:
             return _refusal(exc)
         if not await claim_link(self.store, link.id):
             return refused_page(USED, 410)
@@ -328,7 +328,7 @@ def _own_mistake(exc: Exception) -> bool:
     return isinstance(exc, BotError | EngineError)
 
 
-def _refusal(exc: BotError) -> web.Response:
+def _refusal(exc: BotError | EngineError) -> web.Response:
     return refused_page(str(exc), exc.status if isinstance(exc, PageError) else 400)
 
 
