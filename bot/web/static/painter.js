@@ -37,7 +37,7 @@
   let pinch = null;
 
   // Undo: whole snapshots of the mask, as many as fit a memory budget (large pictures get fewer).
-  const history = { undo: [], redo: [], limit: Math.max(4, Math.floor(3e8 / (width * height * 4))) };
+  const history = { undo: [], redo: [], limit: Math.max(1, Math.min(50, Math.floor(2e8 / (width * height * 4)))) };
 
   function snapshot() {
     history.undo.push(maskCtx.getImageData(0, 0, width, height));
@@ -112,7 +112,7 @@
     viewCtx.setTransform(
       ratio * camera.scale, 0, 0, ratio * camera.scale, ratio * camera.left, ratio * camera.top
     );
-    viewCtx.imageSmoothingEnabled = camera.scale < 2;
+    viewCtx.imageSmoothingEnabled = camera.scale < 4; // zoomed far in: the pixels themselves
     if (picture.complete && picture.naturalWidth) viewCtx.drawImage(picture, 0, 0, width, height);
     viewCtx.globalAlpha = Number(opacityInput.value) / 100;
     viewCtx.drawImage(mask, 0, 0);

@@ -35,12 +35,12 @@ from tests.support.browser import BrowserThread
 from tests.support.known_boxes import KnownBoxes
 from tests.support.ports import free_port
 
-WIDTH, HEIGHT = 192, 128
+WIDTH, HEIGHT = 384, 256
 REPO = Path(__file__).resolve().parents[3]
 # Where the strokes go, in the picture's pixels: a brush stroke and a rectangle.
-STROKE = ((20.0, 30.0), (90.0, 44.0))
+STROKE = ((40.0, 60.0), (180.0, 88.0))
 BRUSH = 30  # the size slider, in screen pixels
-RECT = (120.0, 70.0, 170.0, 110.0)
+RECT = (240.0, 140.0, 340.0, 220.0)
 # The astronaut, cut to 3:2 with her head in it.
 PICTURE = astronaut().crop((0, 0, 512, 341)).resize((WIDTH, HEIGHT))
 
@@ -400,8 +400,8 @@ async def test_without_a_public_url_there_is_no_painter(
 
 
 # Two things the Select tool can find (``KnownBoxes``: a click selects the box around it).
-HELMET = (30, 20, 80, 60)
-ROCKET = (140, 10, 180, 100)
+HELMET = (60, 40, 160, 120)
+ROCKET = (280, 20, 360, 200)
 
 
 async def select_and_send(browser: Browser, url: str) -> tuple[list[str], str]:
@@ -440,7 +440,7 @@ async def test_a_click_selects_the_thing_under_it_when_the_mask_models_are_on(
     await start_painter(start_bot)
     url = await paint_command(fake_discord)
     # A click on nothing the finder knows says so (the page shows it), and changes nothing.
-    status, text = await post_select(url, {"x": 5, "y": 120})
+    status, text = await post_select(url, {"x": 10, "y": 240})
     assert status == 400 and "Nothing was found there" in text
     assert (await post_select(url, {"x": "left"}))[0] == 400
     tools, answer = await browser.run(select_and_send(browser.browser, url))
@@ -451,7 +451,7 @@ async def test_a_click_selects_the_thing_under_it_when_the_mask_models_are_on(
     x0, y0, x1, y1 = HELMET
     expected[y0:y1, x0:x1] = 255
     assert np.abs(mask - expected).max() <= 1  # the helmet's outline exactly; the rocket taken out
-    assert (await post_select(url, {"x": 50, "y": 40}))[0] == 410  # the link is used up
+    assert (await post_select(url, {"x": 100, "y": 80}))[0] == 410  # the link is used up
 
 
 async def post_select(url: str, body: object) -> tuple[int, str]:
@@ -472,8 +472,8 @@ async def test_without_the_mask_models_there_is_no_select_tool(
 
 
 # A triangle for the lasso, and an eraser stroke across its middle, in picture pixels.
-TRIANGLE = ((40.0, 20.0), (150.0, 30.0), (90.0, 110.0))
-ERASE = ((60.0, 45.0), (130.0, 45.0))
+TRIANGLE = ((80.0, 40.0), (300.0, 60.0), (180.0, 220.0))
+ERASE = ((120.0, 90.0), (260.0, 90.0))
 
 
 async def use_the_tools(browser: Browser, url: str) -> dict[str, Any]:
@@ -524,7 +524,7 @@ async def test_lasso_eraser_undo_redo_invert_and_zoom(
     assert "Job 1 is queued" in seen["answer"]
     mask = await stored_mask(store, await stored_job(store, 1))
     # Inverted: what was lassoed (and not erased) is kept, everything else is repainted.
-    assert mask[70, 90] <= 40  # inside the triangle, below the eraser's stroke
-    assert mask[25, 20] >= 200 and mask[120, 180] >= 200  # outside the triangle
-    assert mask[45, 95] >= 200  # erased from the triangle (the redone eraser stroke)
+    assert mask[140, 180] <= 40  # inside the triangle, below the eraser's stroke
+    assert mask[50, 40] >= 200 and mask[240, 360] >= 200  # outside the triangle
+    assert mask[90, 190] >= 200  # erased from the triangle (the redone eraser stroke)
     assert seen["zoom"] > 1.2  # all of it drawn zoomed in: the view's mapping held
