@@ -158,9 +158,15 @@
     maskCtx.lineCap = "round";
     maskCtx.lineJoin = "round";
     maskCtx.beginPath();
-    maskCtx.moveTo(from.x, from.y);
-    maskCtx.lineTo(to.x, to.y);
-    maskCtx.stroke();
+    if (from.x === to.x && from.y === to.y) {
+      // A tap: browsers draw nothing for a line of no length, whatever its caps.
+      maskCtx.arc(from.x, from.y, stroke.width / 2, 0, Math.PI * 2);
+      maskCtx.fill();
+    } else {
+      maskCtx.moveTo(from.x, from.y);
+      maskCtx.lineTo(to.x, to.y);
+      maskCtx.stroke();
+    }
     maskCtx.globalCompositeOperation = "source-over";
   }
 
@@ -237,7 +243,11 @@
 
   view.addEventListener("pointerdown", (event) => {
     event.preventDefault();
-    view.setPointerCapture(event.pointerId);
+    try {
+      view.setPointerCapture(event.pointerId); // moves outside the canvas still count
+    } catch (error) {
+      // a pointer the browser no longer tracks: its events still come to the canvas
+    }
     const at = local(event);
     pointers.set(event.pointerId, at);
     if (pointers.size === 2) {

@@ -476,6 +476,22 @@ TRIANGLE = ((80.0, 40.0), (300.0, 60.0), (180.0, 220.0))
 ERASE = ((120.0, 90.0), (260.0, 90.0))
 
 
+FINGER = (30.0, 230.0)  # where the first finger of a pinch touches, in picture pixels
+PINCH = """([a, b]) => {
+  const view = document.getElementById("view");
+  const fire = (type, id, [x, y]) => view.dispatchEvent(new PointerEvent(type, {
+    pointerId: id, pointerType: "touch", isPrimary: id === 1, clientX: x, clientY: y,
+    button: type === "pointermove" ? -1 : 0, buttons: type === "pointerup" ? 0 : 1, bubbles: true,
+  }));
+  fire("pointerdown", 11, a);
+  fire("pointermove", 11, [a[0] + 6, a[1] - 4]);  // the first finger moves a little: paint, for now
+  fire("pointerdown", 12, b);
+  for (let step = 1; step <= 5; step++) fire("pointermove", 12, [b[0] + 30 * step, b[1] + 10 * step]);
+  fire("pointerup", 12, [b[0] + 150, b[1] + 50]);
+  fire("pointerup", 11, a);
+}"""
+
+
 async def use_the_tools(browser: Browser, url: str) -> dict[str, Any]:
     """Zoom with the wheel, lasso a triangle, erase across it, undo and redo the eraser, invert, send;
     first an empty mask, which the page does not send."""
@@ -485,6 +501,14 @@ async def use_the_tools(browser: Browser, url: str) -> dict[str, Any]:
     await page.click("#paint")  # nothing painted yet
     empty_hint = await page.inner_text("#hint")
     screen, fitted = await to_screen(page)
+    # Two fingers spread apart zoom in; the first finger's touch paints nothing (Playwright has no
+    # multi-touch, so the page gets the pointer events a phone sends).
+    await page.evaluate(PINCH, [screen(*FINGER), screen(WIDTH / 2, HEIGHT / 2)])
+    await page.wait_for_function(
+        "scale => JSON.parse(document.getElementById('view').dataset.camera).scale > scale * 1.2",
+        arg=fitted,
+    )
+    await page.click("#fit")
     await page.mouse.move(*screen(WIDTH / 2, HEIGHT / 2))
     await page.mouse.wheel(0, -200)  # zoom in around the middle
     await page.wait_for_function(
@@ -526,5 +550,6 @@ async def test_lasso_eraser_undo_redo_invert_and_zoom(
     # Inverted: what was lassoed (and not erased) is kept, everything else is repainted.
     assert mask[140, 180] <= 40  # inside the triangle, below the eraser's stroke
     assert mask[50, 40] >= 200 and mask[240, 360] >= 200  # outside the triangle
+    assert mask[int(FINGER[1]), int(FINGER[0])] >= 200  # the pinch's first finger painted nothing
     assert mask[90, 190] >= 200  # erased from the triangle (the redone eraser stroke)
     assert seen["zoom"] > 1.2  # all of it drawn zoomed in: the view's mapping held
