@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from bot.store.database import Store
 from bot.store.jobs import add_image
@@ -66,3 +66,11 @@ async def release_link(store: Store, link_id: str) -> None:
     member may fix what was wrong and send it again."""
     async with store.sessions.begin() as session:
         await session.execute(update(PainterLink).where(PainterLink.id == link_id).values(used_at=None))
+
+
+async def forget_expired_links(store: Store, before: datetime) -> int:
+    """Delete the rows of links that expired before ``before``; how many. A link without its row
+    opens nothing, so forgetting one can never make it work again."""
+    async with store.sessions.begin() as session:
+        result = await session.execute(delete(PainterLink).where(PainterLink.expires_at < before))
+    return int(getattr(result, "rowcount", 0) or 0)

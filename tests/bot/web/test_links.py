@@ -11,7 +11,7 @@ from sqlalchemy import update
 from bot.config import BotConfig
 from bot.store.database import Store
 from bot.store.models import PainterLink
-from bot.store.painter import claim_link, get_link, release_link
+from bot.store.painter import claim_link, forget_expired_links, get_link, release_link
 from bot.web.links import LINK_SECONDS, SECRET_FILE, LinkError, Links, load_secret
 from tests.pictures import photo, png_bytes
 
@@ -140,3 +140,19 @@ def test_the_public_url_turns_the_painter_on(tmp_path: Path) -> None:
     assert config.painter_on and config.public_url == "https://paint.example.org"
     with pytest.raises(ValueError, match="must start with https://"):
         BotConfig(public_url="paint.example.org", _env_file=None)
+
+
+async def test_expired_links_are_forgotten_and_stay_refused(
+    links: Links, store: Store, clock: Clock
+) -> None:
+    old = await issue(links)
+    clock.now = NOW + LINK_SECONDS  # the old link has just expired; a new one is issued
+    url, _ = await links.issue(
+        user_id=11, guild_id=22, channel_id=33, image=png_bytes(photo(8, 8)), settings={}
+    )
+    cutoff = datetime.fromtimestamp(NOW + LINK_SECONDS + 1, UTC)
+    assert await forget_expired_links(store, cutoff) == 1
+    assert await get_link(store, old.split(".")[0]) is None
+    with pytest.raises(LinkError, match="not valid"):
+        await links.open(old)
+    await links.open(url.rsplit("/", 1)[1])  # the newer one still opens
