@@ -38,8 +38,12 @@ WORKDIR /home/inpaintbot
 
 # The database and pictures (back this up), and the model downloads (large; re-downloadable).
 ENV INPAINTBOT_DATA_DIR=/data \
-    HF_HOME=/cache/huggingface
+    HF_HOME=/cache/huggingface \
+    INPAINTBOT_WEB_HOST=0.0.0.0
 VOLUME ["/data", "/cache/huggingface"]
+
+# The mask painter's web server (on when INPAINTBOT_PUBLIC_URL is set), for a reverse proxy in front.
+EXPOSE 8080
 
 # Healthy while the bot is connected to Discord with its model loaded (it refreshes a heartbeat file in
 # /data). The first start downloads the model, hence the long start period.

@@ -1,10 +1,10 @@
 """``inpaintbot check``: is this installation ready to run the bot?
 
 Checks, in order, what ``inpaintbot run`` needs: the configuration, the data directory, the database,
-the device, the model(s), the ControlNets and the Discord token, then prints the invite URL. One line
-per check, ``ok``, ``warn`` or ``FAIL`` and what was found, so an operator fixes everything in one
-pass; the exit status is 1 when anything failed. The database is read, not migrated; the token is
-never printed.
+the device, the model(s), the ControlNets, the painter's public address and the Discord token, then
+prints the invite URL. One line per check, ``ok``, ``warn`` or ``FAIL`` and what was found, so an
+operator fixes everything in one pass; the exit status is 1 when anything failed. The database is
+read, not migrated; the token is never printed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ TOKEN_REFUSED = "Discord refused DISCORD_TOKEN; reset it on the application's Bo
 GIB = 1024**3
 # Below this much free GPU memory even an SD1.x model in fp16 is tight (README: VRAM guidance).
 LOW_VRAM_BYTES = 4 * GIB
+PAINTER_TIMEOUT = 10.0  # seconds the painter's public address may take to answer
 
 Status = Literal["ok", "warn", "FAIL"]
 
@@ -98,6 +99,7 @@ async def run_checks(load_config: Callable[[], BotConfig] = BotConfig) -> AsyncI
             yield await asyncio.to_thread(check_controlnets, config)
         yield await asyncio.to_thread(check_safety_checker, config)
         yield await asyncio.to_thread(check_mask_models, config)
+    yield await check_painter(config)
     application_id = None
     if token:
         discord_check, application_id = await check_discord(config, token)
@@ -351,6 +353,51 @@ def check_controlnets(config: BotConfig) -> Check:
     if refused:
         return Check("warn", "controlnets", refused)
     return Check("ok", "controlnets", f"found {', '.join(found)}; ControlNet jobs run on {runs_on.name}")
+
+
+async def check_painter(config: BotConfig) -> Check:
+    """Members reach the painter at INPAINTBOT_PUBLIC_URL, through the operator's proxy or tunnel:
+    the check serves the page's health answer on INPAINTBOT_WEB_PORT (unless the running bot does
+    already) and asks for it at the public address, the way a member's browser would."""
+    if config.public_url is None:
+        return Check("ok", "painter", "off: set INPAINTBOT_PUBLIC_URL to offer the mask painter")
+    import aiohttp
+    from aiohttp import web
+
+    from bot.web.app import HEALTH_TEXT, base_app
+
+    url = f"{config.public_url}/health"
+    where = f"{config.web_host}:{config.web_port}"
+    runner = web.AppRunner(base_app(), access_log=None)
+    await runner.setup()
+    taken = ""
+    try:
+        try:
+            await web.TCPSite(runner, config.web_host, config.web_port).start()
+        except OSError as exc:
+            taken = f" ({where} is in use, by the running bot or another program: {exc.strerror})"
+        try:
+            timeout = aiohttp.ClientTimeout(total=PAINTER_TIMEOUT)
+            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as answer:
+                status, text = answer.status, await answer.text()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+            return Check(
+                "FAIL",
+                "painter",
+                f"nothing answers at {url}: {reason}{taken}; point your reverse proxy or tunnel at "
+                f"{where} (README: The mask painter)",
+            )
+    finally:
+        await runner.cleanup()
+    if status != 200 or text != HEALTH_TEXT:
+        return Check(
+            "FAIL",
+            "painter",
+            f"{url} answered {status} but not as the painter{taken}; point your reverse proxy or "
+            f"tunnel at {where}",
+        )
+    return Check("ok", "painter", f"{config.public_url} reaches the painter served on {where}")
 
 
 async def check_discord(config: BotConfig, token: str) -> tuple[Check, str | None]:

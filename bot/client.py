@@ -22,6 +22,7 @@ from bot.replies import error_message, refuse
 from bot.rules import COMMAND, Rules
 from bot.store.database import Store
 from bot.ui.buttons import EXPIRED_MESSAGE, Handlers, MemoryIds
+from bot.web.painter import Painter
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ EXTENSIONS = (
     "bot.cogs.jobs",
     "bot.cogs.presets",
     "bot.cogs.server",
+    "bot.cogs.painter",
 )
 # Loaded once the queue has started: the first clean-up runs after the queue recovered its jobs.
 MAINTENANCE = "bot.cogs.maintenance"
@@ -104,12 +106,18 @@ class InpaintBot(commands.Bot):
         )
         self.memory_ids = MemoryIds()  # custom ids of in-memory views and modals
         self.handlers = Handlers()  # the cogs that do persistent components' work
+        # The mask painter's web server and links, when members can reach it (INPAINTBOT_PUBLIC_URL).
+        self.painter = (
+            Painter(self, config, store, self.rules, self.router) if config.painter_on else None
+        )
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self._sync_commands()
         await self.router.start()
+        if self.painter is not None:
+            await self.painter.start()
         await self.load_extension(MAINTENANCE)
 
     async def _sync_commands(self) -> None:
@@ -184,5 +192,7 @@ class InpaintBot(commands.Bot):
         # The periodic loops stop first, then job events; discord.py may call close twice.
         with contextlib.suppress(commands.ExtensionNotLoaded):
             await self.unload_extension(MAINTENANCE)
+        if self.painter is not None:
+            await self.painter.close()
         await self.router.close()
         await super().close()

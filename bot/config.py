@@ -83,6 +83,22 @@ class BotConfig(EngineConfig):
     )
     allow_dms: bool = Field(False, description="Take jobs in direct messages with the bot.")
 
+    public_url: str | None = Field(
+        None,
+        description=(
+            "Address members open the mask painter at (https://… behind your reverse proxy or tunnel); "
+            "unset turns the painter off."
+        ),
+    )
+    web_host: str = Field(
+        "127.0.0.1", description="Interface the painter's web server listens on (0.0.0.0: all)."
+    )
+    web_port: int = Field(8080, ge=0, le=65535, description="Port the painter's web server listens on.")
+    painter_secret: SecretStr | None = Field(
+        None,
+        description=("Key that signs painter links; unset, one is made and kept in the data directory."),
+    )
+
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description=(
@@ -98,6 +114,25 @@ class BotConfig(EngineConfig):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            return None
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for a test on this machine)")
+        return value.rstrip("/") if value is not None else None
+
+    @property
+    def selects_objects(self) -> bool:
+        """The painter's Select tool uses SAM 2 of masks from words: with them, or not at all."""
+        return self.mask_detector is not None and self.mask_segmenter is not None
+
+    @property
+    def painter_on(self) -> bool:
+        """The painter needs an address members can reach; without one, no Paint buttons either."""
+        return self.public_url is not None
 
     @field_validator("log_level", mode="before")
     @classmethod

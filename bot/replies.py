@@ -29,19 +29,23 @@ async def defer_privately(interaction: discord.Interaction) -> None:
     interaction.extras[PRIVATE] = True
 
 
-async def refuse(interaction: discord.Interaction, message: str) -> None:
-    """Tell only the person who asked. After a public "thinking" deferral that message is removed
-    first, or the first followup would replace it and be public. After a button's deferral the
-    original response is the message the button is on (a result, a status): it stays."""
+async def refuse(
+    interaction: discord.Interaction, message: str, *, view: discord.ui.View | None = None
+) -> None:
+    """Tell only the person who asked (with ``view``'s buttons, e.g. a private link). After a public
+    "thinking" deferral that message is removed first, or the first followup would replace it and be
+    public. After a button's deferral the original response is the message the button is on (a
+    result, a status): it stays."""
+    buttons = view if view is not None else discord.utils.MISSING
     try:
         if not interaction.response.is_done():
-            await interaction.response.send_message(message, ephemeral=True)
+            await interaction.response.send_message(message, ephemeral=True, view=buttons)
             return
         thinking = interaction.response.type is discord.InteractionResponseType.deferred_channel_message
         if thinking and not interaction.extras.get(PRIVATE):
             with contextlib.suppress(discord.NotFound):
                 await interaction.delete_original_response()
-        await interaction.followup.send(message, ephemeral=True)
+        await interaction.followup.send(message, ephemeral=True, view=buttons)
     except discord.HTTPException:
         log.warning("could not tell user %s: %s", interaction.user.id, message, exc_info=True)
 

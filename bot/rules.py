@@ -1,7 +1,7 @@
 """Who may do what, where: the one admission function every way of starting a job goes through, and
 the checks that Discord's own permissions leave to the bot.
 
-``/inpaint``, the result buttons, the Edit form and 🔁 reactions (and any later front end) ask
+``/inpaint``, the result buttons, the Edit form, 🔁 reactions and the painter page ask
 ``Rules.admit`` before they read a picture. Discord applies a command's permissions to slash
 commands only: a button, a form or a reaction reaches the bot whatever they say, so the bot applies
 them itself, with the member's permissions in the channel and the server's rules.
@@ -43,6 +43,7 @@ class Via(StrEnum):
     BUTTON = "button"
     FORM = "form"
     REACTION = "reaction"
+    PAGE = "page"  # the mask painter's web page (``bot.web``)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,30 @@ class Asker:
             frozenset(role.id for role in member.roles) if member else frozenset(),
             Via.REACTION,
         )
+
+
+async def page_asker(
+    client: discord.Client, user_id: int, guild_id: int | None, channel_id: int
+) -> Asker:
+    """A submission from the painter page carries nothing from Discord: the member's permissions in
+    the channel are read now (a member who left, or a channel that is gone, has none)."""
+    permissions, roles = discord.Permissions.none(), frozenset[int]()
+    guild = client.get_guild(guild_id) if guild_id is not None else None
+    if guild is None:  # a direct message, or a server the bot is no longer in
+        channel: object = client.get_channel(channel_id) if guild_id is None else None
+        return Asker(user_id, guild_id, channel_id, channel, permissions, roles, Via.PAGE)
+    in_guild = guild.get_channel_or_thread(channel_id)
+    if in_guild is None:
+        with contextlib.suppress(discord.HTTPException):
+            in_guild = await guild.fetch_channel(channel_id)
+    member = guild.get_member(user_id)
+    if member is None:
+        with contextlib.suppress(discord.HTTPException):
+            member = await guild.fetch_member(user_id)
+    if member is not None and in_guild is not None:
+        permissions = in_guild.permissions_for(member)
+        roles = frozenset(role.id for role in member.roles)
+    return Asker(user_id, guild_id, channel_id, in_guild, permissions, roles, Via.PAGE)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Pictures as Discord takes them: under the upload limit, as fresh ``discord.File`` objects.
+"""Pictures in and out of Discord: uploads downloaded once, with their size and type checked first;
+results under the upload limit, as fresh ``discord.File`` objects.
 
 The full-size PNG stays in the store; only the copy shown in Discord is reduced.
 """
@@ -12,10 +13,36 @@ from dataclasses import dataclass
 import discord
 from PIL import Image
 
+from bot.errors import BotError
+
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 LOSSY_QUALITY = 90
 DOWNSCALE_MARGIN = 0.9  # aim a little below the limit: sizes do not scale exactly with pixels
 PREVIEW_FILENAME = "preview.jpg"
+
+# Larger than any picture worth inpainting; refuses huge files before they are read into memory.
+MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
+PICTURE_TYPES = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+
+
+async def download(attachment: discord.Attachment, what: str) -> bytes:
+    """The original bytes, once (CDN URLs expire); size and type are checked before reading."""
+    if attachment.size > MAX_ATTACHMENT_BYTES:
+        raise BotError(
+            f"The {what} `{attachment.filename}` is {attachment.size / 2**20:.0f} MB; "
+            f"the most this bot takes is {MAX_ATTACHMENT_BYTES // 2**20} MB."
+        )
+    content_type = attachment.content_type or ""
+    if content_type and not content_type.startswith("image/"):
+        raise BotError(
+            f"The {what} `{attachment.filename}` is not a picture: upload a {PICTURE_TYPES} file."
+        )
+    try:
+        return await attachment.read()
+    except discord.HTTPException:
+        raise BotError(
+            f"The {what} `{attachment.filename}` could not be downloaded from Discord; upload it again."
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from engine.job import (
 )
 from engine.mask_finding import find_masks, kept_mask
 from engine.mask_preview import MaskPreview
-from engine.masks import words
+from engine.masks import points, words
 from engine.metadata import a1111_parameters
 from engine.model_facts import ModelFacts
 from engine.models import LoadedModel, ModelManager, resolve_device
@@ -149,6 +149,14 @@ class Engine:
         """Load (or fetch the resident) pipeline; the bot calls it at start-up to fail early."""
         self.face_detector.load()
         return self.models.get(model or self.config.model)
+
+    def select_object(self, image: bytes, point: tuple[float, float]) -> bytes:
+        """The painter's Select tool: the outline of the thing at ``point`` in the picture, as a
+        mask PNG of the picture's size; SAM 2 of masks from words does it (off with them)."""
+        if not isinstance(self.word_finder, points.PointSegmenter):
+            raise MaskError(points.OFF_MESSAGE)
+        picture = images.flatten(images.load_image(image, max_pixels=self.config.max_pixels))
+        return words.mask_png(points.object_at(self.word_finder, picture, point))
 
     # -- stage 1 ------------------------------------------------------------------------------------
 

@@ -28,6 +28,11 @@ class MaskError(EngineError):
     """The mask cannot be used (empty, wrong shape, no mask source at all)."""
 
 
+class NoMaskError(MaskError):
+    """Nothing says where to repaint: no mask picture, no words or faces to find, no transparency.
+    Discord answers it with a link to the painter, when the operator runs one."""
+
+
 class NoFaceError(MaskError):
     """The automatic face mask found no face."""
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine.errors import EngineError, ImageError, MaskError
+from engine.errors import EngineError, ImageError, MaskError, NoMaskError
 from engine.masking import fill_masked
 from engine.masks import scribble
 
@@ -85,7 +85,7 @@ def load_pictures(
     if mask is not None:
         return picture, _uploaded_mask(mask, picture, max_pixels)
     if not find_faces and picture.mode != "RGBA":
-        raise MaskError(NO_MASK_MESSAGE)
+        raise NoMaskError(NO_MASK_MESSAGE)
     return picture, None
 
 

@@ -14,7 +14,6 @@ from discord import app_commands
 from discord.app_commands import Choice, Range
 from discord.ext import commands
 
-from bot.errors import BotError
 from bot.options import (
     check_model,
     given_settings,
@@ -25,37 +24,14 @@ from bot.options import (
 from bot.rules import Asker, Via
 from bot.store.presets import resolve_settings, visible_presets
 from bot.ui.preview import PreviewView
+from bot.uploads import download
+from engine.errors import NoMaskError
 from engine.job import InpaintRequest
 from engine.outpaint import require_border
 from engine.settings import MASK_ONLY
 
 if TYPE_CHECKING:
     from bot.client import InpaintBot
-
-
-# Larger than any picture worth inpainting; refuses huge files before they are read into memory.
-MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
-PICTURE_TYPES = "PNG, JPEG, WebP, GIF, BMP or TIFF"
-
-
-async def download(attachment: discord.Attachment, what: str) -> bytes:
-    """The original bytes, once (CDN URLs expire); size and type are checked before reading."""
-    if attachment.size > MAX_ATTACHMENT_BYTES:
-        raise BotError(
-            f"The {what} `{attachment.filename}` is {attachment.size / 2**20:.0f} MB; "
-            f"the most this bot takes is {MAX_ATTACHMENT_BYTES // 2**20} MB."
-        )
-    content_type = attachment.content_type or ""
-    if content_type and not content_type.startswith("image/"):
-        raise BotError(
-            f"The {what} `{attachment.filename}` is not a picture: upload a {PICTURE_TYPES} file."
-        )
-    try:
-        return await attachment.read()
-    except discord.HTTPException:
-        raise BotError(
-            f"The {what} `{attachment.filename}` could not be downloaded from Discord; upload it again."
-        ) from None
 
 
 class Inpaint(commands.Cog):
@@ -94,12 +70,19 @@ class Inpaint(commands.Cog):
             mask=await download(mask, "mask") if mask else None,
             settings=settings,
         )
-        if settings.shows_preview:
-            preview = await self.bot.queue.mask_preview(request)
-            redraw, paint = self.bot.queue.mask_preview, self._paint
-            await PreviewView(interaction, request, preview, redraw=redraw, paint=paint).show()
-            return
-        await self.bot.router.submit(admission, request, interaction)
+        try:
+            if settings.shows_preview:
+                preview = await self.bot.queue.mask_preview(request)
+                redraw, paint = self.bot.queue.mask_preview, self._paint
+                await PreviewView(interaction, request, preview, redraw=redraw, paint=paint).show()
+                return
+            await self.bot.router.submit(admission, request, interaction)
+        except NoMaskError:
+            if self.bot.painter is None:
+                raise
+            # Nothing says where to repaint: the painter is the way to say it.
+            note = "Nothing says where to repaint. "
+            await self.bot.painter.offer(interaction, request.image, settings, note=note)
 
     async def _paint(self, interaction: discord.Interaction, request: InpaintRequest) -> None:
         """✅ under a mask preview: the job as adjusted, admitted like any job started by a button

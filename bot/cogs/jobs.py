@@ -199,7 +199,9 @@ class Jobs(commands.Cog):
             raise purged
         try:
             result = await result_message(
-                cast(DoneEvent, final_event(self.bot.store, row)), interaction.filesize_limit
+                cast(DoneEvent, final_event(self.bot.store, row)),
+                interaction.filesize_limit,
+                paint=self.bot.config.painter_on,
             )
         except FileNotFoundError:
             raise purged from None

@@ -1,14 +1,18 @@
-"""The bot's periodic work: the picture retention policy, and the heartbeat for the health check."""
+"""The bot's periodic work: the picture retention policy (and forgetting expired painter links), and
+the heartbeat for the health check."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from discord.ext import commands, tasks
 
 from bot import health
 from bot.store import retention as pictures
+from bot.store.models import utcnow
+from bot.store.painter import forget_expired_links
 
 if TYPE_CHECKING:
     from bot.client import InpaintBot
@@ -16,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_HOURS = 1
+PAINTER_LINKS_KEPT = timedelta(days=1)
 
 
 class Maintenance(commands.Cog):
@@ -34,8 +39,10 @@ class Maintenance(commands.Cog):
 
     @tasks.loop(hours=RETENTION_INTERVAL_HOURS)
     async def retention(self) -> None:
-        """Apply the picture retention policy at start-up and then every hour."""
+        """Apply the picture retention policy at start-up and then every hour, and forget painter
+        links a day after they expired (until then, opening one says it expired)."""
         try:
+            await forget_expired_links(self.bot.store, utcnow() - PAINTER_LINKS_KEPT)
             policy = pictures.RetentionPolicy.from_config(self.bot.config)
             report = await pictures.clean_up(self.bot.store, policy)
         except Exception:

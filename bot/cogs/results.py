@@ -8,7 +8,6 @@ through ``Results.resubmit`` and owned by whoever clicked or reacted: they count
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,6 @@ from bot.options import check_model
 from bot.replies import Quiet, error_message, guarded
 from bot.rules import Asker, Via, check_resubmit, may_manage
 from bot.store import jobs
-from bot.store.database import Store
 from bot.store.models import ImageRole, Job, JobStatus
 from bot.store.presets import MAX_NAME_LENGTH
 from bot.ui.buttons import Action, JobButton
@@ -101,16 +99,6 @@ def output_size(job: Job) -> tuple[int, int]:
     if not links:
         raise BotError(f"Job {job.id} has no result to outpaint yet.")
     return links[0].image.width, links[0].image.height
-
-
-async def picture(store: Store, job: Job, role: ImageRole) -> bytes:
-    links = job.images_with(role)
-    if not links:
-        raise BotError(f"Job {job.id} has no {role.value} picture.")
-    if links[0].image.purged_at is None:
-        with contextlib.suppress(FileNotFoundError):
-            return await asyncio.to_thread(jobs.image_path(store, links[0].image).read_bytes)
-    raise BotError(f"The pictures of job {job.id} were cleaned up; run /inpaint again.")
 
 
 def _number(text: str, kind: Callable[[str], N], name: str) -> N | None:
@@ -358,12 +346,12 @@ class Results(commands.Cog):
         admission = await self.bot.rules.admit(asker)
         check_model(settings.model, self.bot.config.allowed_models())  # the list may have changed
         store = self.bot.store
-        image = await picture(store, job, role)
+        image = await jobs.job_picture(store, job, role)
         # On its input, the job's mask: the uploaded one, or the one its words found (not searched again).
         masks = {}
         for kind in (ImageRole.MASK, ImageRole.FOUND_MASK):
             if role is ImageRole.INPUT and job.images_with(kind):
-                masks[kind] = await picture(store, job, kind)
+                masks[kind] = await jobs.job_picture(store, job, kind)
         request = InpaintRequest(
             image=image,
             mask=masks.get(ImageRole.MASK),

@@ -87,6 +87,7 @@ class Delivery:
         edit_interval: float = EDIT_INTERVAL,
         retry_delay: float = RETRY_DELAY,
         status_id: int | None = None,
+        paint: bool = False,
     ) -> None:
         self.client = client
         self.queue = queue
@@ -97,6 +98,7 @@ class Delivery:
         self.channel_id = channel_id
         self.message_id = message_id
         self.status_id = status_id  # the job's own status message, once there is one
+        self.paint = paint  # the painter is on: the result gets its 🖌 button
         self.edit_interval = edit_interval
         self.retry_delay = retry_delay
         self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
@@ -129,13 +131,16 @@ class Delivery:
         next_edit = loop.time()
         status: QueuedEvent | StartedEvent | ProgressEvent | None = None
         while True:
-            timeout = None if status is None else max(next_edit - loop.time(), 0.0)
+            if status is not None and loop.time() >= next_edit:  # an update is due: shown first
+                await self._show_status(status)
+                status, next_edit = None, loop.time() + self.edit_interval
+            timeout = None if status is None else next_edit - loop.time()
             try:
-                event = await asyncio.wait_for(self._events.get(), timeout)
+                # Not ``wait_for``: on Python 3.11 it can swallow ``close``'s cancel when an event
+                # arrives at the same moment, and the delivery then waits for events forever.
+                async with asyncio.timeout(timeout):
+                    event = await self._events.get()
             except TimeoutError:
-                if status is not None:
-                    await self._show_status(status)
-                    status, next_edit = None, loop.time() + self.edit_interval
                 continue
             if isinstance(event, QueuedEvent | StartedEvent | ProgressEvent):
                 status = event  # replaces an update not shown yet: only the newest matters
@@ -242,7 +247,7 @@ class Delivery:
         if isinstance(event, DoneEvent):
             limit = self.interaction.filesize_limit if self.interaction else DEFAULT_UPLOAD_LIMIT
             try:
-                result = await result_message(event, limit)
+                result = await result_message(event, limit, paint=self.paint)
             except OSError as exc:  # the stored pictures are gone: no later try would find them
                 log.warning("job %s: its pictures cannot be read: %s", self.job_id, exc)
                 content = (

@@ -98,10 +98,11 @@ class ResultMessage:
     view: discord.ui.View
 
 
-async def result_message(event: DoneEvent, limit: int) -> ResultMessage:
-    """Built the same way for a job's own delivery and for ``/show``, which posts a result again."""
+async def result_message(event: DoneEvent, limit: int, *, paint: bool = False) -> ResultMessage:
+    """Built the same way for a job's own delivery and for ``/show``, which posts a result again;
+    ``paint``: the painter is on (its 🖌 button is shown)."""
     fitted = await asyncio.to_thread(_fit_all, event, limit)
-    return ResultMessage(fitted, settings_embed(event), result_view(event.job_id))
+    return ResultMessage(fitted, settings_embed(event), result_view(event.job_id, paint=paint))
 
 
 async def offer_reroll(message: discord.Message, job_id: int) -> None:

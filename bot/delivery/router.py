@@ -93,6 +93,7 @@ class DeliveryRouter:
                 store=self.store,
                 edit_interval=self.edit_interval,
                 retry_delay=self.retry_delay,
+                paint=self.config.painter_on,
             )
         )
         return queued
@@ -132,6 +133,7 @@ class DeliveryRouter:
                 store=self.store,
                 retry_delay=self.retry_delay,
                 status_id=row.message_id,  # its status message, never replaced by a result yet
+                paint=self.config.painter_on,
             )
             self.track(delivery)
         if delivery is not None:

@@ -75,6 +75,11 @@ class JobQueue(Protocol):
         """
         ...
 
+    async def select_object(self, image: bytes, point: tuple[float, float]) -> bytes:
+        """The mask (PNG) of the thing at ``point`` in ``image``, for the painter's Select tool:
+        like ``mask_preview``, CPU work beside the GPU. Raises ``EngineError`` when there is none."""
+        ...
+
     async def check_room(self, user_id: int, guild_id: int | None, max_pending: int | None) -> None:
         """Raise ``QueueFullError`` when ``submit`` would refuse such a job now for a cap: asked
         before the pictures are downloaded, so a full queue costs no download (``submit`` checks

@@ -78,6 +78,8 @@ class InpaintEngine(Protocol[P]):
 
     def mask_preview(self, request: InpaintRequest) -> MaskPreview: ...
 
+    def select_object(self, image: bytes, point: tuple[float, float]) -> bytes: ...
+
     def run(
         self,
         jobs: Sequence[P],
@@ -199,6 +201,11 @@ class LocalJobQueue(Generic[P]):
         """In the prepare thread, beside the GPU: at most one job's preparation ahead of it."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._cpu, self._engine.mask_preview, request)
+
+    async def select_object(self, image: bytes, point: tuple[float, float]) -> bytes:
+        """In the prepare thread, like ``mask_preview``."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._cpu, self._engine.select_object, image, point)
 
     async def check_room(self, user_id: int, guild_id: int | None, max_pending: int | None) -> None:
         self._check_caps(user_id, guild_id, max_pending)

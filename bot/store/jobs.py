@@ -7,6 +7,7 @@ or cancelled at most once however the steps interleave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from bot.errors import BotError
 from bot.store.database import Store, dialect_insert
 from bot.store.files import ImageFiles
 from bot.store.models import (
@@ -62,6 +64,17 @@ async def add_image(session: AsyncSession, files: ImageFiles, data: bytes) -> Im
 
 def image_path(store: Store, image: Image) -> Path:
     return store.files.path(image.sha256)
+
+
+async def job_picture(store: Store, job: Job, role: ImageRole) -> bytes:
+    """The job's first picture of ``role``; ``BotError`` when it has none or it was cleaned up."""
+    links = job.images_with(role)
+    if not links:
+        raise BotError(f"Job {job.id} has no {role.value} picture.")
+    if links[0].image.purged_at is None:
+        with contextlib.suppress(FileNotFoundError):
+            return await asyncio.to_thread(image_path(store, links[0].image).read_bytes)
+    raise BotError(f"The pictures of job {job.id} were cleaned up; run /inpaint again.")
 
 
 S = TypeVar("S", bound=Select[Any])

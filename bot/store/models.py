@@ -253,3 +253,23 @@ class GuildSettings(Base):
 
     def allows_channel(self, channel_id: int) -> bool:
         return not self.allowed_channel_ids or channel_id in self.allowed_channel_ids
+
+
+class PainterLink(Base):
+    """A link to the mask painter (``bot.web``): what it opens, and whether it was used.
+
+    Kept in the database, not in memory, so that a restart cannot make a used link valid again; the
+    link's signature covers the member, the channel, the picture and the expiry stored here.
+    """
+
+    __tablename__ = "painter_links"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]]  # the form's starting values (InpaintSettings, no seed)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)  # the result it was opened from, if any
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]

@@ -18,6 +18,8 @@ from typing import Protocol, Self, runtime_checkable
 
 import discord
 
+from bot.replies import refuse
+
 
 class Action(StrEnum):
     REROLL = "reroll"
@@ -32,6 +34,7 @@ class Action(StrEnum):
     PAN_RIGHT = "pan-right"
     PAN_UP = "pan-up"
     PAN_DOWN = "pan-down"
+    PAINT = "paint"
 
 
 LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
@@ -47,13 +50,16 @@ LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
     Action.PAN_RIGHT: ("➡", "", discord.ButtonStyle.secondary),
     Action.PAN_UP: ("⬆", "", discord.ButtonStyle.secondary),
     Action.PAN_DOWN: ("⬇", "", discord.ButtonStyle.secondary),
+    Action.PAINT: ("🖌", "Paint", discord.ButtonStyle.secondary),
 }
+# In the order shown; 🖌 Paint only while the painter is on (``result_view``).
 RESULT_ACTIONS = (
     Action.REROLL,
     Action.EDIT,
     Action.FIX_FACES,
     Action.SAVE_PRESET,
     Action.DELETE,
+    Action.PAINT,
     Action.ZOOM_OUT_15,
     Action.ZOOM_OUT_2,
     Action.PAN_LEFT,
@@ -61,8 +67,9 @@ RESULT_ACTIONS = (
     Action.PAN_UP,
     Action.PAN_DOWN,
 )
-# Discord's rows of buttons (5 a row): the job's own actions first, then outpainting's.
+# Discord's rows of buttons (5 a row): the job's own actions first, then painting and outpainting.
 ROWS: dict[Action, int] = {
+    Action.PAINT: 1,
     Action.ZOOM_OUT_15: 1,
     Action.ZOOM_OUT_2: 1,
     Action.PAN_LEFT: 2,
@@ -72,6 +79,7 @@ ROWS: dict[Action, int] = {
 }
 _ACTIONS = "|".join(re.escape(action.value) for action in Action)
 MEMORY_PREFIX = "mem:"
+PAINTER_OFF = "The mask painter is turned off on this bot now; upload a mask with /inpaint instead."
 EXPIRED_MESSAGE = (
     "This was opened before the bot restarted (or has expired), so it no longer works. "
     "Start again: press the button or run the command once more."
@@ -112,15 +120,14 @@ class JobButton(
 ):
     def __init__(self, action: Action, job_id: int) -> None:
         emoji, label, style = LOOKS[action]
-        super().__init__(
-            discord.ui.Button(
-                label=label or None,
-                emoji=emoji,
-                style=style,
-                custom_id=f"job:{action}:{job_id}",
-                row=ROWS.get(action, 0),
-            )
+        button: discord.ui.Button[discord.ui.View] = discord.ui.Button(
+            label=label or None,
+            emoji=emoji,
+            style=style,
+            custom_id=f"job:{action}:{job_id}",
+            row=ROWS.get(action, 0),
         )
+        super().__init__(button)
         self.action = action
         self.job_id = job_id
 
@@ -134,14 +141,19 @@ class JobButton(
         return cls(Action(match["action"]), int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        actions = handlers(interaction).job_actions
+        known = handlers(interaction)
+        actions = known.painter if self.action is Action.PAINT else known.job_actions
+        if actions is None and self.action is Action.PAINT:  # turned off since the result was posted
+            await refuse(interaction, PAINTER_OFF)
+            return
         if actions is None:
-            raise RuntimeError("no cog handles the buttons of jobs")
+            raise RuntimeError(f"no cog handles the {self.action} button of jobs")
         await actions.on_button(interaction, self.action, self.job_id)
 
 
 class JobActions(Protocol):
-    """Does the work of a job's buttons (``bot.cogs.results.Results``)."""
+    """Does the work of a job's buttons (``bot.cogs.results.Results``; 🖌 Paint:
+    ``bot.cogs.painter.Painter``)."""
 
     async def on_button(self, interaction: discord.Interaction, action: Action, job_id: int) -> None: ...
 
@@ -158,6 +170,7 @@ class Handlers:
     when it unloads. Looked up at click time, not kept: the component may outlive a reload."""
 
     job_actions: JobActions | None = None
+    painter: JobActions | None = None  # 🖌 Paint, while the painter is on
     history_pages: HistoryPages | None = None
 
 
@@ -187,8 +200,9 @@ def _view(job_id: int, actions: tuple[Action, ...]) -> discord.ui.View:
     return view
 
 
-def result_view(job_id: int) -> discord.ui.View:
-    return _view(job_id, RESULT_ACTIONS)
+def result_view(job_id: int, *, paint: bool = False) -> discord.ui.View:
+    """A result's buttons; 🖌 Paint (first on the second row) only while the painter is on."""
+    return _view(job_id, tuple(a for a in RESULT_ACTIONS if paint or a is not Action.PAINT))
 
 
 def status_view(job_id: int) -> discord.ui.View:

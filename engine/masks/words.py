@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -216,23 +216,44 @@ class WordModels:
     def segment(self, image: Image.Image, boxes: Sequence[Match]) -> list[np.ndarray]:
         import torch
 
+        corners = np.array([m.box for m in boxes], np.float32).reshape(-1, 2, 2)
+        low = self._sam(
+            image, lambda scale: {"input_boxes": torch.from_numpy(corners * scale).flatten(1)[None]}
+        )
+        # Upscaled one at a time: a full-size float map of a 40 MP picture takes 160 MB.
+        return [cv2.resize(logits, image.size, interpolation=cv2.INTER_LINEAR) > 0 for logits in low]
+
+    def segment_point(self, image: Image.Image, point: tuple[float, float]) -> np.ndarray:
+        """The thing under ``point`` (picture pixels): SAM 2's answer to one positive click."""
+        import torch
+
+        def prompt(scale: np.ndarray) -> dict[str, Any]:
+            points = np.array([[[point]]], np.float32) * scale  # image, object, click, xy
+            return {
+                "input_points": torch.from_numpy(points),
+                "input_labels": torch.ones((1, 1, 1), dtype=torch.long),
+            }
+
+        (low,) = self._sam(image, prompt)
+        return cv2.resize(low, image.size, interpolation=cv2.INTER_LINEAR) > 0
+
+    def _sam(self, image: Image.Image, prompts: Callable[[np.ndarray], dict[str, Any]]) -> np.ndarray:
+        """SAM 2 on ``image`` with the prompts ``prompts`` makes for its square input (given the scale
+        from picture pixels to it): one low-resolution logit map per prompted object."""
+        import torch
+
         rgb = image.convert("RGB")
         with self._lock:
             _, _, sam = self._load()
             side = sam.config.prompt_encoder_config.image_size
             square = np.asarray(rgb.resize((side, side), Image.Resampling.BILINEAR), np.float32) / 255
             pixels = torch.from_numpy((square - _SAM_MEAN) / _SAM_STD).permute(2, 0, 1)[None]
-            scale = np.array([side / rgb.width, side / rgb.height] * 2, np.float32)
-            prompts = torch.from_numpy(np.array([m.box for m in boxes], np.float32) * scale)[None]
+            scale = np.array([side / rgb.width, side / rgb.height], np.float32)
+            inputs = {key: value.to(self.device) for key, value in prompts(scale).items()}
             with torch.inference_mode():
-                outputs = sam(
-                    pixel_values=pixels.to(self.device),
-                    input_boxes=prompts.to(self.device),
-                    multimask_output=False,
-                )
-            low = outputs.pred_masks[0, :, 0].float().cpu().numpy()  # one low-resolution logit map a box
-        # Upscaled one at a time: a full-size float map of a 40 MP picture takes 160 MB.
-        return [cv2.resize(logits, rgb.size, interpolation=cv2.INTER_LINEAR) > 0 for logits in low]
+                outputs = sam(pixel_values=pixels.to(self.device), multimask_output=False, **inputs)
+            low: np.ndarray = outputs.pred_masks[0, :, 0].float().cpu().numpy()
+        return low
 
     def _load(self) -> tuple[Any, Any, Any]:
         if self._models is None:

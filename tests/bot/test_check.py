@@ -6,15 +6,17 @@ from pathlib import Path
 import discord
 import pytest
 import torch
+from aiohttp import web
 from pydantic import SecretStr
 
-from bot.check import Check, print_checks, run_checks
+from bot.check import Check, check_painter, print_checks, run_checks
 from bot.cli import main
 from bot.config import BotConfig
 from bot.store.migrate import upgrade
 from tests.engine.test_safety import build_tiny_checker
 from tests.fakediscord import FakeDiscord, payloads
 from tests.fakediscord.fixtures import fake_discord as fake_discord
+from tests.support.ports import free_port
 from tests.support.tiny_models import build_tiny_controlnet, build_tiny_sdxl
 
 
@@ -57,7 +59,8 @@ async def test_a_ready_installation(
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [
         "ok   config", "ok   token", "ok   data", "ok   database", "warn device",
-        "ok   model", "warn controlnets", "warn safety", "ok   masks", "ok   discord", "ok   invite",
+        "ok   model", "warn controlnets", "warn safety", "ok   masks", "ok   painter", "ok   discord",
+        "ok   invite",
     ]  # fmt: skip
     assert "is new; the bot creates its tables when it starts" in lines[3]
     assert "cpu, as INPAINTBOT_DEVICE says" in lines[4]
@@ -69,6 +72,8 @@ async def test_a_ready_installation(
     assert "results are not checked, so the servers' NSFW policies have no effect" in lines[6]
     lines.pop(6)
     assert "masks from words: " in lines[6] and " load and run" in lines[6]
+    lines.pop(6)
+    assert "off: set INPAINTBOT_PUBLIC_URL" in lines[6]
     lines.pop(6)
     assert f"logged in as inpaintbot (application {fake_discord.app_id})" in lines[6]
     assert (
@@ -264,3 +269,35 @@ async def test_the_mask_models_are_loaded_and_run(config: BotConfig, tmp_path: P
         results["masks"]
         == "warn INPAINTBOT_MASK_DETECTOR or _SEGMENTER is none: mask_prompt is turned off"
     )
+
+
+async def check_painter_at(config: BotConfig, public_url: str, port: int) -> Check:
+    return await check_painter(config.model_copy(update={"public_url": public_url, "web_port": port}))
+
+
+async def test_the_painter_answers_at_its_public_address(bot_config: BotConfig) -> None:
+    port = free_port()
+    found = await check_painter_at(bot_config, f"http://127.0.0.1:{port}", port)
+    assert (found.status, found.name) == ("ok", "painter")
+    assert f"reaches the painter served on 127.0.0.1:{port}" in found.detail
+
+
+async def test_a_public_address_that_does_not_lead_to_the_painter(bot_config: BotConfig) -> None:
+    port, elsewhere = free_port(), free_port()
+    found = await check_painter_at(bot_config, f"http://127.0.0.1:{elsewhere}", port)
+    assert (
+        found.status == "FAIL"
+        and f"nothing answers at http://127.0.0.1:{elsewhere}/health" in found.detail
+    )
+    assert f"point your reverse proxy or tunnel at 127.0.0.1:{port}" in found.detail
+
+    other = web.Application()  # another program answers there
+    other.router.add_get("/health", lambda request: web.Response(text="hello"))
+    runner = web.AppRunner(other)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", elsewhere).start()
+    try:
+        found = await check_painter_at(bot_config, f"http://127.0.0.1:{elsewhere}", port)
+    finally:
+        await runner.cleanup()
+    assert found.status == "FAIL" and "answered 200 but not as the painter" in found.detail

@@ -135,6 +135,16 @@ def test_compose_reserves_a_gpu_and_keeps_the_image_volumes() -> None:
     assert grace > BotConfig.model_fields["shutdown_timeout"].default
 
 
+def test_the_painter_listens_in_the_container_and_is_published_to_the_host_only() -> None:
+    env = env_of(dockerfile())
+    assert env["INPAINTBOT_WEB_HOST"] == "0.0.0.0"
+    port = BotConfig.model_fields["web_port"].default
+    assert ("EXPOSE", str(port)) in dockerfile()
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    (service,) = compose["services"].values()
+    assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
 def test_dockerignore_keeps_secrets_and_state_out_of_the_image() -> None:
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".env", ".venv", "data", ".git"} <= set(ignored)

@@ -189,6 +189,14 @@ async def get_thread_member(fake: "FakeDiscord", request: web.Request, body: Bod
     )
 
 
+async def get_member(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
+    """A guild member (the bot has no members intent, so it asks for the ones it needs)."""
+    member = fake.members.get(request.match_info["user_id"])
+    if request.match_info["guild_id"] != fake.guild_id or member is None:
+        raise DiscordError(404, 10007, "Unknown Member")
+    return json_response(member)
+
+
 async def get_command_permissions(fake: "FakeDiscord", request: web.Request, body: Body) -> web.Response:
     """Every command's overrides in the guild, the application-wide ones under the application's id."""
     guild_id = request.match_info["guild_id"]
@@ -254,6 +262,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "get_thread_member",
         get_thread_member,
     ),
+    ("GET", "/api/v10/guilds/{guild_id}/members/{user_id}", "get_member", get_member),
     ("GET", GUILD_COMMANDS + "/permissions", "get_command_permissions", get_command_permissions),
     ("DELETE", "/api/v10/users/@me/guilds/{guild_id}", "leave_guild", leave_guild),
     ("GET", "/attachments/{channel_id}/{attachment_id}/{filename}", "cdn", cdn),

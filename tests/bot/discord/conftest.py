@@ -53,6 +53,9 @@ class GatedEngine:
         self.previewed.append(request.settings)
         return self.engine.mask_preview(request)
 
+    def select_object(self, image: bytes, point: tuple[float, float]) -> bytes:
+        return self.engine.select_object(image, point)
+
     def run(self, jobs: Sequence[PreparedJob], **options: Any) -> list[InpaintResult]:
         self.ran += [job.settings for job in jobs]
         self.cancel = options.get("cancel")
