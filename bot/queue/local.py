@@ -61,8 +61,7 @@ from engine.settings import InpaintSettings
 
 log = logging.getLogger(__name__)
 
-# A job's result with the safety checker's verdict on each of its pictures (None: not checked).
-_Checked = tuple[InpaintResult, list[bool | None]]
+_Checked = screening.Checked
 
 
 class InpaintEngine(Protocol[P]):
@@ -263,8 +262,11 @@ class LocalJobQueue(Generic[P]):
 
     # -- admission ----------------------------------------------------------------------------------
 
+    def _running_jobs(self) -> list[QueuedJob[P]]:
+        return self._running.jobs if self._running else []
+
     def _check_caps(self, user_id: int, guild_id: int | None, guild_limit: int | None) -> None:
-        running = self._running.jobs if self._running else []
+        running = self._running_jobs()
         mine = self._waiting.count(user_id) + self._reserved[user_id]
         mine += sum(job.user_id == user_id for job in running)
         everyone = len(self._waiting) + self._reserved.total() + len(running)
@@ -410,16 +412,15 @@ class LocalJobQueue(Generic[P]):
 
             return progressed
 
-        def run_and_screen() -> list[_Checked]:
-            results = self._engine.run(
-                prepared,
-                on_progress=[on_progress(job) for job in batch.jobs],
-                cancel=batch.cancel,
-                previews=any(job.previews for job in batch.jobs),
-            )
-            verdicts = screening.verdicts(self._safety, results)
-            return list(zip(results, verdicts, strict=True))
-
+        run_and_screen = partial(
+            screening.run_and_screen,
+            self._engine,
+            self._safety,
+            prepared,
+            on_progress=[on_progress(job) for job in batch.jobs],
+            cancel=batch.cancel,
+            previews=any(job.previews for job in batch.jobs),
+        )
         limit = self._job_timeout * len(batch.jobs)
         return await self._gpu.run(run_and_screen, limit, stop=partial(batch.stop, Stop.TIMEOUT))
 

@@ -1,15 +1,34 @@
 """The safety checker's verdicts on a batch's pictures (each whole and where it was repainted, see
-``engine.safety.screen``). Runs in the GPU thread, beside the engine."""
+``engine.safety.screen``), and a batch run with them. Runs in the GPU thread, beside the engine."""
 
 from __future__ import annotations
 
 import itertools
 import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from engine.job import InpaintResult
+from engine.job import InpaintResult, ProgressCallback
 from engine.safety import SafetyChecker, screen
 
 log = logging.getLogger(__name__)
+
+# A job's result with the safety checker's verdict on each of its pictures (None: not checked).
+Checked = tuple[InpaintResult, list[bool | None]]
+
+
+class Runs(Protocol):
+    """The engine's GPU stage (``engine.engine.Engine.run``)."""
+
+    def run(
+        self,
+        jobs: Sequence[Any],
+        *,
+        on_progress: Sequence[ProgressCallback | None] | None = None,
+        cancel: threading.Event | None = None,
+        previews: bool = False,
+    ) -> list[InpaintResult]: ...
 
 
 def load_checker(safety: SafetyChecker | None) -> None:
@@ -34,3 +53,18 @@ def verdicts(safety: SafetyChecker | None, results: list[InpaintResult]) -> list
             flags = [True] * len(pictures)
     each = iter(flags)
     return [list(itertools.islice(each, len(result.images))) for result in results]
+
+
+def run_and_screen(
+    engine: Runs,
+    safety: SafetyChecker | None,
+    prepared: Sequence[Any],
+    *,
+    on_progress: Sequence[ProgressCallback | None],
+    cancel: threading.Event,
+    previews: bool,
+) -> list[Checked]:
+    """Run a batch and screen its pictures, in the GPU thread: what the local queue and a GPU worker
+    both do with a batch."""
+    results = engine.run(prepared, on_progress=on_progress, cancel=cancel, previews=previews)
+    return list(zip(results, verdicts(safety, results), strict=True))
