@@ -378,7 +378,10 @@ class RemoteJobQueue(LocalJobQueue[P]):
         """Take back the jobs of workers that are gone, and those whose claim was not renewed."""
         lease = int(self._config.worker_lease * 1000)
         for running in list(self._flights.values()):
-            if running.flight.worker not in self._workers:
+            # A missed announcement alone is no proof (a loaded machine can be late): past the lease
+            # too, since even an entry the worker never read is then overdue.
+            overdue = time.time() - running.flight.dispatched > self._config.worker_lease
+            if running.flight.worker not in self._workers and overdue:
                 await self._take_back(running, "its worker is gone")
         for worker in {running.flight.worker for running in self._flights.values()}:
             claimed: list[bytes] = await self._redis.xautoclaim(
