@@ -35,6 +35,7 @@ from engine.safety import SafetyChecker
 
 log = logging.getLogger(__name__)
 
+PROGRESS_INTERVAL = 0.25  # seconds between progress reports of a job (and looks at its cancel key)
 TOO_BIG = "The result is larger than this bot may send between its machines ({mb:g} MB)."
 
 
@@ -72,6 +73,7 @@ class Worker:
         self._jobs: dict[asyncio.Task[None], threading.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._reported: dict[str, float] = {}  # attempt -> when its progress was last reported
 
     async def start(self) -> None:
         """Load the default model (and the safety checker), then announce the worker and take jobs."""
@@ -178,6 +180,7 @@ class Worker:
                 outcome = await self._run(delivery, cancel, publishing)
             finally:
                 renewing.cancel()
+                self._reported.pop(delivery.attempt, None)
             if outcome is not None:
                 async with publishing:
                     await self._publish(delivery, outcome)
@@ -274,6 +277,16 @@ class Worker:
     def _progressed(
         self, delivery: Delivery, cancel: threading.Event, publishing: asyncio.Lock, progress: Progress
     ) -> None:
+        """Report a step, at most every ``PROGRESS_INTERVAL``: the bot coalesces its Discord edits
+        anyway, and a report per step of a fast model floods this loop, whose turns wait for the
+        GIL behind the GPU thread, until heartbeats and lease renewals come too late."""
+        now = time.monotonic()
+        if (
+            progress.step < progress.total
+            and now - self._reported.get(delivery.attempt, 0) < PROGRESS_INTERVAL
+        ):
+            return
+        self._reported[delivery.attempt] = now
         preview = progress.preview if delivery.previews else None
         message = streams.progress_message(delivery.attempt, progress.step, progress.total, preview)
         task = asyncio.create_task(self._step(delivery, cancel, publishing, message))
