@@ -159,6 +159,9 @@ async def test_three_members_jobs_all_finish_once_on_the_workers(
     # The exact fair order needs the workers held while jobs queue (tests/bot/queue/test_remote.py);
     # real tiny-model runs end too soon to hold them here.
     assert len(rows) == 9
+    it = await fake_discord.slash("queue", user=members[0])
+    shown = await fake_discord.wait_for("callback", it.owns, timeout=JOB_TIMEOUT)
+    assert "GPU workers: gpu-1 (0/1 busy), gpu-2 (0/1 busy)." in shown.json["data"]["content"]
     assert all(row.status is JobStatus.DONE and row.attempts == 1 for row in rows)
     assert await client.keys(f"{PREFIX}:job:*") == []
 
