@@ -358,17 +358,7 @@ class RemoteJobQueue(LocalJobQueue[P]):
                 log.exception("checking on the workers failed")
 
     async def _refresh_workers(self) -> None:
-        members: set[bytes] = await self._redis.smembers(self._keys.workers)  # type: ignore[assignment]
-        names = sorted(name.decode() for name in members)
-        found: list[bytes | None] = (
-            await self._redis.mget([self._keys.worker(name) for name in names]) if names else []  # type: ignore[assignment]
-        )
-        workers = {}
-        for name, data in zip(names, found, strict=True):
-            if data is None:
-                await self._redis.srem(self._keys.workers, name)
-            else:
-                workers[name] = WorkerInfo.decode(data)
+        workers = {info.name: info for info in await streams.connected_workers(self._redis, self._keys)}
         if workers.keys() - self._workers.keys():
             log.info("workers: %s", ", ".join(sorted(workers)))
         self._workers = workers

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image
+from redis.asyncio import Redis
 
 from engine.job import GeneratedImage, InpaintResult, MaskSource
 from engine.settings import InpaintSettings
@@ -95,6 +96,17 @@ class WorkerInfo:
             version=str(raw["version"]),
             seen=float(raw["seen"]),
         )
+
+
+async def connected_workers(redis: Redis, keys: Keys) -> list[WorkerInfo]:
+    """The workers announced now, by name; names whose announcement expired leave the set."""
+    members: Any = await redis.smembers(keys.workers)
+    names = sorted(name.decode() for name in members)
+    found: Any = await redis.mget([keys.worker(name) for name in names]) if names else []
+    gone = [name for name, data in zip(names, found, strict=True) if data is None]
+    if gone:
+        await redis.srem(keys.workers, *gone)
+    return [WorkerInfo.decode(data) for data in found if data is not None]
 
 
 @dataclass(frozen=True)
