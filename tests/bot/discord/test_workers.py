@@ -5,6 +5,7 @@ module (each imports torch); the test that kills one runs last."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,6 @@ from redis.asyncio import Redis
 
 from bot.client import InpaintBot
 from bot.config import BotConfig
-from bot.queue.events import EventStream
 from bot.queue.remote import RemoteJobQueue
 from bot.queue.streams import Flight, Keys
 from bot.store import jobs
@@ -33,6 +33,7 @@ from tests.bot.discord.test_inpaint import JOB_TIMEOUT, has_result, result
 from tests.fakediscord import FakeDiscord, run_client
 from tests.fakediscord.server import JSON, FakeInteraction
 from tests.pictures import photo, png_bytes, rect_mask
+from tests.support.tiny_models import build_tiny_sd
 
 ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT = 120
@@ -44,13 +45,23 @@ LONG = 150  # steps: a job that is still running when the test acts on it
 
 
 @pytest.fixture(scope="module")
+def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny inpainting model, the one ``gpu-2`` loads at its start."""
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd-other"), seed=1)
+
+
+@pytest.fixture(scope="module")
 def workers(
-    redis_server_url: str, tiny_sd_path: Path, tmp_path_factory: pytest.TempPathFactory
+    redis_server_url: str,
+    tiny_sd_path: Path,
+    other_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    """``inpaintbot worker`` twice, announced in Redis before the tests start."""
+    """``inpaintbot worker`` twice, announced in Redis before the tests start: ``gpu-1`` with the
+    bot's default model loaded, ``gpu-2`` with the other one."""
     base = {key: value for key, value in os.environ.items() if not key.startswith("INPAINTBOT_")}
     processes = {}
-    for name in ("gpu-1", "gpu-2"):
+    for name, model in (("gpu-1", tiny_sd_path), ("gpu-2", other_model)):
         env = base | {
             "PYTHONPATH": str(ROOT),
             "HF_HUB_OFFLINE": "1",
@@ -60,7 +71,7 @@ def workers(
             "INPAINTBOT_WORKER_NAME": name,
             "INPAINTBOT_WORKER_HEARTBEAT": str(SETTINGS["worker_heartbeat"]),
             "INPAINTBOT_WORKER_LEASE": str(SETTINGS["worker_lease"]),
-            "INPAINTBOT_MODEL": str(tiny_sd_path),
+            "INPAINTBOT_MODEL": str(model),
             "INPAINTBOT_DEVICE": "cpu",
             "INPAINTBOT_DATA_DIR": str(tmp_path_factory.mktemp(name)),
             "INPAINTBOT_SAFETY_CHECKER": "none",
@@ -89,34 +100,50 @@ def workers(
 
 
 @pytest.fixture
-async def bot(
-    fake_discord: FakeDiscord,
-    engine: Engine,
-    store: Store,
-    bot_config: BotConfig,
-    redis_server_url: str,
-    workers: dict[str, subprocess.Popen[bytes]],
-) -> AsyncIterator[tuple[InpaintBot, EventStream, Redis]]:
-    """The bot, dispatching to the workers only (no GPU work of its own)."""
-    config = bot_config.model_copy(
+def config(
+    bot_config: BotConfig, redis_server_url: str, tiny_sd_path: Path, other_model: Path
+) -> BotConfig:
+    """The bot dispatches to the workers only (no GPU work of its own); members may pick either model."""
+    return bot_config.model_copy(
         update={
             "redis_url": SecretStr(redis_server_url),
             "redis_prefix": PREFIX,
             "local_worker": False,
             "queue_max_per_user": 3,
+            "model": str(tiny_sd_path),
+            "models": [str(other_model)],
             **SETTINGS,
         }
     )
-    client = Redis.from_url(redis_server_url)
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    fake: FakeDiscord, engine: Engine, store: Store, config: BotConfig
+) -> AsyncIterator[tuple[InpaintBot, Redis]]:
+    """A bot process's worth: its Redis client, queue and Discord client, all closed on exit."""
+    assert config.redis_url is not None
+    client = Redis.from_url(config.redis_url.get_secret_value())
     queue: RemoteJobQueue[Any] = RemoteJobQueue(engine, store, config, client)
-    events = queue.subscribe()
     instance = InpaintBot(config, queue, store, guild_ready_timeout=0.05, edit_interval=0.5)
     try:
-        async with run_client(fake_discord, instance):
-            yield instance, events, client
+        async with run_client(fake, instance):
+            yield instance, client
     finally:
         await queue.close()
         await client.aclose()
+
+
+@pytest.fixture
+async def bot(
+    fake_discord: FakeDiscord,
+    engine: Engine,
+    store: Store,
+    config: BotConfig,
+    workers: dict[str, subprocess.Popen[bytes]],
+) -> AsyncIterator[tuple[InpaintBot, Redis]]:
+    async with running_bot(fake_discord, engine, store, config) as running:
+        yield running
 
 
 async def ask(fake: FakeDiscord, member: JSON, **options: Any) -> FakeInteraction:
@@ -142,28 +169,78 @@ async def first_step(client: Redis, job_id: int) -> None:
             await asyncio.sleep(0.02)
 
 
-async def test_three_members_jobs_all_finish_once_on_the_workers(
-    fake_discord: FakeDiscord, bot: tuple[InpaintBot, EventStream, Redis], store: Store
+async def test_a_job_goes_to_the_worker_that_has_its_model_loaded(
+    fake_discord: FakeDiscord, bot: tuple[InpaintBot, Redis], store: Store, other_model: Path
 ) -> None:
-    _, _, client = bot
+    """Both workers are free; ``gpu-1`` would be picked on a tie, but has the other model."""
+    _, client = bot
+    member = fake_discord.add_member("fay")
+    it = await ask(fake_discord, member, model=str(other_model))
+    job_id = await only_job(store, member)
+    assert await started_on(client, job_id) == "gpu-2"
+    await result(fake_discord, it)
+    row = await jobs.get_job(store, job_id)
+    assert row is not None and row.model == str(other_model)
+
+
+async def test_three_members_jobs_run_on_both_workers_in_fair_order(
+    fake_discord: FakeDiscord,
+    bot: tuple[InpaintBot, Redis],
+    store: Store,
+    workers: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    """The workers are paused (SIGSTOP) until the bot counts them gone, so all nine jobs wait; once
+    they are back, the jobs start in round-robin order across both."""
+    instance, client = bot
     members = [fake_discord.alice, fake_discord.add_member("bob"), fake_discord.add_member("carol")]
-    holder = fake_discord.add_member("holder")
-    # Two long jobs hold both workers while the members' nine jobs queue up behind them.
-    held = [await ask(fake_discord, holder, seed=n, steps=LONG) for n in range(2)]
-    asked = [await ask(fake_discord, member, seed=n) for member in members for n in range(3)]
-    for it in [*held, *asked]:
+    for process in workers.values():
+        process.send_signal(signal.SIGSTOP)
+    try:
+        async with asyncio.timeout(JOB_TIMEOUT):
+            while (await instance.queue.snapshot()).workers:
+                await asyncio.sleep(0.1)
+        asked = [await ask(fake_discord, member, seed=n) for member in members for n in range(3)]
+        async with asyncio.timeout(JOB_TIMEOUT):
+            while len((await instance.queue.snapshot()).waiting) < len(asked):
+                await asyncio.sleep(0.05)
+    finally:
+        for process in workers.values():
+            process.send_signal(signal.SIGCONT)
+    for it in asked:
         await result(fake_discord, it)
     rows = []
     for member in members:
         rows += await jobs.user_jobs(store, int(member["user"]["id"]))
-    # The exact fair order needs the workers held while jobs queue (tests/bot/queue/test_remote.py);
-    # real tiny-model runs end too soon to hold them here.
-    assert len(rows) == 9
+    rows.sort(key=lambda row: (row.started_at, row.id))
+    assert [row.user_id for row in rows] == [int(member["user"]["id"]) for member in members] * 3
+    assert all(row.status is JobStatus.DONE and row.attempts == 1 for row in rows)
+    assert await client.keys(f"{PREFIX}:job:*") == []
     it = await fake_discord.slash("queue", user=members[0])
     shown = await fake_discord.wait_for("callback", it.owns, timeout=JOB_TIMEOUT)
     assert "GPU workers: gpu-1 (0/1 busy), gpu-2 (0/1 busy)." in shown.json["data"]["content"]
-    assert all(row.status is JobStatus.DONE and row.attempts == 1 for row in rows)
-    assert await client.keys(f"{PREFIX}:job:*") == []
+
+
+async def test_a_restart_of_the_bot_while_a_worker_runs_a_job_loses_nothing(
+    fake_discord: FakeDiscord,
+    engine: Engine,
+    store: Store,
+    config: BotConfig,
+    workers: dict[str, subprocess.Popen[bytes]],
+) -> None:
+    member = fake_discord.add_member("gus")
+    async with running_bot(fake_discord, engine, store, config) as (_, client):
+        await ask(fake_discord, member, steps=LONG)
+        job_id = await only_job(store, member)
+        await started_on(client, job_id)
+        await first_step(client, job_id)
+    async with running_bot(fake_discord, engine, store, config):
+        async with asyncio.timeout(JOB_TIMEOUT):
+            while (row := await jobs.get_job(store, job_id)) is None or row.delivered_at is None:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(SETTINGS["worker_lease"])  # time for a second post, if there were one
+    assert row.status is JobStatus.DONE and row.attempts == 1, "adopted, not run again"
+    posted = fake_discord.recorded(["edit_webhook_message", "post_message"], has_result)
+    assert len(posted) == 1
 
 
 async def only_job(store: Store, member: JSON) -> int:
@@ -176,9 +253,9 @@ async def only_job(store: Store, member: JSON) -> int:
 
 
 async def test_cancel_stops_a_job_running_on_a_worker(
-    fake_discord: FakeDiscord, bot: tuple[InpaintBot, EventStream, Redis], store: Store
+    fake_discord: FakeDiscord, bot: tuple[InpaintBot, Redis], store: Store
 ) -> None:
-    _, _events, client = bot
+    _, client = bot
     member = fake_discord.add_member("dora")
     await ask(fake_discord, member, steps=LONG)
     job_id = await only_job(store, member)
@@ -196,12 +273,12 @@ async def test_cancel_stops_a_job_running_on_a_worker(
 
 async def test_a_worker_killed_mid_job_has_it_finished_by_the_other_and_posted_once(
     fake_discord: FakeDiscord,
-    bot: tuple[InpaintBot, EventStream, Redis],
+    bot: tuple[InpaintBot, Redis],
     store: Store,
     workers: dict[str, subprocess.Popen[bytes]],
 ) -> None:
     """Runs last: it leaves one worker."""
-    _, _events, client = bot
+    _, client = bot
     member = fake_discord.add_member("erin")
     it = await ask(fake_discord, member, steps=LONG)
     job_id = await only_job(store, member)
