@@ -142,7 +142,7 @@ class Worker:
     # -- taking jobs --------------------------------------------------------------------------------
 
     async def _take(self) -> None:
-        block = max(int(self._config.worker_heartbeat * 1000), 1)
+        block = streams.block_ms(self._config.worker_heartbeat)
         while True:
             await self._slots.acquire()
             try:

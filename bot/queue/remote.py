@@ -231,6 +231,7 @@ class RemoteJobQueue(LocalJobQueue[P]):
         self._deliveries[job.id] += 1
         self._flights[job.id] = _Running(job, flight, time.monotonic())
         self._flights_changed.set()
+        await self._redis.xadd(self._keys.wake, {b"job": str(job.id).encode()}, maxlen=1)
         self._writer.write(partial(jobs.start_job, self._store, job.id))
         self._emit(StartedEvent(job.id, job.user_id, self._estimate([job])))
         log.info("job %s goes to worker %s (attempt %s)", job.id, worker.name, attempt)
@@ -258,7 +259,7 @@ class RemoteJobQueue(LocalJobQueue[P]):
 
     async def _listen(self) -> None:
         """Read every running job's event stream with one blocking ``XREAD``."""
-        block = max(int(self._config.worker_heartbeat * 1000), 1)
+        block = streams.block_ms(self._config.worker_heartbeat)
         while True:
             if not self._flights:
                 self._flights_changed.clear()
@@ -266,6 +267,7 @@ class RemoteJobQueue(LocalJobQueue[P]):
                 continue
             self._flights_changed.clear()
             positions = {self._keys.events(job_id): r.last_event for job_id, r in self._flights.items()}
+            positions[self._keys.wake] = "$"  # a new job out: read its stream too, now
             try:
                 reply: Any = await self._redis.xread(positions, block=block)  # type: ignore[arg-type]
             except RedisError as exc:
@@ -273,6 +275,8 @@ class RemoteJobQueue(LocalJobQueue[P]):
                 await asyncio.sleep(self._config.worker_heartbeat)
                 continue
             for key, messages in reply or []:
+                if key.decode() == self._keys.wake:
+                    continue
                 job_id = int(key.decode().split(":")[-2])
                 for message_id, fields in messages:
                     running = self._flights.get(job_id)

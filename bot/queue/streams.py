@@ -11,7 +11,8 @@ Keys, under the prefix (``INPAINTBOT_REDIS_PREFIX``):
   reports (progress, then the outcome), each message with the attempt id of its delivery;
   ``job:ID:cancel:ATTEMPT``: set when the attempt must stop.
 - ``inflight``: job id -> the delivery the bot is waiting for (``Flight``), so a restarted bot
-  adopts the jobs still running on workers.
+  adopts the jobs still running on workers; ``wake``: a one-entry stream the bot writes to end its own
+  blocking read of the jobs' event streams when it sends a job out.
 
 Nothing here outlives a job: the bot deletes a job's keys once its outcome is stored.
 """
@@ -34,6 +35,14 @@ GROUP = "workers"  # the consumer group on each worker's job stream
 RECLAIMER = "bot"  # the consumer the bot claims abandoned entries as
 EVENTS_MAXLEN = 100  # progress messages kept per job (approximately; the outcome is last)
 Fields = dict[bytes, bytes]
+# Longest blocking read: well under redis-py's socket timeout (5 s by default), which would otherwise
+# end a read that is only waiting as if the connection were lost.
+MAX_BLOCK = 1.0
+
+
+def block_ms(heartbeat: float) -> int:
+    """How long a blocking read waits: a heartbeat, at most ``MAX_BLOCK``."""
+    return max(int(min(heartbeat, MAX_BLOCK) * 1000), 1)
 
 
 class Keys:
@@ -43,6 +52,7 @@ class Keys:
         self.prefix = prefix
         self.workers = f"{prefix}:workers"
         self.inflight = f"{prefix}:inflight"
+        self.wake = f"{prefix}:wake"  # the bot's own: ends its blocking read when a job goes out
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"

@@ -257,7 +257,7 @@ async def test_a_late_result_of_an_attempt_taken_back_is_ignored(
         await hand.report(streams.progress_message(second.attempt, 1, 4, None), job.job_id)
         await next_event(events, ProgressEvent, job.job_id)  # read after the late result
         row = await jobs.get_job(store, job.job_id)
-        assert row is not None and row.status is JobStatus.RUNNING, "the late result was not stored"
+        assert row is not None and row.status is not JobStatus.DONE, "the late result was not stored"
 
         await hand.report(done(second), job.job_id)
         finished = await next_event(events, DoneEvent, job.job_id)
