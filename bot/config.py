@@ -97,11 +97,10 @@ class BotConfig(EngineConfig):
         description="With INPAINTBOT_REDIS_URL: the bot runs jobs on its own GPU too, as one more worker.",
     )
     worker_name: str = Field(
-        default_factory=socket.gethostname,
-        min_length=1,
+        "",
         max_length=64,
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="This worker's name in /queue and in Redis keys; the host name by default.",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="This worker's name in /queue and in Redis keys; empty: the host name.",
     )
     worker_slots: int = Field(
         1, ge=1, le=16, description="Jobs a worker takes at once (the next is prepared while one runs)."
@@ -157,6 +156,11 @@ class BotConfig(EngineConfig):
             path = (self.data_dir / DATABASE_FILE).expanduser().resolve()
             self.database_url = f"sqlite+aiosqlite:///{path}"
         return self
+
+    @property
+    def worker_id(self) -> str:
+        """The worker's name as announced: ``worker_name``, else the host name."""
+        return self.worker_name or socket.gethostname()
 
     @property
     def images_dir(self) -> Path:

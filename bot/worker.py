@@ -61,7 +61,7 @@ class Worker:
         self._safety = safety
         self._redis = redis
         self._keys = Keys(config.redis_prefix)
-        self.name = config.worker_name
+        self.name = config.worker_id
         self._stream = self._keys.jobs(self.name)
         self._config = config
         self._slots = asyncio.Semaphore(config.worker_slots)
