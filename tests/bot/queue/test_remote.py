@@ -22,7 +22,7 @@ from bot.queue.events import (
     ProgressEvent,
     StartedEvent,
 )
-from bot.queue.remote import LOST, RemoteJobQueue
+from bot.queue.remote import LOST, TOO_BIG, RemoteJobQueue
 from bot.queue.streams import GROUP, Delivery, Keys, WorkerInfo
 from bot.store import jobs
 from bot.store.database import Store
@@ -299,3 +299,18 @@ async def test_a_worker_gone_from_redis_has_its_job_run_by_another(
     await redis.delete(KEYS.worker(hand.name))
     await next_event(events, DoneEvent, job.job_id)
     assert engine.calls == [["moved"]]
+
+
+async def test_pictures_over_the_redis_limit_fail_the_job_with_a_message(
+    harness: tuple[Started, Callable[..., Awaitable[Worker]]], redis: Redis, store: Store
+) -> None:
+    start_queue, start_worker = harness
+    engine = FakeEngine()
+    await start_worker("gpu-1", engine)
+    queue, events = await start_queue(redis_max_picture_mb=0.0001)  # 100 bytes
+    job = await queue.submit(JobSubmission(1, request("big")))
+    failed = await next_event(events, FailedEvent, job.job_id)
+    assert failed.message == TOO_BIG.format(mb=0.0001)
+    assert engine.calls == [] and await job_keys(redis) == []
+    row = await jobs.get_job(store, job.job_id)
+    assert row is not None and row.status is JobStatus.FAILED
