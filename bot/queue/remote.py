@@ -5,8 +5,8 @@ where a job runs. The database stays the source of truth and ``FairQueue`` the o
 hands the next fair job to a worker only when one announces a free slot, preferably one with the job's
 model loaded, so fairness holds across any number of workers. Each delivery has an attempt id; the
 outcome of any other attempt is ignored, so a worker presumed dead cannot post twice. A job whose
-worker is gone (its announcement expired) or stopped renewing its claim (``XAUTOCLAIM`` past the lease)
-runs again elsewhere, at most ``job_max_attempts`` deliveries in all. Key names and messages are in
+worker stopped renewing its claim (``XAUTOCLAIM`` past the lease), or is gone (its announcement expired
+and the lease is over) runs again elsewhere, at most ``job_max_attempts`` deliveries in all. Key names and messages are in
 ``bot.queue.streams``; the worker is ``bot.worker``.
 """
 
