@@ -31,3 +31,4 @@ bench: $(BIN)/inpaintbot
 	$(BIN)/python -m bench.engine_overhead
 	$(BIN)/python -m bench.queue_throughput
 	$(BIN)/python -m bench.discord_latency
+	$(BIN)/python -m bench.scale_out

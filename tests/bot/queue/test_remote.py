@@ -314,3 +314,25 @@ async def test_pictures_over_the_redis_limit_fail_the_job_with_a_message(
     assert engine.calls == [] and await job_keys(redis) == []
     row = await jobs.get_job(store, job.job_id)
     assert row is not None and row.status is JobStatus.FAILED
+
+
+async def test_the_bots_own_gpu_is_one_more_worker_started_and_closed_with_the_queue(
+    store: Store, remote_config: BotConfig, redis: Redis, redis_url: str
+) -> None:
+    config = remote_config.model_copy(update={"local_worker": True, "worker_name": "bot-gpu"})
+    engine, client = FakeEngine(), Redis.from_url(redis_url)
+    queue: RemoteJobQueue[Any] = RemoteJobQueue(
+        engine, store, config, client, local=Worker(engine, config, client)
+    )
+    events = queue.subscribe()
+    await queue.start()
+    try:
+        assert [worker.name for worker in (await queue.snapshot()).workers] == ["bot-gpu"]
+        job = await queue.submit(JobSubmission(1, request("at home")))
+        await next_event(events, DoneEvent, job.job_id)
+        assert engine.calls == [["at home"]]
+    finally:
+        await queue.close()
+        await client.aclose()
+    assert not await redis.exists(KEYS.worker("bot-gpu"))
+    assert await redis.smembers(KEYS.workers) == set()
