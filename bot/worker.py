@@ -126,7 +126,7 @@ class Worker:
             await pipe.execute()
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._config.worker_heartbeat)
             try:
                 await self._announce()
@@ -143,7 +143,7 @@ class Worker:
 
     async def _take(self) -> None:
         block = streams.block_ms(self._config.worker_heartbeat)
-        while True:
+        while not self._closing:  # also if redis-py turned the cancel into a connection error
             await self._slots.acquire()
             try:
                 reply: Any = await self._redis.xreadgroup(

@@ -260,7 +260,7 @@ class RemoteJobQueue(LocalJobQueue[P]):
     async def _listen(self) -> None:
         """Read every running job's event stream with one blocking ``XREAD``."""
         block = streams.block_ms(self._config.worker_heartbeat)
-        while True:
+        while not self._closed:  # also if redis-py turned the cancel into a connection error
             if not self._flights:
                 self._flights_changed.clear()
                 await self._flights_changed.wait()
@@ -351,7 +351,7 @@ class RemoteJobQueue(LocalJobQueue[P]):
 
     async def _watch(self) -> None:
         """Every heartbeat: who is there, and which jobs their workers left."""
-        while True:
+        while not self._closed:
             await asyncio.sleep(self._config.worker_heartbeat)
             try:
                 await self._refresh_workers()
