@@ -36,6 +36,10 @@ from engine.safety import SafetyChecker
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress reports of a job (and looks at its cancel key)
+UNREADABLE = (
+    "The GPU worker {name} runs another version of inpaintbot ({version}) and cannot read this job. "
+    "Try again later."
+)
 TOO_BIG = "The result is larger than this bot may send between its machines ({mb:g} MB)."
 
 
@@ -171,8 +175,9 @@ class Worker:
         try:
             try:
                 delivery = Delivery.decode(fields)
-            except Exception:
+            except Exception:  # another version's settings: tell the bot, which would wait otherwise
                 log.exception("worker %s got an entry it cannot read: %s", self.name, entry)
+                await self._refuse(fields)
                 return
             publishing = asyncio.Lock()  # FIFO: progress and the outcome reach the stream in order
             renewing = asyncio.create_task(self._renew(entry, delivery, cancel))
@@ -190,6 +195,14 @@ class Worker:
             self._busy -= 1
             self._slots.release()
             self._jobs.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+
+    async def _refuse(self, fields: Fields) -> None:
+        with contextlib.suppress(KeyError, ValueError, RedisError):
+            job_id, attempt = int(fields[b"job"]), fields[b"attempt"].decode()
+            message = UNREADABLE.format(name=self.name, version=version())
+            key = self._keys.events(job_id)
+            await self._redis.xadd(key, streams.failed_message(attempt, message))  # type: ignore[arg-type]
+            await self._redis.expire(key, int(self._config.redis_picture_ttl))
 
     async def _renew(self, entry: str, delivery: Delivery, cancel: threading.Event) -> None:
         """Keep the claim fresh (the bot takes back entries idle past the lease) and look for a

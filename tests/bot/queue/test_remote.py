@@ -27,7 +27,7 @@ from bot.queue.streams import GROUP, Delivery, Keys, WorkerInfo
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus
-from bot.worker import Worker
+from bot.worker import UNREADABLE, Worker, version
 from tests.bot.queue.fakes import FakeEngine, FakePrepared, events_until, next_event, request
 
 Started = Callable[..., Awaitable[tuple[RemoteJobQueue[Any], EventStream]]]
@@ -336,3 +336,21 @@ async def test_the_bots_own_gpu_is_one_more_worker_started_and_closed_with_the_q
         await client.aclose()
     assert not await redis.exists(KEYS.worker("bot-gpu"))
     assert await redis.smembers(KEYS.workers) == set()
+
+
+async def test_a_worker_that_cannot_read_a_job_says_so_instead_of_leaving_it_hanging(
+    harness: tuple[Started, Callable[..., Awaitable[Worker]]], redis: Redis
+) -> None:
+    """A worker of another version gets settings it does not know: the job fails with a reason."""
+    _, start_worker = harness
+    engine = FakeEngine()
+    await start_worker("old", engine)
+    entry = {b"job": b"99", b"attempt": b"a1", b"settings": b'{"from_the_future": 1}'}
+    await redis.xadd(KEYS.jobs("old"), entry)  # type: ignore[arg-type]
+    async with asyncio.timeout(10):
+        while not (reports := await redis.xrange(KEYS.events(99))):
+            await asyncio.sleep(0.02)
+    [(_, fields)] = reports
+    assert fields[b"kind"] == streams.FAILED and fields[b"attempt"] == b"a1"
+    assert fields[b"message"].decode() == UNREADABLE.format(name="old", version=version())
+    assert engine.calls == []
