@@ -317,6 +317,24 @@ class RemoteJobQueue(LocalJobQueue[P]):
             job.model, job.processing_size, steps=job.total_steps, images=job.images, seconds=seconds
         )
 
+    def _etas(self) -> dict[int, float | None]:
+        """Seconds until each waiting job's result: each starts on the worker slot that frees first
+        (a slot with a job of unknown length, or no worker at all, makes the rest unknown)."""
+        free = sum(info.slots for info in self._workers.values()) - len(self._flights)
+        clocks = [self._remaining(running) for running in self._flights.values()]
+        clocks += [0.0] * max(free, 0)
+        etas: dict[int, float | None] = {}
+        for job in self._waiting:
+            known = [clock for clock in clocks if clock is not None]
+            if not clocks or len(known) < len(clocks):
+                etas[job.id] = None
+                continue
+            slot = known.index(min(known))
+            estimate = self._estimate([job])
+            clocks[slot] = None if estimate is None else known[slot] + estimate
+            etas[job.id] = clocks[slot]
+        return etas
+
     def _remaining(self, running: _Running[P]) -> float | None:
         elapsed = time.monotonic() - running.started
         if running.step:

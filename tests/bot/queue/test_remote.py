@@ -354,3 +354,33 @@ async def test_a_worker_that_cannot_read_a_job_says_so_instead_of_leaving_it_han
     assert fields[b"kind"] == streams.FAILED and fields[b"attempt"] == b"a1"
     assert fields[b"message"].decode() == UNREADABLE.format(name="old", version=version())
     assert engine.calls == []
+
+
+async def test_waiting_jobs_are_estimated_across_the_workers_slots(
+    harness: tuple[Started, Callable[..., Awaitable[Worker]]],
+) -> None:
+    """Two free slots for two waiting jobs: both start at once, so both are due about as soon."""
+    start_queue, start_worker = harness
+    first, second = FakeEngine(), FakeEngine()
+    await start_worker("gpu-1", first)
+    await start_worker("gpu-2", second)
+    queue, events = await start_queue()
+    timed = await queue.submit(JobSubmission(1, request("timed")))  # the estimate comes from it
+    await next_event(events, DoneEvent, timed.job_id)
+    first.gate.clear()
+    second.gate.clear()
+    for user in (2, 3):
+        held = await queue.submit(JobSubmission(user, request(f"held{user}")))
+        await next_event(events, StartedEvent, held.job_id)
+    for user in (4, 5, 6):
+        await queue.submit(JobSubmission(user, request(f"waits{user}")))
+    waiting = (await queue.snapshot()).waiting
+    etas = [entry.eta for entry in waiting]
+    assert None not in etas
+    one_job = etas[0]
+    assert one_job is not None and one_job > 0
+    # The first two go to the two slots side by side, the third after one of them.
+    assert etas[1] == pytest.approx(etas[0], abs=0.2 * one_job)
+    assert etas[2] == pytest.approx(etas[0] + one_job, abs=0.5 * one_job)
+    first.gate.set()
+    second.gate.set()
