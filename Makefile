@@ -32,3 +32,4 @@ bench: $(BIN)/inpaintbot
 	$(BIN)/python -m bench.queue_throughput
 	$(BIN)/python -m bench.discord_latency
 	$(BIN)/python -m bench.outpaint
+	$(BIN)/python -m bench.scale_out

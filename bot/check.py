@@ -86,6 +86,8 @@ async def run_checks(load_config: Callable[[], BotConfig] = BotConfig) -> AsyncI
     )
     yield check_data_dir(config)
     yield await check_database(config)
+    if config.redis_url is not None:
+        yield await check_workers(config)
     device = check_device(config)
     yield device
     if device.status == "FAIL":
@@ -171,6 +173,33 @@ async def check_database(config: BotConfig) -> Check:
         f"{shown} is at revision {current}; the bot migrates it to {head} when it starts "
         "(or run `inpaintbot db upgrade`)",
     )
+
+
+async def check_workers(config: BotConfig) -> Check:
+    """With GPU workers through Redis: is the server reachable, and which workers are connected now."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from bot.queue.streams import Keys, connected_workers, masked_url
+
+    assert config.redis_url is not None
+    url = config.redis_url.get_secret_value()
+    redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        workers = await connected_workers(redis, Keys(config.redis_prefix))
+    except (RedisError, OSError, ValueError) as exc:
+        return Check("FAIL", "workers", f"cannot reach Redis at {masked_url(url)}: {exc}")
+    finally:
+        await redis.aclose()
+    own = " and this bot's GPU" if config.local_worker else ""
+    if not workers:
+        status: Status = "ok" if config.local_worker else "warn"
+        return Check(status, "workers", f"Redis at {masked_url(url)}; no GPU worker connected{own}")
+    listed = ", ".join(
+        f"{info.name} ({info.slots} slots, {info.version}, models: {', '.join(info.models)})"
+        for info in workers
+    )
+    return Check("ok", "workers", f"Redis at {masked_url(url)}; connected: {listed}{own}")
 
 
 def check_device(config: BotConfig) -> Check:

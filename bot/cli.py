@@ -15,6 +15,7 @@ import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="check configuration, database, GPU, model and token; print the invite URL"
     )
     commands.add_parser("health", help="exit 0 while the running bot is connected and ready")
+    commands.add_parser(
+        "worker", help="run jobs for a bot on this machine's GPU, through INPAINTBOT_REDIS_URL"
+    )
 
     database = commands.add_parser("db", help="manage the database (INPAINTBOT_DATABASE_URL)")
     db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
@@ -155,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(_check())
     if args.command == "health":
         raise SystemExit(_health())
+    if args.command == "worker":
+        raise SystemExit(_worker())
 
 
 def _run() -> int:
@@ -179,6 +185,27 @@ def _run() -> int:
         _fail(str(exc))
     except discord.LoginFailure:
         _fail(TOKEN_REFUSED)
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    return 0
+
+
+def _worker() -> int:
+    import asyncio
+
+    from bot.logs import configure_logging
+    from bot.worker import run_worker
+    from engine.errors import EngineError
+
+    config = _config()
+    if config.redis_url is None:
+        _fail("INPAINTBOT_REDIS_URL is not set: a worker takes its jobs from the bot's Redis server")
+    url = config.redis_url.get_secret_value()
+    configure_logging(config.log_level, [url, urlsplit(url).password or ""])
+    try:
+        asyncio.run(run_worker(config))
+    except EngineError as exc:  # e.g. the default model cannot be loaded
+        _fail(str(exc))
     except KeyboardInterrupt:
         return EXIT_CANCELLED
     return 0

@@ -6,6 +6,7 @@ the README's configuration tables.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -98,6 +99,41 @@ class BotConfig(EngineConfig):
         None,
         description=("Key that signs painter links; unset, one is made and kept in the data directory."),
     )
+    redis_url: SecretStr | None = Field(
+        None,
+        description=(
+            "Redis 7 server that hands jobs to GPU workers (`redis://` or `rediss://` with TLS); unset: "
+            "jobs run in this process only."
+        ),
+    )
+    redis_prefix: str = Field("inpaintbot", min_length=1, description="Prefix of every Redis key.")
+    local_worker: bool = Field(
+        True,
+        description="With INPAINTBOT_REDIS_URL: the bot runs jobs on its own GPU too, as one more worker.",
+    )
+    worker_name: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="This worker's name in /queue and in Redis keys; empty: the host name.",
+    )
+    worker_slots: int = Field(
+        1, ge=1, le=16, description="Jobs a worker takes at once (the next is prepared while one runs)."
+    )
+    worker_heartbeat: float = Field(
+        5.0, gt=0, description="Seconds between a worker's announcements; 3 missed ones: it is gone."
+    )
+    worker_lease: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a job may go unrenewed by its worker before it is taken back and run elsewhere.",
+    )
+    redis_picture_ttl: float = Field(
+        3600.0, gt=0, description="Seconds job pictures and progress may stay in Redis, at most."
+    )
+    redis_max_picture_mb: float = Field(
+        50.0, gt=0, description="Largest job input or result (all its pictures) sent through Redis."
+    )
 
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -154,6 +190,11 @@ class BotConfig(EngineConfig):
             path = (self.data_dir / DATABASE_FILE).expanduser().resolve()
             self.database_url = f"sqlite+aiosqlite:///{path}"
         return self
+
+    @property
+    def worker_id(self) -> str:
+        """The worker's name as announced: ``worker_name``, else the host name."""
+        return self.worker_name or socket.gethostname()
 
     @property
     def images_dir(self) -> Path:

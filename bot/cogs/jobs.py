@@ -280,6 +280,11 @@ class Jobs(commands.Cog):
             lines.append(f"…and {len(statuses) - QUEUE_LISTED} more of yours (see /history).")
         if not statuses:
             lines.append("You have no jobs waiting or running.")
+        if snapshot.workers:  # GPU workers through Redis (bot.queue.remote)
+            workers = ", ".join(
+                f"{worker.name} ({worker.busy}/{worker.slots} busy)" for worker in snapshot.workers
+            )
+            lines.append(f"GPU workers: {workers}.")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
     # -- /cancel ------------------------------------------------------------------------------------

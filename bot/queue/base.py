@@ -41,11 +41,23 @@ class QueueEntry:
 
 
 @dataclass(frozen=True)
+class WorkerStatus:
+    """A connected GPU worker in a ``QueueSnapshot``: its slots, how many are taken, its models."""
+
+    name: str
+    slots: int
+    busy: int
+    models: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class QueueSnapshot:
-    """The live jobs at one moment: those running, and those waiting in the order they will start."""
+    """The live jobs at one moment: those running, and those waiting in the order they will start;
+    with GPU workers elsewhere (``bot.queue.remote``), the workers connected."""
 
     running: tuple[QueueEntry, ...]
     waiting: tuple[QueueEntry, ...]
+    workers: tuple[WorkerStatus, ...] = ()
 
 
 class JobQueue(Protocol):

@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol
 
 from bot.config import BotConfig
 from bot.errors import QueueClosedError
-from bot.queue import screening
+from bot.queue import running, screening
 from bot.queue.base import JobSubmission, QueueEntry, QueueSnapshot
 from bot.queue.batching import Batch, P, QueuedJob, Stop, estimate, halves, input_hashes, plan
 from bot.queue.caps import check_caps
@@ -49,6 +49,7 @@ from bot.queue.events import (
 )
 from bot.queue.fairness import FairQueue
 from bot.queue.gpu import GpuStuck, GpuThread
+from bot.queue.running import Checked
 from bot.queue.writer import StoreWriter
 from bot.store import jobs
 from bot.store.database import Store
@@ -60,13 +61,6 @@ from engine.safety import SafetyChecker
 from engine.settings import InpaintSettings
 
 log = logging.getLogger(__name__)
-
-# Seconds between two progress previews of a job: the delivery edits a status message at most every
-# 2 s (bot.delivery.delivery.EDIT_INTERVAL) with the newest update, so more would be thrown away.
-PREVIEW_INTERVAL = 1.0
-
-# A job's result with the safety checker's verdict on each of its pictures (None: not checked).
-_Checked = tuple[InpaintResult, list[bool | None]]
 
 
 class InpaintEngine(Protocol[P]):
@@ -275,8 +269,11 @@ class LocalJobQueue(Generic[P]):
 
     # -- admission ----------------------------------------------------------------------------------
 
+    def _running_jobs(self) -> list[QueuedJob[P]]:
+        return self._running.jobs if self._running else []
+
     def _check_caps(self, user_id: int, guild_id: int | None, guild_limit: int | None) -> None:
-        running = self._running.jobs if self._running else []
+        running = self._running_jobs()
         mine = self._waiting.count(user_id) + self._reserved[user_id]
         mine += sum(job.user_id == user_id for job in running)
         everyone = len(self._waiting) + self._reserved.total() + len(running)
@@ -368,7 +365,7 @@ class LocalJobQueue(Generic[P]):
                 self._writer.write(partial(jobs.start_job, self._store, job.id))
                 self._emit(StartedEvent(job.id, job.user_id, batch.estimate))
             try:
-                outcome: list[_Checked] | BaseException = await self._run(batch, prepared)
+                outcome: list[Checked] | BaseException = await self._run(batch, prepared)
             except Exception as exc:
                 outcome = exc
             self._running = None
@@ -412,9 +409,8 @@ class LocalJobQueue(Generic[P]):
             self._report(job, partial(jobs.fail_job, self._store, job.id, failed.message), failed)
         return prepared
 
-    async def _run(self, batch: Batch[P], prepared: list[P]) -> list[_Checked]:
-        """Run the batch in the GPU thread, stopped at the time limit (``GpuThread.run``), then finish
-        its pictures beside it and screen them (the checker's model in the GPU thread again)."""
+    async def _run(self, batch: Batch[P], prepared: list[P]) -> list[Checked]:
+        """Run and screen the batch (``running.run_and_screen``), stopped at the time limit."""
         loop = asyncio.get_running_loop()
 
         def on_progress(job: QueuedJob[P]) -> ProgressCallback:
@@ -423,24 +419,17 @@ class LocalJobQueue(Generic[P]):
 
             return progressed
 
-        def run() -> list[InpaintResult]:
-            return self._engine.run(
-                prepared,
-                on_progress=[on_progress(job) for job in batch.jobs],
-                cancel=batch.cancel,
-                previews=any(job.previews for job in batch.jobs),
-                preview_interval=PREVIEW_INTERVAL,
-            )
-
-        limit = self._job_timeout * len(batch.jobs)
-        stop = partial(batch.stop, Stop.TIMEOUT)
-        results = await self._gpu.run(run, limit, stop)
-        # The composites and the checker's small copies are picture work: not in the GPU thread.
-        shown = await loop.run_in_executor(None, screening.views, self._safety, results)
-        verdicts = await self._gpu.run(
-            partial(screening.verdicts, self._safety, results, shown), limit, stop
+        return await running.run_and_screen(
+            self._gpu,
+            self._engine,
+            self._safety,
+            prepared,
+            on_progress=[on_progress(job) for job in batch.jobs],
+            cancel=batch.cancel,
+            previews=any(job.previews for job in batch.jobs),
+            limit=self._job_timeout * len(batch.jobs),
+            stop=partial(batch.stop, Stop.TIMEOUT),
         )
-        return list(zip(results, verdicts, strict=True))
 
     def _progressed(self, batch: Batch[P], job: QueuedJob[P], progress: Progress) -> None:
         """One job's step, with a preview of its own picture (the engine makes it from its rows)."""
@@ -448,7 +437,7 @@ class LocalJobQueue(Generic[P]):
         preview = progress.preview if job.previews else None
         self._emit(ProgressEvent(job.id, job.user_id, progress.step, progress.total, preview))
 
-    def _settle(self, batch: Batch[P], outcome: list[_Checked] | BaseException) -> None:
+    def _settle(self, batch: Batch[P], outcome: list[Checked] | BaseException) -> None:
         """Decide every job's fate now (put-backs must precede the next pick); store and report later."""
         if isinstance(outcome, list):
             first = batch.jobs[0]

@@ -1,12 +1,14 @@
 """Fixtures for the bot's store and queue: a fresh data directory and database per test."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from bot.config import BotConfig
 from bot.store.database import Store, open_store
+from tests.support.servers import redis_server
 
 
 @pytest.fixture
@@ -31,3 +33,19 @@ async def store(bot_config: BotConfig) -> AsyncIterator[Store]:
     store = await open_store(bot_config)
     yield store
     await store.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """One ``redis-server`` for the session (see ``tests.support.servers``)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The session's Redis, emptied for this test."""
+    client = redis.Redis.from_url(redis_server_url)
+    client.flushall()
+    client.close()
+    return redis_server_url

@@ -8,15 +8,17 @@ import pytest
 import torch
 from aiohttp import web
 from pydantic import SecretStr
+from redis.asyncio import Redis
 
-from bot.check import Check, check_painter, print_checks, run_checks
+from bot.check import Check, check_painter, check_workers, print_checks, run_checks
 from bot.cli import main
 from bot.config import BotConfig
+from bot.queue.streams import Keys, WorkerInfo
 from bot.store.migrate import upgrade
 from tests.engine.test_safety import build_tiny_checker
 from tests.fakediscord import FakeDiscord, payloads
 from tests.fakediscord.fixtures import fake_discord as fake_discord
-from tests.support.ports import free_port
+from tests.support.servers import free_port
 from tests.support.tiny_models import build_tiny_controlnet, build_tiny_sdxl
 
 
@@ -301,3 +303,31 @@ async def test_a_public_address_that_does_not_lead_to_the_painter(bot_config: Bo
     finally:
         await runner.cleanup()
     assert found.status == "FAIL" and "answered 200 but not as the painter" in found.detail
+
+
+async def test_gpu_workers_connected_through_redis_are_listed(
+    bot_config: BotConfig, redis_url: str
+) -> None:
+    config = bot_config.model_copy(update={"redis_url": SecretStr(redis_url), "local_worker": False})
+    alone = await check_workers(config)
+    assert (alone.status, alone.detail) == ("warn", f"Redis at {redis_url}; no GPU worker connected")
+
+    keys = Keys(config.redis_prefix)
+    client = Redis.from_url(redis_url)
+    try:
+        await client.set(keys.worker("anna"), WorkerInfo("anna", 2, 0, ("sd15",), "0.1.0", 0.0).encode())
+        await client.sadd(keys.workers, "anna", "gone")  # "gone": its announcement expired
+        listed = await check_workers(config.model_copy(update={"local_worker": True}))
+        assert await client.smembers(keys.workers) == {b"anna"}
+    finally:
+        await client.aclose()
+    assert listed.status == "ok"
+    assert listed.detail.endswith("connected: anna (2 slots, 0.1.0, models: sd15) and this bot's GPU")
+
+
+async def test_an_unreachable_redis_fails_without_showing_its_password(bot_config: BotConfig) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    result = await check_workers(bot_config.model_copy(update={"redis_url": SecretStr(url)}))
+    assert result.status == "FAIL"
+    assert result.detail.startswith(f"cannot reach Redis at redis://:***@127.0.0.1:{url.split(':')[3]}")
+    assert "hunter2" not in result.detail

@@ -344,3 +344,14 @@ def test_db_upgrade_and_bad_revision(
         }
     assert {"jobs", "alembic_version"} <= tables
     assert "Can't locate revision" in cli_error(capsys, "db", "downgrade", "nonsense")
+
+
+def test_a_worker_without_redis_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.delenv("INPAINTBOT_REDIS_URL", raising=False)
+    line = cli_error(capsys, "worker")
+    assert line == (
+        "error: INPAINTBOT_REDIS_URL is not set: a worker takes its jobs from the bot's Redis server"
+    )

@@ -122,7 +122,8 @@ def test_dockerfile_runs_the_bot_unprivileged_with_its_state_on_volumes() -> Non
 
 def test_compose_reserves_a_gpu_and_keeps_the_image_volumes() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    (service,) = compose["services"].values()
+    service = compose["services"]["inpaintbot"]
+    assert "profiles" not in service, "`docker compose up` runs the bot alone, as before"
     (device,) = service["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert service["env_file"] == ".env" and service["restart"] == "unless-stopped"
@@ -141,8 +142,20 @@ def test_the_painter_listens_in_the_container_and_is_published_to_the_host_only(
     port = BotConfig.model_fields["web_port"].default
     assert ("EXPOSE", str(port)) in dockerfile()
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    (service,) = compose["services"].values()
+    service = compose["services"]["inpaintbot"]
     assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+def test_compose_has_a_redis_with_a_password_and_a_gpu_worker_behind_profiles() -> None:
+    """More GPUs (README): neither starts unless asked for, so the single-process mode stays as it was."""
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    redis, worker = services["redis"], services["worker"]
+    assert redis["profiles"] == ["redis"] and redis["image"].startswith("redis:7")
+    assert "--requirepass" in redis["command"] and "ports" not in redis  # not published unencrypted
+    assert worker["profiles"] == ["worker"] and worker["command"] == ["worker"]
+    assert worker["image"] == services["inpaintbot"]["image"] and worker["env_file"] == ".env"
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
 
 
 def test_dockerignore_keeps_secrets_and_state_out_of_the_image() -> None:

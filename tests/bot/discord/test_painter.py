@@ -33,7 +33,7 @@ from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
 from tests.pictures import astronaut, png_bytes
 from tests.support.browser import BrowserThread
 from tests.support.known_boxes import KnownBoxes
-from tests.support.ports import free_port
+from tests.support.servers import free_port
 
 WIDTH, HEIGHT = 384, 256
 REPO = Path(__file__).resolve().parents[3]

@@ -9,6 +9,8 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from redis.asyncio import Redis
+
 from tests.bot.discord.test_inpaint import JOB_TIMEOUT, inpaint, result
 from tests.fakediscord import FakeDiscord
 
@@ -111,3 +113,30 @@ async def test_run_refuses_to_start_without_its_safety_checker(
     assert last.startswith(f"error: INPAINTBOT_SAFETY_CHECKER={missing} could not be loaded ("), log
     assert "Traceback" not in log, log
     assert not fake_discord.gateway.connected
+
+
+async def test_run_with_redis_runs_jobs_on_its_own_gpu_as_one_worker(
+    fake_discord: FakeDiscord, tiny_sd_path: Path, tmp_path: Path, redis_url: str
+) -> None:
+    """``INPAINTBOT_REDIS_URL`` set and no worker elsewhere: the bot's own GPU takes the jobs, through
+    Redis, and leaves it when the bot stops."""
+    data_dir = tmp_path / "data"
+    env = environment(fake_discord, tiny_sd_path, data_dir) | {
+        "INPAINTBOT_REDIS_URL": redis_url,
+        "INPAINTBOT_WORKER_NAME": "bot-gpu",
+    }
+    client = Redis.from_url(redis_url)
+    try:
+        async with inpaintbot_run(tmp_path, env) as bot:
+            await until_exists(data_dir / "heartbeat")
+            assert await client.smembers("inpaintbot:workers") == {b"bot-gpu"}
+            await result(fake_discord, await inpaint(fake_discord, seed=3))
+            bot.send_signal(signal.SIGINT)
+            _, stderr = await asyncio.wait_for(bot.communicate(), timeout=JOB_TIMEOUT)
+        log = stderr.decode()
+        assert bot.returncode == EXIT_INTERRUPTED, log
+        assert "Traceback" not in log and " ERROR " not in log, log
+        assert await client.smembers("inpaintbot:workers") == set()
+        assert await client.keys("inpaintbot:job:*") == []
+    finally:
+        await client.aclose()

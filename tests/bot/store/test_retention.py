@@ -5,6 +5,7 @@ import sqlite3
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.util import await_only
 
@@ -110,6 +111,7 @@ def like_an_old_sqlite(store: Store, variables: int = 999) -> None:
     event.listen(store.sql_engine.sync_engine, "connect", limit)
 
 
+@pytest.mark.sqlite_only  # SQLite's limit on a statement's variables
 async def test_a_pass_purges_more_pictures_than_one_statement_can_name(store: Store) -> None:
     like_an_old_sqlite(store)
     await store.sql_engine.dispose()  # connections opened from now on have the limit
