@@ -27,7 +27,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from bot.config import BotConfig
-from bot.queue.base import JobSubmission
+from bot.queue.base import JobQueue, JobSubmission
 from bot.queue.events import DoneEvent
 from bot.queue.local import LocalJobQueue
 from bot.store.database import open_store
@@ -112,9 +112,19 @@ async def through_queue(
     )
     store = await open_store(config)
     queue = LocalJobQueue(engine, store, config)
+    seconds = await timed(queue, jobs, before=engine.calls.clear)
+    await store.close()
+    return seconds
+
+
+async def timed(
+    queue: JobQueue, jobs: Sequence[InpaintRequest], before: Callable[[], object] = lambda: None
+) -> float:
+    """Seconds from the first submission to the last stored result; ``before`` runs once the queue
+    has started (its model loaded), just before the clock does."""
     events = queue.subscribe()
     await queue.start()
-    engine.calls.clear()
+    before()
     started = time.perf_counter()
     for request in jobs:
         await queue.submit(JobSubmission(user_id=1, request=request))
@@ -125,7 +135,6 @@ async def through_queue(
             break
     seconds = time.perf_counter() - started
     await queue.close()
-    await store.close()
     return seconds
 
 

@@ -37,10 +37,8 @@ import redis
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from bench.queue_throughput import requests
+from bench.queue_throughput import requests, timed
 from bot.config import BotConfig
-from bot.queue.base import JobQueue, JobSubmission
-from bot.queue.events import DoneEvent
 from bot.queue.local import LocalJobQueue
 from bot.queue.remote import RemoteJobQueue
 from bot.queue.streams import Keys
@@ -53,23 +51,6 @@ from tests.support.servers import redis_server
 from tests.support.tiny_models import build_tiny_sd
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-async def timed(queue: JobQueue, jobs: list[InpaintRequest]) -> float:
-    """Seconds from the first submission to the last stored result."""
-    events = queue.subscribe()
-    await queue.start()
-    started = time.perf_counter()
-    for request in jobs:
-        await queue.submit(JobSubmission(user_id=1, request=request))
-    done = 0
-    async for event in events:
-        done += isinstance(event, DoneEvent)
-        if done == len(jobs):
-            break
-    seconds = time.perf_counter() - started
-    await queue.close()
-    return seconds
 
 
 def config_for(data_dir: Path, jobs: int, model: Path, url: str | None, prefix: str) -> BotConfig:

@@ -7,6 +7,7 @@ an interaction that is not answered within 3 seconds.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -21,14 +22,14 @@ from bot.options import (
     preset_choices,
     settings_options,
 )
-from bot.rules import Asker, Via
+from bot.rules import Admission, Asker, Via
 from bot.store.presets import resolve_settings, visible_presets
 from bot.ui.preview import PreviewView
 from bot.uploads import download
 from engine.errors import NoMaskError
 from engine.job import InpaintRequest
 from engine.outpaint import require_border
-from engine.settings import MASK_ONLY
+from engine.settings import MASK_ONLY, InpaintSettings
 
 if TYPE_CHECKING:
     from bot.client import InpaintBot
@@ -53,18 +54,7 @@ class Inpaint(commands.Cog):
         preset: Range[str, 1, 100] | None = None,
         **options: Any,
     ) -> None:
-        values = given_settings(options)
-        await interaction.response.defer(thinking=True)
-        # Before the downloads: a job refused here costs nothing.
-        admission = await self.bot.rules.admit(Asker.of(interaction, Via.COMMAND))
-        settings = await resolve_settings(
-            self.bot.store,
-            user_id=interaction.user.id,
-            guild=admission.guild,
-            preset=preset,
-            options=values,
-        )
-        check_model(settings.model, self.bot.config.allowed_models())
+        admission, settings = await self._admitted(interaction, preset, options)
         request = InpaintRequest(
             image=await download(image, "image"),
             mask=await download(mask, "mask") if mask else None,
@@ -83,6 +73,29 @@ class Inpaint(commands.Cog):
             # Nothing says where to repaint: the painter is the way to say it.
             note = "Nothing says where to repaint. "
             await self.bot.painter.offer(interaction, request.image, settings, note=note)
+
+    async def _admitted(
+        self,
+        interaction: discord.Interaction,
+        preset: str | None,
+        options: dict[str, Any],
+        leave_out: Collection[str] = (),
+    ) -> tuple[Admission, InpaintSettings]:
+        """The command's admission and its settings (the preset's, with the options given on top),
+        before any download: a job refused here costs nothing."""
+        values = given_settings(options)
+        await interaction.response.defer(thinking=True)
+        admission = await self.bot.rules.admit(Asker.of(interaction, Via.COMMAND))
+        settings = await resolve_settings(
+            self.bot.store,
+            user_id=interaction.user.id,
+            guild=admission.guild,
+            preset=preset,
+            options=values,
+            leave_out=leave_out,
+        )
+        check_model(settings.model, self.bot.config.allowed_models())
+        return admission, settings
 
     async def _paint(self, interaction: discord.Interaction, request: InpaintRequest) -> None:
         """✅ under a mask preview: the job as adjusted, admitted like any job started by a button
@@ -107,19 +120,9 @@ class Inpaint(commands.Cog):
     ) -> None:
         """Inpainting of a new border (``engine.outpaint``); the canvas's size is checked when the
         job is prepared, before it is queued."""
-        values = given_settings(options)
-        await interaction.response.defer(thinking=True)
-        admission = await self.bot.rules.admit(Asker.of(interaction, Via.COMMAND))
-        settings = await resolve_settings(
-            self.bot.store,
-            user_id=interaction.user.id,
-            guild=admission.guild,
-            preset=preset,
-            options=values,
-            leave_out=MASK_ONLY,  # a preset made for masks still serves: its prompt, sampling, model
-        )
+        # A preset made for masks still serves: its prompt, sampling, model.
+        admission, settings = await self._admitted(interaction, preset, options, leave_out=MASK_ONLY)
         require_border(settings)
-        check_model(settings.model, self.bot.config.allowed_models())
         request = InpaintRequest(image=await download(image, "image"), settings=settings)
         await self.bot.router.submit(admission, request, interaction)
 
