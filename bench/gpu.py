@@ -7,7 +7,7 @@ batch's pipeline call, the composite.
 
     python -m bench.gpu                      # on a GPU: the whole set, float16, under 5 minutes
     python -m bench.gpu --compile            # the same, then again with INPAINTBOT_COMPILE's torch.compile
-    python -m bench.gpu --steps 2 --models sd15 --sizes 256 --batch 2   # CPU smoke run (CI)
+    python -m bench.gpu --steps 2 --models sd15 --sizes 64 --batch 2 --runs 1   # CPU smoke run (tests)
 
 Reports per model: seconds per job at each size (``--steps`` steps, one image), the throughput of a
 batch of ``--batch`` jobs divided by that of one job, and for SDXL the peak GPU memory
