@@ -168,7 +168,7 @@ def _run() -> int:
 
     import discord
 
-    from bot.check import TOKEN_REFUSED
+    from bot.check.services import TOKEN_REFUSED
     from bot.client import invite_url
     from bot.logs import configure_logging
     from bot.runner import run_bot
@@ -214,8 +214,7 @@ def _worker() -> int:
 def _config() -> BotConfig:
     from pydantic import ValidationError
 
-    from bot.check import describe_config_error
-    from bot.config import BotConfig
+    from bot.config import BotConfig, describe_config_error
 
     try:
         return BotConfig()
@@ -226,7 +225,7 @@ def _config() -> BotConfig:
 def _check() -> int:
     import asyncio
 
-    from bot.check import print_checks
+    from bot.check.report import print_checks
 
     return asyncio.run(print_checks())
 
