@@ -6,7 +6,7 @@ prints the invite URL. One line per check, ``ok``, ``warn`` or ``FAIL`` and what
 operator fixes everything in one pass; the exit status is 1 when anything failed. The database is
 read, not migrated; the token is never printed.
 
-``report`` runs the checks in order and prints them; ``machine`` checks this machine (data folder,
-database, device), ``models`` loads or looks up the models, ``services`` reaches what is over the
+``report`` runs the checks in order and prints them; ``machine`` checks what the bot runs on (data
+folder, database, device), ``models`` loads or looks up the models, ``services`` reaches what is over the
 network (Redis workers, the painter's public address, Discord). Each check returns a ``result.Check``.
 """

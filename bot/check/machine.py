@@ -1,4 +1,5 @@
-"""Checks of this machine: where the bot writes (the data folder, the database) and what it computes on."""
+"""Checks of what the bot runs on: where it keeps its data (the data folder, the database) and the
+device it computes on."""
 
 from __future__ import annotations
 
