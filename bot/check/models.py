@@ -1,4 +1,5 @@
-"""Checks of the models: the default one is loaded as at start-up, the others only looked up."""
+"""Checks of the models: the default one, the safety checker and the mask models are loaded as the bot
+loads them; the other models and the ControlNets are only looked up, which fills no GPU."""
 
 from __future__ import annotations
 
