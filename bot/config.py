@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from engine.config import EngineConfig
@@ -208,3 +208,14 @@ class BotConfig(EngineConfig):
         from engine.models import resolve_device
 
         return 4 if resolve_device(self.device).type == "cuda" else 1
+
+
+def describe_config_error(error: ValidationError) -> str:
+    """One line naming each bad variable as the operator wrote it; the input is left out (it may be
+    the token)."""
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]).upper() if item["loc"] else ""
+        name = field if field == "DISCORD_TOKEN" else f"INPAINTBOT_{field}"
+        problems.append(f"{name}: {item['msg']}")
+    return "; ".join(problems)

@@ -10,7 +10,9 @@ from aiohttp import web
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from bot.check import Check, check_painter, check_workers, print_checks, run_checks
+from bot.check.report import print_checks, run_checks
+from bot.check.result import Check
+from bot.check.services import check_painter, check_workers
 from bot.cli import main
 from bot.config import BotConfig
 from bot.queue.streams import Keys, WorkerInfo
@@ -182,7 +184,7 @@ async def test_cuda_asked_for_but_absent(config: BotConfig) -> None:
 async def test_free_gpu_memory_is_reported(
     config: BotConfig, monkeypatch: pytest.MonkeyPatch, free_gib: int, expected: str
 ) -> None:
-    from bot.check import check_device
+    from bot.check.machine import check_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "NVIDIA Test GPU")
