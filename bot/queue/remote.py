@@ -343,7 +343,13 @@ class RemoteJobQueue(LocalJobQueue[P]):
         return None if estimate is None else max(estimate - elapsed, 0.0)
 
     async def _land(self, running: _Running[P]) -> None:
-        """The job is back from its worker: a free slot, and its keys go."""
+        """The job is back from its worker: a free slot, and its keys go. The announcements are read
+        first, while the slot still counts as taken: a worker whose GPU hangs announced no slot
+        before its job failed (``bot.worker.Worker._hang``), and must get no other job."""
+        try:
+            await self._refresh_workers()
+        except RedisError as exc:  # the next heartbeat reads them
+            log.warning("cannot check on the workers: %s", exc)
         self._flights.pop(running.job.id, None)
         self._wake.set()
         await self._forget(running.flight)
@@ -387,14 +393,18 @@ class RemoteJobQueue(LocalJobQueue[P]):
         self._wake.set()
 
     async def _reclaim(self) -> None:
-        """Take back the jobs of workers that are gone, and those whose claim was not renewed."""
+        """Take back the jobs of workers that are gone or whose GPU hangs (announced with no slot),
+        and those whose claim was not renewed."""
         lease = int(self._config.worker_lease * 1000)
         for running in list(self._flights.values()):
             # A missed announcement alone is no proof (a loaded machine can be late): past the lease
             # too, since even an entry the worker never read is then overdue.
             overdue = time.time() - running.flight.dispatched > self._config.worker_lease
-            if running.flight.worker not in self._workers and overdue:
+            worker = self._workers.get(running.flight.worker)
+            if worker is None and overdue:
                 await self._take_back(running, "its worker is gone")
+            elif worker is not None and worker.slots == 0 and overdue:
+                await self._take_back(running, "its worker's GPU hangs")
         for worker in {running.flight.worker for running in self._flights.values()}:
             claimed: list[bytes] = await self._redis.xautoclaim(
                 self._keys.jobs(worker), GROUP, RECLAIMER, lease, "0-0", justid=True
