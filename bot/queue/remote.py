@@ -400,10 +400,10 @@ class RemoteJobQueue(LocalJobQueue[P]):
             # A missed announcement alone is no proof (a loaded machine can be late): past the lease
             # too, since even an entry the worker never read is then overdue.
             overdue = time.time() - running.flight.dispatched > self._config.worker_lease
-            worker = self._workers.get(running.flight.worker)
-            if worker is None and overdue:
+            info = self._workers.get(running.flight.worker)
+            if info is None and overdue:
                 await self._take_back(running, "its worker is gone")
-            elif worker is not None and worker.slots == 0 and overdue:
+            elif info is not None and info.slots == 0 and overdue:
                 await self._take_back(running, "its worker's GPU hangs")
         for worker in {running.flight.worker for running in self._flights.values()}:
             claimed: list[bytes] = await self._redis.xautoclaim(
