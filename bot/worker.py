@@ -24,9 +24,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from bot.config import BotConfig
 from bot.queue import running, screening, streams
+from bot.queue.backend import InpaintEngine
 from bot.queue.events import INPUT_GONE, STUCK, failure_message
 from bot.queue.gpu import GpuStuck, GpuThread
-from bot.queue.local import InpaintEngine
 from bot.queue.streams import GROUP, Delivery, Fields, Keys, WorkerInfo
 from engine.errors import JobCancelled
 from engine.job import InpaintRequest, Progress
