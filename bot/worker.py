@@ -187,6 +187,7 @@ class Worker:
             try:
                 outcome = await self._run(entry, delivery, cancel, publishing)
             finally:
+                cancel.set()  # ends the renewals even if redis-py swallowed the task's cancel
                 renewing.cancel()
                 self._reported.pop(delivery.attempt, None)
             if isinstance(outcome, GpuStuck):

@@ -8,7 +8,9 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.queue import streams
 from bot.queue.base import JobSubmission
@@ -141,3 +143,31 @@ async def test_a_worker_whose_gpu_hangs_fails_the_job_takes_nothing_more_and_com
         early.job_id: (JobStatus.DONE, 2),  # its first delivery went to the hung worker
         later.job_id: (JobStatus.DONE, 1),  # never sent to the hung worker
     }
+
+
+async def test_an_outcome_the_worker_cannot_send_leaves_the_job_to_be_taken_back(
+    harness: Harness, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refuses the worker's result once (a dropped connection): the entry is left pending and
+    unrenewed, so the bot takes the job back after the lease and it runs again, instead of waiting
+    for an outcome that never comes."""
+    start_queue, start_worker = harness
+    engine = FakeEngine()
+    worker = await start_worker("gpu-1", engine)
+    publish = worker._publish
+    refused: list[int] = []
+
+    async def drop_the_first_outcome(delivery: Delivery, message: dict[bytes, bytes]) -> None:
+        if message[b"kind"] != streams.PROGRESS and not refused:
+            refused.append(delivery.job_id)
+            raise RedisConnectionError("connection lost")
+        await publish(delivery, message)
+
+    monkeypatch.setattr(worker, "_publish", drop_the_first_outcome)
+    queue, events = await start_queue()
+    job = await queue.submit(JobSubmission(1, request("twice")))
+    await next_event(events, DoneEvent, job.job_id)
+    assert refused == [job.job_id]
+    assert engine.calls == [["twice"], ["twice"]]
+    row = await jobs.get_job(store, job.job_id)
+    assert row is not None and (row.status, row.attempts) == (JobStatus.DONE, 2)
