@@ -4,8 +4,9 @@ It only dials out (to ``INPAINTBOT_REDIS_URL``), so it runs behind NAT: it annou
 loaded models, version) every heartbeat, reads the jobs the bot gave it from its own stream, runs each
 through the same engine call as the local queue (``running.run_and_screen`` in a watched
 ``GpuThread``), reports progress and the outcome on the job's event stream, and renews its claim on the
-entry while it runs. A cancel key set by the bot stops the job within a step. The bot also runs one of
-these in its own process when ``INPAINTBOT_LOCAL_WORKER`` is on. Nothing here knows Discord.
+entry while it runs. A cancel key set by the bot stops the job within a step. While its GPU thread
+hangs it announces no slot and takes no job (``_hang``). The bot also runs one of these in its own
+process when ``INPAINTBOT_LOCAL_WORKER`` is on. Nothing here knows Discord.
 """
 
 from __future__ import annotations
