@@ -4,8 +4,9 @@ It only dials out (to ``INPAINTBOT_REDIS_URL``), so it runs behind NAT: it annou
 loaded models, version) every heartbeat, reads the jobs the bot gave it from its own stream, runs each
 through the same engine call as the local queue (``running.run_and_screen`` in a watched
 ``GpuThread``), reports progress and the outcome on the job's event stream, and renews its claim on the
-entry while it runs. A cancel key set by the bot stops the job within a step. The bot also runs one of
-these in its own process when ``INPAINTBOT_LOCAL_WORKER`` is on. Nothing here knows Discord.
+entry while it runs. A cancel key set by the bot stops the job within a step. While its GPU thread
+hangs it announces no slot and takes no job (``_hang``). The bot also runs one of these in its own
+process when ``INPAINTBOT_LOCAL_WORKER`` is on. Nothing here knows Discord.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from bot.config import BotConfig
 from bot.queue import running, screening, streams
+from bot.queue.backend import InpaintEngine
 from bot.queue.events import INPUT_GONE, STUCK, failure_message
 from bot.queue.gpu import GpuStuck, GpuThread
-from bot.queue.local import InpaintEngine
 from bot.queue.streams import GROUP, Delivery, Fields, Keys, WorkerInfo
 from engine.errors import JobCancelled
 from engine.job import InpaintRequest, Progress
@@ -72,6 +73,8 @@ class Worker:
         self._models = [config.model]  # loaded, most recently used last
         self._gpu = GpuThread(grace=config.watchdog_grace)
         self._gpu_turn = asyncio.Lock()  # the next job is prepared while one runs, then waits here
+        self._gpu_back = asyncio.Event()  # cleared while the GPU thread hangs (see ``_hang``)
+        self._gpu_back.set()
         self._cpu = ThreadPoolExecutor(1, thread_name_prefix="worker-prepare")
         self._jobs: dict[asyncio.Task[None], threading.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,9 +117,10 @@ class Worker:
     # -- announcing ---------------------------------------------------------------------------------
 
     async def _announce(self) -> None:
+        """Who the worker is and what it can take: no slot at all while its GPU thread hangs."""
         info = WorkerInfo(
             name=self.name,
-            slots=self._config.worker_slots,
+            slots=self._config.worker_slots if self._gpu_back.is_set() else 0,
             busy=self._busy,
             models=tuple(self._models),
             version=version(),
@@ -147,6 +151,7 @@ class Worker:
     async def _take(self) -> None:
         block = streams.block_ms(self._config.worker_heartbeat)
         while not self._closing:  # also if redis-py turned the cancel into a connection error
+            await self._gpu_back.wait()
             await self._slots.acquire()
             try:
                 reply: Any = await self._redis.xreadgroup(
@@ -176,55 +181,89 @@ class Worker:
                 delivery = Delivery.decode(fields)
             except Exception:  # another version's settings: tell the bot, which would wait otherwise
                 log.exception("worker %s got an entry it cannot read: %s", self.name, entry)
-                await self._refuse(fields)
+                await self._refuse(entry, fields)
                 return
             publishing = asyncio.Lock()  # FIFO: progress and the outcome reach the stream in order
             renewing = asyncio.create_task(self._renew(entry, delivery, cancel))
             try:
-                outcome = await self._run(delivery, cancel, publishing)
+                outcome = await self._run(entry, delivery, cancel, publishing)
             finally:
+                cancel.set()  # ends the renewals even if redis-py swallowed the task's cancel
                 renewing.cancel()
                 self._reported.pop(delivery.attempt, None)
-            if outcome is not None:
-                async with publishing:
-                    await self._publish(delivery, outcome)
+            if isinstance(outcome, GpuStuck):
+                await self._hang(entry, delivery, outcome, publishing)
+            else:
+                await self._report(entry, delivery, outcome, publishing)
         finally:
-            with contextlib.suppress(RedisError):
-                await self._redis.xack(self._stream, GROUP, entry)
             self._busy -= 1
             self._slots.release()
             self._jobs.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
 
-    async def _refuse(self, fields: Fields) -> None:
+    async def _report(
+        self, entry: str, delivery: Delivery, outcome: Fields, publishing: asyncio.Lock
+    ) -> None:
+        """Send the job's outcome, then let go of its entry; an outcome that cannot be sent leaves the
+        entry pending, unrenewed, so the bot takes it back after the lease instead of waiting forever."""
+        try:
+            async with publishing:
+                await self._publish(delivery, outcome)
+        except RedisError as exc:
+            log.warning("worker %s cannot report job %s: %s", self.name, delivery.job_id, exc)
+            return
+        with contextlib.suppress(RedisError):
+            await self._redis.xack(self._stream, GROUP, entry)
+
+    async def _hang(
+        self, entry: str, delivery: Delivery, stuck: GpuStuck, publishing: asyncio.Lock
+    ) -> None:
+        """The GPU thread hangs (``_run`` stopped the worker's GPU turns already): announce no free
+        slot before the job fails, so the bot, which reads the announcements when a job comes back,
+        sends nothing more here; take no job until the thread returns, then announce the slots again.
+        The bot takes back the jobs held here meanwhile (a worker with no slot runs nothing)."""
+        with contextlib.suppress(RedisError):
+            await self._announce()
+        await self._report(entry, delivery, streams.failed_message(delivery.attempt, STUCK), publishing)
+        await self._gpu.wait_until_back(stuck, closing=lambda: self._closing)
+        self._gpu_back.set()
+        with contextlib.suppress(RedisError):
+            await self._announce()
+
+    async def _refuse(self, entry: str, fields: Fields) -> None:
         with contextlib.suppress(KeyError, ValueError, RedisError):
             job_id, attempt = int(fields[b"job"]), fields[b"attempt"].decode()
             message = UNREADABLE.format(name=self.name, version=version())
             key = self._keys.events(job_id)
             await self._redis.xadd(key, streams.failed_message(attempt, message))  # type: ignore[arg-type]
             await self._redis.expire(key, int(self._config.redis_picture_ttl))
+        with contextlib.suppress(RedisError):
+            await self._redis.xack(self._stream, GROUP, entry)
 
     async def _renew(self, entry: str, delivery: Delivery, cancel: threading.Event) -> None:
         """Keep the claim fresh (the bot takes back entries idle past the lease) and look for a
         cancel; an entry the bot took back already is no longer ours to run."""
         interval = min(self._config.worker_lease / 3, self._config.worker_heartbeat)
-        cancel_key = self._keys.cancel(delivery.job_id, delivery.attempt)
         while not cancel.is_set():
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.xclaim(self._stream, GROUP, self.name, 0, [entry], justid=True)
-                    pipe.exists(cancel_key)
-                    claimed, cancelled = await pipe.execute()
-            except RedisError as exc:
-                log.warning("worker %s cannot renew job %s: %s", self.name, delivery.job_id, exc)
-            else:
-                if not claimed or cancelled:
-                    cancel.set()
+            await self._renew_once(entry, delivery, cancel)
             await asyncio.sleep(interval)
 
+    async def _renew_once(self, entry: str, delivery: Delivery, cancel: threading.Event) -> None:
+        cancel_key = self._keys.cancel(delivery.job_id, delivery.attempt)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xclaim(self._stream, GROUP, self.name, 0, [entry], justid=True)
+                pipe.exists(cancel_key)
+                claimed, cancelled = await pipe.execute()
+        except RedisError as exc:
+            log.warning("worker %s cannot renew job %s: %s", self.name, delivery.job_id, exc)
+        else:
+            if not claimed or cancelled:
+                cancel.set()
+
     async def _run(
-        self, delivery: Delivery, cancel: threading.Event, publishing: asyncio.Lock
-    ) -> Fields | None:
-        """The job's outcome message; ``None`` when it was reported already."""
+        self, entry: str, delivery: Delivery, cancel: threading.Event, publishing: asyncio.Lock
+    ) -> Fields | GpuStuck:
+        """The job's outcome message, or the GPU thread hanging on it (see ``_hang``)."""
         attempt = delivery.attempt
         inputs: dict[bytes, bytes] = await self._redis.hgetall(self._keys.input(delivery.job_id))  # type: ignore[assignment]
         if b"image" not in inputs:
@@ -251,6 +290,9 @@ class Worker:
             cancel.set()
 
         async with self._gpu_turn:
+            if not self._gpu_back.is_set():  # the bot has likely taken the job back meanwhile
+                await self._gpu_back.wait()
+                await self._renew_once(entry, delivery, cancel)
             if cancel.is_set():
                 return streams.cancelled_message(attempt)
             self._used(prepared.model)
@@ -275,10 +317,8 @@ class Worker:
                     )
                 return streams.cancelled_message(attempt)
             except GpuStuck as stuck:
-                async with publishing:
-                    await self._publish(delivery, streams.failed_message(attempt, STUCK))
-                await self._gpu.wait_until_back(stuck, closing=lambda: self._closing)
-                return None
+                self._gpu_back.clear()  # before the next job's turn
+                return stuck
             except Exception as exc:
                 return streams.failed_message(attempt, failure_message(exc))
         message = await asyncio.to_thread(streams.done_message, attempt, result, nsfw)

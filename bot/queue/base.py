@@ -1,8 +1,8 @@
 """The job queue as the bot sees it: submit, cancel, and a stream of events per job.
 
-This is the seam for scaling out: ``LocalJobQueue`` runs jobs on this machine's GPU; a later backend can
-hand them to GPU workers elsewhere (e.g. through Redis Streams) behind the same interface, and the bot
-does not change. The events it reports are in ``bot.queue.events``.
+This is the seam for scaling out: ``LocalJobQueue`` runs jobs on this machine's GPU, ``RemoteJobQueue``
+hands them to GPU workers elsewhere through Redis Streams, both behind this interface (and both built on
+``bot.queue.backend``), and the bot does not change. The events it reports are in ``bot.queue.events``.
 """
 
 from __future__ import annotations

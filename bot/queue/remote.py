@@ -1,7 +1,7 @@
 """The queue with GPU workers elsewhere, through Redis Streams (``INPAINTBOT_REDIS_URL``).
 
-Admission, caps, fair order, durability and events are the local queue's: this backend changes only
-where a job runs. The database stays the source of truth and ``FairQueue`` the only order: the bot
+Admission, caps, fair order, durability and events are the shared backend's (``bot.queue.backend``):
+this backend decides only where a job runs. The database stays the source of truth and ``FairQueue`` the only order: the bot
 hands the next fair job to a worker only when one announces a free slot, preferably one with the job's
 model loaded, so fairness holds across any number of workers. Each delivery has an attempt id; the
 outcome of any other attempt is ignored, so a worker presumed dead cannot post twice. A job whose
@@ -27,10 +27,10 @@ from redis.exceptions import RedisError
 
 from bot.config import BotConfig
 from bot.queue import streams
+from bot.queue.backend import InpaintEngine, QueueBackend
 from bot.queue.base import QueueEntry, QueueSnapshot, WorkerStatus
 from bot.queue.batching import P, QueuedJob, input_hashes
-from bot.queue.events import CancelledEvent, FailedEvent, ProgressEvent, StartedEvent, final_event
-from bot.queue.local import InpaintEngine, LocalJobQueue
+from bot.queue.events import CancelledEvent, FailedEvent, ProgressEvent, StartedEvent
 from bot.queue.streams import GROUP, RECLAIMER, Delivery, Fields, Flight, Keys, WorkerInfo
 from bot.store import jobs
 from bot.store.database import Store
@@ -64,7 +64,7 @@ class _Running(Generic[P]):
     last_event: str = "0-0"
 
 
-class RemoteJobQueue(LocalJobQueue[P]):
+class RemoteJobQueue(QueueBackend[P]):
     """``JobQueue`` whose jobs run on GPU workers (``inpaintbot worker``, and ``local`` in this process)."""
 
     def __init__(
@@ -86,31 +86,29 @@ class RemoteJobQueue(LocalJobQueue[P]):
         self._deliveries: Counter[int] = Counter()  # per job, as the database counts its starts
         self._flights_changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._recorded: dict[int, Flight] = {}  # at start: the deliveries a previous process left
 
-    # -- the JobQueue interface ---------------------------------------------------------------------
+    # -- the backend's hooks -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Resend undelivered results, adopt the jobs still out on workers, queue the rest of the live
-        ones, then dispatch. The engine is not loaded here: only its CPU stage runs in the bot."""
-        if self._started:
-            raise RuntimeError("the queue is already started")
-        self._started = True
-        self._writer_task = asyncio.create_task(self._writer.run(), name="queue-writer")
+    async def _open(self) -> None:
+        """The engine is not loaded here: only its CPU stage runs in the bot."""
         await self._refresh_workers()
-        for row in await jobs.undelivered_jobs(self._store):
-            self._emit(final_event(self._store, row))
         inflight: dict[bytes, bytes] = await self._redis.hgetall(self._keys.inflight)  # type: ignore[assignment]
-        recorded = {int(job_id): Flight.decode(data) for job_id, data in inflight.items()}
-        for row in await jobs.live_jobs(self._store):
-            self._deliveries[row.id] = row.attempts
-            flight = recorded.pop(row.id, None)
-            if row.status is JobStatus.RUNNING and flight is not None:
-                await self._adopt(row, flight)
-            else:
-                await self._resume(row)
-        for flight in recorded.values():  # finished while the bot was away: nothing left to wait for
+        self._recorded = {int(job_id): Flight.decode(data) for job_id, data in inflight.items()}
+
+    async def _revive(self, row: Job) -> None:
+        """A job still out on a worker is adopted; the others are queued again."""
+        self._deliveries[row.id] = row.attempts
+        flight = self._recorded.pop(row.id, None)
+        if row.status is JobStatus.RUNNING and flight is not None:
+            await self._adopt(row, flight)
+        else:
+            await self._resume(row)
+
+    async def _opened(self) -> None:
+        for flight in self._recorded.values():  # finished while the bot was away: nothing to wait for
             await self._forget(flight)
-        self._changed()
+        self._recorded = {}
         if self._local is not None:
             await self._local.start()
             await self._refresh_workers()
@@ -120,10 +118,10 @@ class RemoteJobQueue(LocalJobQueue[P]):
             asyncio.create_task(self._watch(), name="queue-watch"),
         ]
 
-    async def cancel(self, job_id: int) -> bool:
+    async def _cancel_running(self, job_id: int) -> bool:
         running = self._flights.get(job_id)
         if running is None:
-            return await super().cancel(job_id)
+            return False
         running.job.cancelled = True
         flight = running.flight
         ttl = int(self._config.redis_picture_ttl)
@@ -145,34 +143,16 @@ class RemoteJobQueue(LocalJobQueue[P]):
     def stuck(self) -> str | None:
         return None  # a worker's GPU that hangs stops that worker only
 
-    async def close(self) -> None:
+    async def _stop(self) -> None:
         """Stop dispatching; jobs out on workers keep running and the next start adopts them."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wake.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._local is not None:
             await self._local.close()
-        if self._reports:
-            await asyncio.wait(self._reports)
-        if self._writer_task is not None:
-            await self._writer.drain()
-            self._writer_task.cancel()
-        self._cpu.shutdown()
-        self._gpu.shutdown()
-        for stream in self._streams:
-            stream.put(None)
-
-    # -- what the local queue's admission reads -----------------------------------------------------
 
     def _running_jobs(self) -> list[QueuedJob[P]]:
         return [running.job for running in self._flights.values()]
-
-    def _prefetch(self) -> None:
-        """Workers prepare their own jobs: nothing to prepare ahead here."""
 
     # -- dispatch -----------------------------------------------------------------------------------
 
@@ -343,7 +323,13 @@ class RemoteJobQueue(LocalJobQueue[P]):
         return None if estimate is None else max(estimate - elapsed, 0.0)
 
     async def _land(self, running: _Running[P]) -> None:
-        """The job is back from its worker: a free slot, and its keys go."""
+        """The job is back from its worker: a free slot, and its keys go. The announcements are read
+        first, while the slot still counts as taken: a worker whose GPU hangs announced no slot
+        before its job failed (``bot.worker.Worker._hang``), and must get no other job."""
+        try:
+            await self._refresh_workers()
+        except RedisError as exc:  # the next heartbeat reads them
+            log.warning("cannot check on the workers: %s", exc)
         self._flights.pop(running.job.id, None)
         self._wake.set()
         await self._forget(running.flight)
@@ -387,14 +373,18 @@ class RemoteJobQueue(LocalJobQueue[P]):
         self._wake.set()
 
     async def _reclaim(self) -> None:
-        """Take back the jobs of workers that are gone, and those whose claim was not renewed."""
+        """Take back the jobs of workers that are gone or whose GPU hangs (announced with no slot),
+        and those whose claim was not renewed."""
         lease = int(self._config.worker_lease * 1000)
         for running in list(self._flights.values()):
             # A missed announcement alone is no proof (a loaded machine can be late): past the lease
             # too, since even an entry the worker never read is then overdue.
             overdue = time.time() - running.flight.dispatched > self._config.worker_lease
-            if running.flight.worker not in self._workers and overdue:
+            info = self._workers.get(running.flight.worker)
+            if info is None and overdue:
                 await self._take_back(running, "its worker is gone")
+            elif info is not None and info.slots == 0 and overdue:
+                await self._take_back(running, "its worker's GPU hangs")
         for worker in {running.flight.worker for running in self._flights.values()}:
             claimed: list[bytes] = await self._redis.xautoclaim(
                 self._keys.jobs(worker), GROUP, RECLAIMER, lease, "0-0", justid=True

@@ -83,7 +83,8 @@ def masked_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """A worker's announcement: its capacity and the models it has loaded, most recent last."""
+    """A worker's announcement: its capacity (no slot while its GPU thread hangs) and the models it
+    has loaded, most recent last."""
 
     name: str
     slots: int

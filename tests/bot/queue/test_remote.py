@@ -4,11 +4,10 @@ engine (``tests.bot.queue.fakes``), or a test plays a worker by hand to send wha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from bot.config import BotConfig
@@ -17,7 +16,6 @@ from bot.queue.base import JobSubmission
 from bot.queue.events import (
     CancelledEvent,
     DoneEvent,
-    EventStream,
     FailedEvent,
     ProgressEvent,
     StartedEvent,
@@ -28,61 +26,10 @@ from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus
 from bot.worker import UNREADABLE, Worker, version
+from tests.bot.conftest import Started
 from tests.bot.queue.fakes import FakeEngine, FakePrepared, events_until, next_event, request
 
-Started = Callable[..., Awaitable[tuple[RemoteJobQueue[Any], EventStream]]]
 KEYS = Keys("inpaintbot")
-
-
-@pytest.fixture
-def remote_config(bot_config: BotConfig, redis_url: str) -> BotConfig:
-    """Heartbeats and leases short enough that a lost worker is noticed within a second."""
-    return bot_config.model_copy(
-        update={
-            "redis_url": SecretStr(redis_url),
-            "worker_heartbeat": 0.1,
-            "worker_lease": 0.5,
-            "local_worker": False,
-        }
-    )
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def harness(
-    store: Store, remote_config: BotConfig, redis_url: str
-) -> AsyncIterator[tuple[Started, Callable[..., Awaitable[Worker]]]]:
-    """``start_queue(**overrides)`` and ``start_worker(name, engine, model)``; all closed after."""
-    closers: list[Callable[[], Awaitable[None]]] = []
-
-    async def start_queue(**overrides: object) -> tuple[RemoteJobQueue[Any], EventStream]:
-        client = Redis.from_url(redis_url)
-        config = remote_config.model_copy(update=overrides)
-        queue: RemoteJobQueue[Any] = RemoteJobQueue(FakeEngine(), store, config, client)
-        events = queue.subscribe()
-        await queue.start()
-        closers.append(client.aclose)
-        closers.append(queue.close)
-        return queue, events
-
-    async def start_worker(name: str, engine: FakeEngine, model: str = "fake-model") -> Worker:
-        client = Redis.from_url(redis_url)
-        config = remote_config.model_copy(update={"worker_name": name, "model": model})
-        worker = Worker(engine, config, client)
-        await worker.start()
-        closers.append(client.aclose)
-        closers.append(worker.close)
-        return worker
-
-    yield start_queue, start_worker
-    for close in reversed(closers):
-        await close()
 
 
 async def job_keys(redis: Redis) -> list[bytes]:
