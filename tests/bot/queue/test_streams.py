@@ -18,8 +18,10 @@ from bot.queue.streams import BadReport, Flight, Keys, WorkerInfo
 from engine.job import InpaintResult
 from tests.bot.queue.fakes import FakeEngine, FakePrepared, request, tiny_png
 
-MAX_PIXELS = 1_000_000
-LIMITS = {"max_pixels": MAX_PIXELS, "max_bytes": 1e6}
+
+def decode(fields: dict[bytes, bytes], images: int = 1) -> tuple[InpaintResult, list[bool | None]]:
+    """At most a megapixel a picture, a megabyte in all."""
+    return streams.decode_result(fields, images=images, max_pixels=1_000_000, max_bytes=1e6)
 
 
 def done_fields(count: int = 1) -> dict[bytes, bytes]:
@@ -37,7 +39,7 @@ def huge_png(width: int, height: int) -> bytes:
 
 
 def test_a_good_result_is_read_back() -> None:
-    result, nsfw = streams.decode_result(done_fields(2), images=2, **LIMITS)
+    result, nsfw = decode(done_fields(2), images=2)
     assert isinstance(result, InpaintResult) and len(result.images) == 2
     assert result.images[0].image.size == (8, 8) and nsfw == [False, False]
 
@@ -57,16 +59,16 @@ def test_a_good_result_is_read_back() -> None:
 )
 def test_a_bad_result_is_a_bad_report_with_its_reason(change: dict[bytes, bytes], reason: str) -> None:
     with pytest.raises(BadReport, match=reason.replace("(", r"\(").replace(")", r"\)")):
-        streams.decode_result({**done_fields(), **change}, images=1, **LIMITS)
+        decode({**done_fields(), **change})
 
 
 def test_a_result_with_another_number_of_pictures_is_refused() -> None:
     with pytest.raises(BadReport, match="sent 2 pictures for a job of 1"):
-        streams.decode_result(done_fields(2), images=1, **LIMITS)
+        decode(done_fields(2))
     fields = done_fields(2)
     del fields[b"png1"]
     with pytest.raises(BadReport, match="cannot read"):
-        streams.decode_result(fields, images=2, **LIMITS)
+        decode(fields, images=2)
 
 
 @pytest.mark.parametrize("field", ["seconds", "settings", "mask_source", "timings"])
@@ -75,7 +77,7 @@ def test_a_result_with_a_bad_field_is_refused(field: str) -> None:
     meta = json.loads(fields[b"meta"])
     meta[field] = {"seconds": -1, "settings": {"steps": 0}, "mask_source": "x", "timings": 3}[field]
     with pytest.raises(BadReport, match="cannot read"):
-        streams.decode_result({**fields, b"meta": json.dumps(meta).encode()}, images=1, **LIMITS)
+        decode({**fields, b"meta": json.dumps(meta).encode()})
 
 
 def test_progress_is_read_and_a_bad_one_is_a_bad_report() -> None:
