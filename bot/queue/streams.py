@@ -330,7 +330,9 @@ def _open_png(data: bytes, max_pixels: int) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             picture = None
         except (UnidentifiedImageError, OSError) as exc:
-            raise BadReport("The GPU worker sent a picture that is not a PNG, so the job failed.") from exc
+            raise BadReport(
+                "The GPU worker sent a picture that is not a PNG, so the job failed."
+            ) from exc
     if picture is None or picture.width * picture.height > max_pixels:
         size = "" if picture is None else f"{picture.width}x{picture.height} "
         raise BadReport(
