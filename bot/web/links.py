@@ -10,8 +10,10 @@ link is kept in memory or in cookies.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -22,11 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.config import BotConfig
+from bot.config import MIN_SECRET_CHARS, BotConfig
 from bot.errors import BotError
 from bot.store.database import Store
 from bot.store.models import PainterLink
 from bot.store.painter import create_link, get_link
+
+log = logging.getLogger(__name__)
 
 LINK_SECONDS = 15 * 60
 SECRET_FILE = "painter-secret"  # in the data directory, unless INPAINTBOT_PAINTER_SECRET is set
@@ -58,17 +62,30 @@ def load_secret(config: BotConfig) -> bytes:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole under another name, then linked into place: no process ever reads it half made,
+    # and a crash leaves no empty key behind.
+    draft = path.with_name(f".{SECRET_FILE}.{secrets.token_hex(8)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return _read_secret(path)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_hex(32))
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs is used
+            os.link(draft, path)
+    finally:
+        draft.unlink()
     return _read_secret(path)
 
 
 def _read_secret(path: Path) -> bytes:
-    return path.read_text().strip().encode()
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET_CHARS:
+        raise BotError(
+            f"{path} holds no key (or one shorter than {MIN_SECRET_CHARS} characters); delete it "
+            "and the bot makes a new one (painter links given out so far stop working)."
+        )
+    if path.stat().st_mode & 0o077:
+        log.warning("%s can be read by other users of this machine: chmod 600 it", path)
+    return secret.encode()
 
 
 @dataclass
