@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 32 * 1024 * 1024
 HEALTH_TEXT = "inpaintbot painter"
 MAX_SELECTIONS = 60  # Select clicks one link may make
+# The painted mask replaces these: they say where to repaint in other ways, or how to show the mask.
+# Left out of a link's settings, and of the presets a submission names (or that apply by default).
+MASK_SOURCES = ("mask_prompt", "mask_pick", "auto_mask", "preview_mask", "invert_mask")
 BUSY_SELECTING = "Wait for the last selection to show before selecting again."
 # Formats every browser shows as they are; others are sent as PNG.
 BROWSER_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -291,7 +294,12 @@ class PainterServer:
         preset = _text(fields, "preset").strip()
         if preset:
             return await resolve_settings(
-                self.store, user_id=link.user_id, guild=guild, preset=preset, options=values
+                self.store,
+                user_id=link.user_id,
+                guild=guild,
+                preset=preset,
+                options=values,
+                leave_out=MASK_SOURCES,
             )
         given = {key: value for key, value in values.items() if value is not None}
         return InpaintSettings.parse(**{**link.settings, **given})
