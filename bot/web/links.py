@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import logging
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 from bot.config import MIN_SECRET_CHARS, BotConfig
 from bot.errors import BotError
+from bot.logs import PAINTER_TOKEN
 from bot.store.database import Store
 from bot.store.models import PainterLink
 from bot.store.painter import create_link, get_link
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 LINK_SECONDS = 15 * 60
 SECRET_FILE = "painter-secret"  # in the data directory, unless INPAINTBOT_PAINTER_SECRET is set
-_TOKEN = re.compile(r"(?P<id>[0-9a-f]{32})\.(?P<expires>[0-9]{1,12})\.(?P<signature>[A-Za-z0-9_-]{43})")
 Clock = Callable[[], float]
 
 
@@ -130,7 +129,7 @@ class Links:
     async def open(self, token: str) -> PainterLink:
         """The link's row, once its signature and expiry are checked (not whether it was used: the
         submission claims it). Raises ``LinkError`` with what the member should do."""
-        match = _TOKEN.fullmatch(token)
+        match = PAINTER_TOKEN.fullmatch(token)
         link = await get_link(self.store, match["id"]) if match else None
         if match is None or link is None:
             raise LinkError(NOT_VALID, 403)
