@@ -17,6 +17,7 @@ from engine.config import EngineConfig
 
 DATABASE_FILE = "inpaintbot.sqlite3"
 IMAGES_DIR = "images"
+MIN_SECRET_CHARS = 16  # INPAINTBOT_PAINTER_SECRET and the kept painter-secret file
 
 
 class BotConfig(EngineConfig):
@@ -159,6 +160,16 @@ class BotConfig(EngineConfig):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must start with https:// (or http:// for a test on this machine)")
         return value.rstrip("/") if value is not None else None
+
+    @field_validator("painter_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty key would sign links with nothing: unset means "make one"; a short one is refused."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters (a random one is best)")
+        return value
 
     @property
     def selects_objects(self) -> bool:

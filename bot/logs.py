@@ -7,6 +7,7 @@ Job lines are ``key=value`` pairs (``job=12 user=345 event=done run=18.30s …``
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 
@@ -16,11 +17,16 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REDACTED = "[redacted]"
 
 log = logging.getLogger("bot.jobs")
+# A painter link's token (``bot.web.links``): whoever holds it may queue a job as its member, so it is
+# redacted wherever it shows up (discord.py logs the links it sends at DEBUG).
+PAINTER_TOKEN = re.compile(
+    r"(?P<id>[0-9a-f]{32})\.(?P<expires>[0-9]{1,12})\.(?P<signature>[A-Za-z0-9_-]{43})"
+)
 
 
 class RedactingFormatter(logging.Formatter):
-    """Masks the given secrets in every line, tracebacks included: a safety net should any library
-    ever log the token."""
+    """Masks the given secrets and painter links in every line, tracebacks included: a safety net
+    should any library ever log the token or a link."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__(FORMAT)
@@ -30,7 +36,7 @@ class RedactingFormatter(logging.Formatter):
         text = super().format(record)
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return PAINTER_TOKEN.sub(REDACTED, text)
 
 
 def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:

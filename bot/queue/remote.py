@@ -94,7 +94,7 @@ class RemoteJobQueue(QueueBackend[P]):
         """The engine is not loaded here: only its CPU stage runs in the bot."""
         await self._refresh_workers()
         inflight: dict[bytes, bytes] = await self._redis.hgetall(self._keys.inflight)  # type: ignore[assignment]
-        self._recorded = {int(job_id): Flight.decode(data) for job_id, data in inflight.items()}
+        self._recorded = streams.decode_flights(inflight)
 
     async def _revive(self, row: Job) -> None:
         """A job still out on a worker is adopted; the others are queued again."""
@@ -268,28 +268,43 @@ class RemoteJobQueue(QueueBackend[P]):
     async def _received(self, running: _Running[P], fields: Fields) -> None:
         """One message of the current attempt; any other attempt's are ignored."""
         job, flight = running.job, running.flight
-        if fields.get(b"attempt", b"").decode() != flight.attempt:
+        if fields.get(b"attempt") != flight.attempt.encode():
             log.info("job %s: ignoring a report of an earlier attempt", job.id)
             return
         kind = fields.get(b"kind")
         if kind == streams.PROGRESS:
-            running.step = int(fields[b"step"])
-            preview = streams.decode_preview(fields) if job.previews else None
-            total = int(fields[b"total"])
-            self._emit(ProgressEvent(job.id, job.user_id, running.step, total, preview))
+            try:
+                step, total, preview = streams.decode_progress(fields, previews=job.previews)
+            except streams.BadReport as exc:
+                log.warning("job %s: ignoring a progress report it cannot read (%s)", job.id, exc)
+                return
+            running.step = step
+            self._emit(ProgressEvent(job.id, job.user_id, step, total, preview))
             return
         await self._land(running)
         if kind == streams.DONE:
-            result, nsfw = streams.decode_result(fields)
+            try:
+                result, nsfw = streams.decode_result(
+                    fields,
+                    images=job.images,
+                    max_pixels=self._config.max_pixels,
+                    max_bytes=self._config.redis_max_picture_mb * 1e6,
+                )
+            except streams.BadReport as exc:
+                log.warning("job %s: worker %s sent a bad result: %s", job.id, flight.worker, exc)
+                self._fail(job, str(exc))
+                return
             self._observe(running, result.seconds)
             self._report(job, partial(jobs.finish_job, self._store, job.id, result, nsfw=nsfw))
         elif kind == streams.CANCELLED:
             cancelled = CancelledEvent(job.id, job.user_id)
             self._report(job, partial(jobs.cancel_job, self._store, job.id), cancelled)
         else:
-            message = fields.get(b"message", b"").decode() or "The job failed on a GPU worker."
-            failed = FailedEvent(job.id, job.user_id, message)
-            self._report(job, partial(jobs.fail_job, self._store, job.id, message), failed)
+            self._fail(job, streams.decode_failure(fields))
+
+    def _fail(self, job: QueuedJob[P], message: str) -> None:
+        failed = FailedEvent(job.id, job.user_id, message)
+        self._report(job, partial(jobs.fail_job, self._store, job.id, message), failed)
 
     def _observe(self, running: _Running[P], seconds: float) -> None:
         job = running.job

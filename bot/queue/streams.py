@@ -21,15 +21,21 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from engine.job import GeneratedImage, InpaintResult, MaskSource
 from engine.settings import InpaintSettings
+
+log = logging.getLogger(__name__)
 
 GROUP = "workers"  # the consumer group on each worker's job stream
 RECLAIMER = "bot"  # the consumer the bot claims abandoned entries as
@@ -112,12 +118,20 @@ class WorkerInfo:
 async def connected_workers(redis: Redis, keys: Keys) -> list[WorkerInfo]:
     """The workers announced now, by name; names whose announcement expired leave the set."""
     members: Any = await redis.smembers(keys.workers)
-    names = sorted(name.decode() for name in members)
+    names = sorted(name.decode(errors="replace") for name in members)
     found: Any = await redis.mget([keys.worker(name) for name in names]) if names else []
     gone = [name for name, data in zip(names, found, strict=True) if data is None]
     if gone:
         await redis.srem(keys.workers, *gone)
-    return [WorkerInfo.decode(data) for data in found if data is not None]
+    workers = []
+    for name, data in zip(names, found, strict=True):
+        if data is None:
+            continue
+        try:
+            workers.append(WorkerInfo.decode(data))
+        except (ValueError, KeyError, TypeError):  # one unreadable announcement hides only its worker
+            log.warning("the announcement of worker %r cannot be read; it gets no jobs", name)
+    return workers
 
 
 @dataclass(frozen=True)
@@ -143,6 +157,18 @@ class Flight:
             attempt=str(raw["attempt"]),
             dispatched=float(raw["dispatched"]),
         )
+
+
+def decode_flights(inflight: dict[bytes, bytes]) -> dict[int, Flight]:
+    """The ``inflight`` hash by job id; a record that cannot be read is left out (its job, if live,
+    is queued again), so it cannot stop the bot from starting."""
+    flights = {}
+    for job_id, data in inflight.items():
+        try:
+            flights[int(job_id)] = Flight.decode(data)
+        except (ValueError, KeyError, TypeError):
+            log.warning("an in-flight record in Redis cannot be read; its job, if live, runs again")
+    return flights
 
 
 @dataclass(frozen=True)
@@ -216,33 +242,103 @@ def message_size(fields: Fields) -> int:
     return sum(len(key) + len(value) for key, value in fields.items())
 
 
-def decode_result(fields: Fields) -> tuple[InpaintResult, list[bool | None]]:
+class BadReport(ValueError):
+    """A worker's message the bot cannot take (a worker of another version, a bug, or anyone who can
+    write to Redis): the message says what was wrong, for the job's owner."""
+
+
+UNREADABLE_RESULT = "The GPU worker sent a result the bot cannot read, so the job failed."
+WORKER_FAILED = "The job failed on a GPU worker."
+MAX_FAILURE_CHARS = 1000  # a worker's reason for a failure, as shown to the member
+MAX_PREVIEW_PIXELS = 1024 * 1024  # the engine's previews are 256 px on their long side
+
+
+def decode_result(
+    fields: Fields, *, images: int, max_pixels: int, max_bytes: float
+) -> tuple[InpaintResult, list[bool | None]]:
     """A done message back into what the store takes; the PNGs are kept as they came (not encoded
-    again), and the pictures are opened lazily, header only."""
-    meta: dict[str, Any] = json.loads(fields[b"meta"])
-    images = []
-    for index, (seed, parameters) in enumerate(zip(meta["seeds"], meta["parameters"], strict=True)):
-        png = fields[f"png{index}".encode()]
-        output = GeneratedImage(Image.open(io.BytesIO(png)), int(seed), str(parameters))
-        output.__dict__["png"] = png  # ``png`` is a cached property: this is its value
-        images.append(output)
-    result = InpaintResult(
-        images=images,
-        settings=InpaintSettings.model_validate(meta["settings"]),
-        mask_source=MaskSource(meta["mask_source"]),
-        model=str(meta["model"]),
-        seconds=float(meta["seconds"]),
-        timings={str(key): float(value) for key, value in meta["timings"].items()},
-    )
-    return result, [None if flag is None else bool(flag) for flag in meta["nsfw"]]
+    again), and the pictures are opened lazily, header only. Raises ``BadReport`` unless it holds
+    exactly ``images`` PNGs of at most ``max_pixels`` each and ``max_bytes`` in all."""
+    try:
+        meta: dict[str, Any] = json.loads(fields[b"meta"])
+        seeds, parameters, nsfw = list(meta["seeds"]), list(meta["parameters"]), list(meta["nsfw"])
+        if not len(seeds) == len(parameters) == len(nsfw) == images:
+            raise BadReport(
+                f"The GPU worker sent {len(seeds)} pictures for a job of {images}, so the job failed."
+            )
+        pngs = [fields[f"png{index}".encode()] for index in range(images)]
+        if sum(map(len, pngs)) > max_bytes:
+            raise BadReport(
+                f"The GPU worker sent pictures larger than this bot takes ({max_bytes / 1e6:g} MB), "
+                "so the job failed."
+            )
+        outputs = []
+        for png, seed, parameter in zip(pngs, seeds, parameters, strict=True):
+            output = GeneratedImage(_open_png(png, max_pixels), int(seed), str(parameter))
+            output.__dict__["png"] = png  # ``png`` is a cached property: this is its value
+            outputs.append(output)
+        seconds = float(meta["seconds"])
+        timings = {str(key): float(value) for key, value in meta["timings"].items()}
+        if not all(math.isfinite(value) and value >= 0 for value in (seconds, *timings.values())):
+            raise BadReport(UNREADABLE_RESULT)
+        result = InpaintResult(
+            images=outputs,
+            settings=InpaintSettings.model_validate(meta["settings"]),
+            mask_source=MaskSource(meta["mask_source"]),
+            model=str(meta["model"]),
+            seconds=seconds,
+            timings=timings,
+        )
+    except BadReport:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, ValidationError) as exc:
+        raise BadReport(UNREADABLE_RESULT) from exc
+    return result, [None if flag is None else bool(flag) for flag in nsfw]
 
 
-def decode_preview(fields: Fields) -> Image.Image | None:
-    data = fields.get(b"preview")
-    if not data:
-        return None
-    picture = Image.open(io.BytesIO(data))
-    picture.load()
+def decode_progress(fields: Fields, *, previews: bool) -> tuple[int, int, Image.Image | None]:
+    """A progress message's step, total and (``previews``) preview; ``BadReport`` when unreadable."""
+    try:
+        step, total = int(fields[b"step"]), int(fields[b"total"])
+        data = fields.get(b"preview") if previews else None
+        preview = _open_png(data, MAX_PREVIEW_PIXELS) if data else None
+        if preview is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                preview.load()
+    except (KeyError, ValueError, OSError, SyntaxError, EOFError, Warning) as exc:
+        raise BadReport("unreadable progress") from exc
+    if not 0 <= step <= total:
+        raise BadReport(f"step {step} of {total}")
+    return step, total, preview
+
+
+def decode_failure(fields: Fields) -> str:
+    """A failed message's reason, as the member will read it: text, and not a page of it."""
+    message = fields.get(b"message", b"").decode(errors="replace").strip()
+    if len(message) > MAX_FAILURE_CHARS:
+        message = message[: MAX_FAILURE_CHARS - 1] + "…"
+    return message or WORKER_FAILED
+
+
+def _open_png(data: bytes, max_pixels: int) -> Image.Image:
+    """A PNG from a worker, header only, once its size is known to be at most ``max_pixels``: no other
+    format (no other decoder runs on what Redis holds), no decompression bomb."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            picture = Image.open(io.BytesIO(data), formats=["PNG"])
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            picture = None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise BadReport(
+                "The GPU worker sent a picture that is not a PNG, so the job failed."
+            ) from exc
+    if picture is None or picture.width * picture.height > max_pixels:
+        size = "" if picture is None else f"{picture.width}x{picture.height} "
+        raise BadReport(
+            f"The GPU worker sent a {size}picture larger than this bot takes, so the job failed."
+        )
     return picture
 
 

@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 32 * 1024 * 1024
 HEALTH_TEXT = "inpaintbot painter"
 MAX_SELECTIONS = 60  # Select clicks one link may make
+# The painted mask replaces these: they say where to repaint in other ways, or how to show the mask.
+# Left out of a link's settings, and of the presets a submission names (or that apply by default).
+MASK_SOURCES = ("mask_prompt", "mask_pick", "auto_mask", "preview_mask", "invert_mask")
+BUSY_SELECTING = "Wait for the last selection to show before selecting again."
 # Formats every browser shows as they are; others are sent as PNG.
 BROWSER_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
@@ -63,6 +67,8 @@ async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:  # aiohttp's own 404s and 405s get the headers too
         response = exc
+    except Exception as exc:  # a bug: a page with the error's id (its traceback is in the log)
+        response = refused_page(error_message(exc), 500)
     response.headers.update(HEADERS)
     return response
 
@@ -100,6 +106,7 @@ class PainterServer:
         self.queue = router.queue
         self._runner: web.AppRunner | None = None
         self._selections: Counter[str] = Counter()  # Select clicks per link (each is a model call)
+        self._selecting: set[int] = set()  # members whose click is being answered: one at a time
 
     def app(self) -> web.Application:
         app = base_app()
@@ -175,14 +182,20 @@ class PainterServer:
                 raise BotError(OFF_MESSAGE)
             if self._selections[link.id] >= MAX_SELECTIONS:
                 raise BotError(f"This link has selected {MAX_SELECTIONS} times; paint the rest.")
+            if link.user_id in self._selecting:
+                raise PageError(BUSY_SELECTING, 429)
             self._selections[link.id] += 1
-            point = _point(await request.json())
-            picture = await self._picture_bytes(link)
-            mask = await self.queue.select_object(picture, point)
+            self._selecting.add(link.user_id)
+            try:
+                point = _point(await request.json())
+                picture = await self._picture_bytes(link)
+                mask = await self.queue.select_object(picture, point)
+            finally:
+                self._selecting.discard(link.user_id)
         except (BotError, EngineError) as exc:
             status = exc.status if isinstance(exc, PageError) else 400
             return web.Response(text=str(exc), status=status)
-        except ValueError:  # not JSON
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             return web.Response(text="The click could not be read; try again.", status=400)
         return web.Response(body=mask, content_type="image/png")
 
@@ -257,16 +270,14 @@ class PainterServer:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 painted = Image.open(field.file, formats=["PNG"])
-                if painted.width * painted.height > self.config.max_pixels:
-                    raise BotError("The mask is larger than any picture this bot takes.")
+                if painted.size != size:  # from the header: a wrong size costs no decoding
+                    raise BotError(
+                        f"The mask is {painted.width}x{painted.height} but the picture is "
+                        f"{size[0]}x{size[1]}: it must be exactly the picture's size."
+                    )
                 painted.load()
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Warning):
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, Warning):
             raise BotError("The mask the page sent is not a PNG picture; paint it again.") from None
-        if painted.size != size:
-            raise BotError(
-                f"The mask is {painted.width}x{painted.height} but the picture is "
-                f"{size[0]}x{size[1]}: it must be exactly the picture's size."
-            )
         out = io.BytesIO()
         # Grey levels, alpha dropped: the page paints white on black.
         painted.convert("RGB").convert("L").save(out, "PNG")
@@ -283,7 +294,12 @@ class PainterServer:
         preset = _text(fields, "preset").strip()
         if preset:
             return await resolve_settings(
-                self.store, user_id=link.user_id, guild=guild, preset=preset, options=values
+                self.store,
+                user_id=link.user_id,
+                guild=guild,
+                preset=preset,
+                options=values,
+                leave_out=MASK_SOURCES,
             )
         given = {key: value for key, value in values.items() if value is not None}
         return InpaintSettings.parse(**{**link.settings, **given})

@@ -10,10 +10,11 @@ link is kept in memory or in cookies.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import logging
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -22,15 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bot.config import BotConfig
+from bot.config import MIN_SECRET_CHARS, BotConfig
 from bot.errors import BotError
+from bot.logs import PAINTER_TOKEN
 from bot.store.database import Store
 from bot.store.models import PainterLink
 from bot.store.painter import create_link, get_link
 
+log = logging.getLogger(__name__)
+
 LINK_SECONDS = 15 * 60
 SECRET_FILE = "painter-secret"  # in the data directory, unless INPAINTBOT_PAINTER_SECRET is set
-_TOKEN = re.compile(r"(?P<id>[0-9a-f]{32})\.(?P<expires>[0-9]{1,12})\.(?P<signature>[A-Za-z0-9_-]{43})")
 Clock = Callable[[], float]
 
 
@@ -58,17 +61,30 @@ def load_secret(config: BotConfig) -> bytes:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Written whole under another name, then linked into place: no process ever reads it half made,
+    # and a crash leaves no empty key behind.
+    draft = path.with_name(f".{SECRET_FILE}.{secrets.token_hex(8)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return _read_secret(path)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(secrets.token_hex(32))
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs is used
+            os.link(draft, path)
+    finally:
+        draft.unlink()
     return _read_secret(path)
 
 
 def _read_secret(path: Path) -> bytes:
-    return path.read_text().strip().encode()
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET_CHARS:
+        raise BotError(
+            f"{path} holds no key (or one shorter than {MIN_SECRET_CHARS} characters); delete it "
+            "and the bot makes a new one (painter links given out so far stop working)."
+        )
+    if path.stat().st_mode & 0o077:
+        log.warning("%s can be read by other users of this machine: chmod 600 it", path)
+    return secret.encode()
 
 
 @dataclass
@@ -113,7 +129,7 @@ class Links:
     async def open(self, token: str) -> PainterLink:
         """The link's row, once its signature and expiry are checked (not whether it was used: the
         submission claims it). Raises ``LinkError`` with what the member should do."""
-        match = _TOKEN.fullmatch(token)
+        match = PAINTER_TOKEN.fullmatch(token)
         link = await get_link(self.store, match["id"]) if match else None
         if match is None or link is None:
             raise LinkError(NOT_VALID, 403)

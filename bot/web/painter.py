@@ -13,12 +13,9 @@ from bot.delivery.router import DeliveryRouter
 from bot.replies import refuse
 from bot.rules import Rules
 from bot.store.database import Store
-from bot.web.app import PainterServer
+from bot.web.app import MASK_SOURCES, PainterServer
 from bot.web.links import Links, load_secret
 from engine.settings import InpaintSettings
-
-# The painted mask replaces these: they say where to repaint in other ways, or how to show the mask.
-MASK_SOURCES = ("mask_prompt", "mask_pick", "auto_mask", "preview_mask", "invert_mask")
 
 
 class Painter:

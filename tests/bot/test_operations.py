@@ -301,6 +301,21 @@ def test_run_logging_has_timestamps_the_level_and_no_token(
     assert isinstance(root.handlers[0].formatter, RedactingFormatter)
 
 
+def test_painter_links_are_redacted_from_every_log_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """discord.py logs the payloads it sends at DEBUG: the painter's link button among them."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    configure_logging("DEBUG")
+    token = f"{'0a' * 16}.1800000900.{'S' * 42}-"
+    payload = f'{{"components": [{{"url": "https://paint.example.org/paint/{token}"}}]}}'
+    logging.getLogger("discord.http").debug("POST /webhooks with %s has returned 200", payload)
+    err = capsys.readouterr().err
+    assert token not in err and "paint.example.org/paint/[redacted]" in err
+
+
 # -- inpaintbot run ---------------------------------------------------------------------------------------
 
 

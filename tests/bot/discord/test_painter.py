@@ -25,8 +25,10 @@ from bot.store import jobs
 from bot.store.database import Store
 from bot.store.guilds import update_guild_settings
 from bot.store.models import ImageRole, Job
+from bot.store.presets import save_preset
 from bot.ui.buttons import PAINTER_OFF
 from bot.web.app import MAX_BODY_BYTES
+from engine.settings import InpaintSettings
 from tests.bot.discord.conftest import GatedEngine, StartBot
 from tests.bot.discord.test_inpaint import EPHEMERAL, JOB_TIMEOUT, has_result, inpaint, result
 from tests.fakediscord import FakeDiscord, FakeInteraction, Recorded
@@ -350,6 +352,28 @@ async def test_the_page_follows_the_servers_rules_like_inpaint(
     assert status == 400 and "You already have 1 job waiting or running" in text
     assert await job_count(store) == 1
     gated_engine.gate.set()
+    await fake_discord.wait_for("post_message", has_result, timeout=JOB_TIMEOUT)
+
+
+async def test_a_preset_picked_on_the_page_cannot_replace_or_invert_the_painted_mask(
+    fake_discord: FakeDiscord, start_bot: StartBot, store: Store
+) -> None:
+    """A preset saved with a face mask, an inverted mask and a mask preview keeps its prompt and
+    sampling on the page; where to repaint is what the member painted."""
+    await start_painter(start_bot)
+    alice = int(fake_discord.alice["user"]["id"])
+    masked = InpaintSettings.parse(
+        prompt="from the preset", steps=7, auto_mask="face", invert_mask=True, preview_mask=True
+    )
+    await save_preset(store, alice, "faces", masked, max_per_user=25)
+    url = await paint_command(fake_discord)
+    status, text = await post_mask(url, preset="faces")
+    assert status == 200 and "Job 1 is queued" in text
+    settings = (await stored_job(store, 1)).inpaint_settings()
+    assert settings.steps == 7
+    assert (settings.auto_mask, settings.invert_mask, settings.preview_mask) == (None, False, None)
+    mask = await stored_mask(store, await stored_job(store, 1))
+    assert np.array_equal(mask, np.asarray(box_mask(), dtype=np.float64))
     await fake_discord.wait_for("post_message", has_result, timeout=JOB_TIMEOUT)
 
 

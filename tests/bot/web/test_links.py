@@ -1,14 +1,17 @@
 """Painter links: signed over what their row binds them to, expiring, keyed by a kept secret."""
 
+import asyncio
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import update
 
 from bot.config import BotConfig
+from bot.errors import BotError
 from bot.store.database import Store
 from bot.store.models import PainterLink
 from bot.store.painter import claim_link, forget_expired_links, get_link, release_link
@@ -127,11 +130,13 @@ def test_the_secret_is_made_once_kept_private_and_reused(tmp_path: Path) -> None
 
 def test_the_operators_secret_wins_and_is_never_shown(tmp_path: Path) -> None:
     config = BotConfig(
-        data_dir=tmp_path / "data", painter_secret=SecretStr("operator secret"), _env_file=None
+        data_dir=tmp_path / "data", painter_secret=SecretStr("the operator's own secret"), _env_file=None
     )
-    assert load_secret(config) == b"operator secret"
+    assert load_secret(config) == b"the operator's own secret"
     assert not (config.data_dir / SECRET_FILE).exists()
-    assert "operator secret" not in repr(config) and "operator secret" not in str(config)
+    assert "the operator's own secret" not in repr(config) and "the operator's own secret" not in str(
+        config
+    )
 
 
 def test_the_public_url_turns_the_painter_on(tmp_path: Path) -> None:
@@ -156,3 +161,46 @@ async def test_expired_links_are_forgotten_and_stay_refused(
     with pytest.raises(LinkError, match="not valid"):
         await links.open(old)
     await links.open(url.rsplit("/", 1)[1])  # the newer one still opens
+
+
+async def test_of_many_concurrent_claims_exactly_one_wins(links: Links, store: Store) -> None:
+    """Two submissions of one page at once (a double click, a script) queue one job."""
+    link_id = (await issue(links)).split(".")[0]
+    claims = await asyncio.gather(*(claim_link(store, link_id) for _ in range(8)))
+    assert sorted(claims) == [False] * 7 + [True]
+
+
+def test_processes_starting_together_make_one_whole_secret(tmp_path: Path) -> None:
+    config = BotConfig(data_dir=tmp_path / "data", _env_file=None)
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: load_secret(config), range(32)))
+    assert len(set(made)) == 1 and len(made[0]) == 64
+    assert [path.name for path in config.data_dir.iterdir()] == [SECRET_FILE]  # no drafts left
+
+
+@pytest.mark.parametrize("content", ["", "\n", "short"])
+def test_a_kept_secret_without_a_key_is_refused_not_used(tmp_path: Path, content: str) -> None:
+    """An empty key would sign links with nothing (an older version that stopped between making the
+    file and writing it left one)."""
+    config = BotConfig(data_dir=tmp_path, _env_file=None)
+    (tmp_path / SECRET_FILE).write_text(content)
+    with pytest.raises(BotError, match=r"holds no key .* delete it"):
+        load_secret(config)
+
+
+def test_a_kept_secret_others_can_read_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = BotConfig(data_dir=tmp_path, _env_file=None)
+    path = tmp_path / SECRET_FILE
+    path.write_text("s" * 64)
+    path.chmod(0o644)
+    assert load_secret(config) == b"s" * 64
+    assert "can be read by other users" in caplog.text and "s" * 64 not in caplog.text
+
+
+def test_the_operators_secret_must_not_be_short_and_empty_means_unset(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        BotConfig(data_dir=tmp_path, painter_secret=SecretStr("hunter2"), _env_file=None)
+    config = BotConfig(data_dir=tmp_path, painter_secret=SecretStr(" "), _env_file=None)
+    assert config.painter_secret is None and len(load_secret(config)) == 64
