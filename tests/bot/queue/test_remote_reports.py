@@ -3,8 +3,6 @@ Redis): its job fails with the reason, or the message is ignored, and the bot re
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from redis.asyncio import Redis
 
 from bot.queue import streams
@@ -13,23 +11,14 @@ from bot.queue.events import DoneEvent, FailedEvent, ProgressEvent
 from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus
-from bot.worker import Worker
+from tests.bot.conftest import Harness
 from tests.bot.queue.fakes import next_event, request
-from tests.bot.queue.test_remote import (  # noqa: F401 (fixtures)
-    HandWorker,
-    Started,
-    done,
-    harness,
-    redis,
-    remote_config,
-)
-
-Harness = tuple[Started, Callable[..., Awaitable[Worker]]]
+from tests.bot.queue.test_remote import HandWorker, done
 
 
 async def test_a_result_the_bot_cannot_take_fails_its_job_and_the_bot_reads_on(
-    harness: Harness,  # noqa: F811
-    redis: Redis,  # noqa: F811
+    harness: Harness,
+    redis: Redis,
     store: Store,
 ) -> None:
     start_queue, _ = harness
@@ -58,8 +47,8 @@ async def test_a_result_the_bot_cannot_take_fails_its_job_and_the_bot_reads_on(
 
 
 async def test_a_worker_failure_reason_reaches_the_member_as_short_text(
-    harness: Harness,  # noqa: F811
-    redis: Redis,  # noqa: F811
+    harness: Harness,
+    redis: Redis,
 ) -> None:
     start_queue, _ = harness
     hand = HandWorker(redis)
