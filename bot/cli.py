@@ -88,6 +88,7 @@ def _run() -> int:
 
     from bot.check.services import TOKEN_REFUSED
     from bot.client import invite_url
+    from bot.errors import BotError
     from bot.logs import configure_logging
     from bot.runner import run_bot
     from engine.errors import EngineError
@@ -99,7 +100,7 @@ def _run() -> int:
     configure_logging(config.log_level, [config.discord_token.get_secret_value()])
     try:
         asyncio.run(run_bot(config))
-    except EngineError as exc:  # e.g. the default model cannot be loaded
+    except (EngineError, BotError) as exc:  # e.g. the default model cannot be loaded
         fail(str(exc))
     except discord.LoginFailure:
         fail(TOKEN_REFUSED)

@@ -335,6 +335,20 @@ def test_run_with_an_empty_token_explains_how_to_get_one(
     assert run_error(capsys).startswith("error: DISCORD_TOKEN is not set.")
 
 
+def test_run_with_a_painter_key_file_gone_empty_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "not-checked-before-the-painter-starts")
+    monkeypatch.setenv("INPAINTBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INPAINTBOT_PUBLIC_URL", "https://paint.example.org")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "painter-secret").write_text("")  # a disk that filled up, say
+    err = run_error(capsys)
+    assert err.splitlines()[-1].startswith("error: ") and "painter-secret holds no key" in err
+    assert "Traceback" not in err
+
+
 def test_run_with_a_refused_token_or_a_bad_setting_is_one_error_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
