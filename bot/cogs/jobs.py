@@ -281,10 +281,7 @@ class Jobs(commands.Cog):
         if not statuses:
             lines.append("You have no jobs waiting or running.")
         if snapshot.workers:  # GPU workers through Redis (bot.queue.remote)
-            workers = ", ".join(
-                f"{worker.name} ({worker.busy}/{worker.slots} busy)" for worker in snapshot.workers
-            )
-            lines.append(f"GPU workers: {workers}.")
+            lines.append(f"GPU workers: {', '.join(map(str, snapshot.workers))}.")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
     # -- /cancel ------------------------------------------------------------------------------------

@@ -45,9 +45,15 @@ class WorkerStatus:
     """A connected GPU worker in a ``QueueSnapshot``: its slots, how many are taken, its models."""
 
     name: str
-    slots: int
+    slots: int  # 0 while its GPU hangs (``bot.worker``): it takes no job until the GPU is back
     busy: int
     models: tuple[str, ...]
+
+    def __str__(self) -> str:
+        """How ``/queue`` shows it to members."""
+        if not self.slots:
+            return f"{self.name} (its GPU is not responding; no jobs go there)"
+        return f"{self.name} ({self.busy}/{self.slots} busy)"
 
 
 @dataclass(frozen=True)

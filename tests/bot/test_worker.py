@@ -126,6 +126,8 @@ async def test_a_worker_whose_gpu_hangs_fails_the_job_takes_nothing_more_and_com
         snapshot = await queue.snapshot()
         assert snapshot.running == ()
         assert [(worker.name, worker.slots) for worker in snapshot.workers] == [("gpu-1", 0)]
+        # What /queue says of it:
+        assert str(snapshot.workers[0]) == "gpu-1 (its GPU is not responding; no jobs go there)"
         assert engine.calls == [["hangs"]]
     finally:
         release.set()
