@@ -4,7 +4,6 @@ engine (``tests.bot.queue.fakes``), or a test plays a worker by hand to send wha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from bot.store import jobs
 from bot.store.database import Store
 from bot.store.models import JobStatus
 from bot.worker import UNREADABLE, Worker, version
-from tests.bot.conftest import Started
+from tests.bot.conftest import Harness
 from tests.bot.queue.fakes import FakeEngine, FakePrepared, events_until, next_event, request
 
 KEYS = Keys("inpaintbot")
@@ -37,7 +36,7 @@ async def job_keys(redis: Redis) -> list[bytes]:
 
 
 async def test_jobs_run_on_two_workers_in_fair_order_and_leave_nothing_in_redis(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]], redis: Redis, store: Store
+    harness: Harness, redis: Redis, store: Store
 ) -> None:
     start_queue, start_worker = harness
     first, second = FakeEngine(step_seconds=0.01), FakeEngine(step_seconds=0.01)
@@ -75,7 +74,7 @@ async def test_jobs_run_on_two_workers_in_fair_order_and_leave_nothing_in_redis(
 
 
 async def test_a_job_goes_to_a_free_worker_that_has_its_model(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]],
+    harness: Harness,
 ) -> None:
     start_queue, start_worker = harness
     other, right = FakeEngine(), FakeEngine()
@@ -98,7 +97,7 @@ async def test_a_job_goes_to_a_free_worker_that_has_its_model(
 
 
 async def test_cancel_stops_a_job_running_on_a_worker(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]], store: Store, redis: Redis
+    harness: Harness, store: Store, redis: Redis
 ) -> None:
     start_queue, start_worker = harness
     engine = FakeEngine()
@@ -121,7 +120,7 @@ async def test_cancel_stops_a_job_running_on_a_worker(
 
 
 async def test_a_restarted_bot_adopts_the_jobs_running_on_workers(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]], store: Store
+    harness: Harness, store: Store
 ) -> None:
     start_queue, start_worker = harness
     engine = FakeEngine()
@@ -181,7 +180,7 @@ def done(delivery: Delivery) -> dict[bytes, bytes]:
 
 
 async def test_a_late_result_of_an_attempt_taken_back_is_ignored(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]], redis: Redis, store: Store
+    harness: Harness, redis: Redis, store: Store
 ) -> None:
     """The hand worker takes the job and goes silent: past the lease the bot takes it back
     (``XAUTOCLAIM``) and delivers it again with a new attempt id; the first attempt's result, sent late,
@@ -216,7 +215,7 @@ async def test_a_late_result_of_an_attempt_taken_back_is_ignored(
 
 
 async def test_a_job_whose_workers_keep_dying_fails_and_its_owner_is_told(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]], redis: Redis, store: Store
+    harness: Harness, redis: Redis, store: Store
 ) -> None:
     start_queue, _ = harness
     hand = HandWorker(redis)
@@ -232,7 +231,7 @@ async def test_a_job_whose_workers_keep_dying_fails_and_its_owner_is_told(
 
 
 async def test_a_worker_gone_from_redis_has_its_job_run_by_another(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]], redis: Redis
+    harness: Harness, redis: Redis
 ) -> None:
     """The hand worker's announcement expires (a crash stops its heartbeat): its job moves on."""
     start_queue, start_worker = harness
@@ -249,7 +248,7 @@ async def test_a_worker_gone_from_redis_has_its_job_run_by_another(
 
 
 async def test_pictures_over_the_redis_limit_fail_the_job_with_a_message(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]], redis: Redis, store: Store
+    harness: Harness, redis: Redis, store: Store
 ) -> None:
     start_queue, start_worker = harness
     engine = FakeEngine()
@@ -286,7 +285,7 @@ async def test_the_bots_own_gpu_is_one_more_worker_started_and_closed_with_the_q
 
 
 async def test_a_worker_that_cannot_read_a_job_says_so_instead_of_leaving_it_hanging(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]], redis: Redis
+    harness: Harness, redis: Redis
 ) -> None:
     """A worker of another version gets settings it does not know: the job fails with a reason."""
     _, start_worker = harness
@@ -304,7 +303,7 @@ async def test_a_worker_that_cannot_read_a_job_says_so_instead_of_leaving_it_han
 
 
 async def test_waiting_jobs_are_estimated_across_the_workers_slots(
-    harness: tuple[Started, Callable[..., Awaitable[Worker]]],
+    harness: Harness,
 ) -> None:
     """Two free slots for two waiting jobs: both start at once, so both are due about as soon."""
     start_queue, start_worker = harness
