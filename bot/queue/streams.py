@@ -115,6 +115,16 @@ class WorkerInfo:
         )
 
 
+# Takes a name out of the set only if its announcement is still missing, in one step on the server: a
+# worker that announced itself again after the read above stays (KEYS: the set, then the announcements;
+# ARGV: the names, in the same order).
+_FORGET_GONE = """
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SREM', KEYS[1], ARGV[i - 1]) end
+end
+"""
+
+
 async def connected_workers(redis: Redis, keys: Keys) -> list[WorkerInfo]:
     """The workers announced now, by name; names whose announcement expired leave the set."""
     members: Any = await redis.smembers(keys.workers)
@@ -122,7 +132,8 @@ async def connected_workers(redis: Redis, keys: Keys) -> list[WorkerInfo]:
     found: Any = await redis.mget([keys.worker(name) for name in names]) if names else []
     gone = [name for name, data in zip(names, found, strict=True) if data is None]
     if gone:
-        await redis.srem(keys.workers, *gone)
+        announcements = [keys.worker(name) for name in gone]
+        await redis.eval(_FORGET_GONE, 1 + len(gone), keys.workers, *announcements, *gone)
     workers = []
     for name, data in zip(names, found, strict=True):
         if data is None:

@@ -125,3 +125,30 @@ async def test_an_unreadable_announcement_hides_only_its_worker(redis_url: str) 
     finally:
         await redis.aclose()
     assert [info.name for info in workers] == ["good"]
+
+
+class ReadBeforeAnnouncing:
+    """A Redis client whose MGET answers as if it ran just before the workers announced themselves
+    again: the race between reading the announcements and forgetting the missing ones."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.redis, name)
+
+    async def mget(self, names: list[str]) -> list[None]:
+        return [None for _ in names]
+
+
+async def test_a_worker_that_announces_again_meanwhile_stays_connected(redis_url: str) -> None:
+    keys = Keys("race")
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.set(keys.worker("back"), WorkerInfo("back", 1, 0, (), "v", 0.0).encode())
+        await redis.sadd(keys.workers, "back", "gone")  # "gone" has no announcement: it really is gone
+        assert await streams.connected_workers(ReadBeforeAnnouncing(redis), keys) == []  # type: ignore[arg-type]
+        assert await redis.smembers(keys.workers) == {b"back"}
+        assert [info.name for info in await streams.connected_workers(redis, keys)] == ["back"]
+    finally:
+        await redis.aclose()
