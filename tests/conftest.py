@@ -77,3 +77,17 @@ def tiny_word_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
         build_tiny_grounding_dino(tmp_path_factory.mktemp("dino")),
         build_tiny_sam2(tmp_path_factory.mktemp("sam2")),
     )
+
+
+@pytest.fixture
+def word_models_engine(tiny_sd_path: Path, tiny_word_models: tuple[Path, Path]) -> Engine:
+    """An engine configured as an operator turns masks from words on: the tiny mask models."""
+    detector, segmenter = tiny_word_models
+    config = EngineConfig(
+        model=str(tiny_sd_path),
+        device="cpu",
+        mask_detector=str(detector),
+        mask_segmenter=str(segmenter),
+        _env_file=None,
+    )
+    return Engine(config)

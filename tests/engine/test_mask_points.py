@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.errors import ImageError, MaskError
 from engine.masks import points, words
@@ -82,18 +81,8 @@ def test_the_real_segmenter_is_prompted_with_the_point_in_its_own_pixels(
     assert "input_boxes" not in seen
 
 
-def test_the_engine_builds_the_segmenter_from_the_operators_settings(
-    tiny_sd_path: Path, tiny_word_models: tuple[Path, Path]
-) -> None:
-    detector, segmenter = tiny_word_models
-    config = EngineConfig(
-        model=str(tiny_sd_path),
-        device="cpu",
-        mask_detector=str(detector),
-        mask_segmenter=str(segmenter),
-        _env_file=None,
-    )
-    engine = Engine(config)
+def test_the_engine_builds_the_segmenter_from_the_operators_settings(word_models_engine: Engine) -> None:
+    engine = word_models_engine
     # The tiny SAM 2's weights are seeded: at this point it outlines something, the same each time.
     mask = Image.open(io.BytesIO(engine.select_object(PICTURE, (48, 32))))
     assert mask.size == (96, 64) and mask.getbbox() is not None

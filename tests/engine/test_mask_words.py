@@ -271,19 +271,9 @@ def test_none_turns_the_models_off(tmp_path: Path) -> None:
     assert config.mask_detector is None and Engine(config).word_finder is None
 
 
-def test_the_real_models_load_and_run_through_prepare(
-    tiny_sd_path: Path, tiny_word_models: tuple[Path, Path]
-) -> None:
+def test_the_real_models_load_and_run_through_prepare(word_models_engine: Engine) -> None:
     """Random weights find random things: this is the loading and running code users run, end to end."""
-    detector, segmenter = tiny_word_models
-    config = EngineConfig(
-        model=str(tiny_sd_path),
-        device="cpu",
-        mask_detector=str(detector),
-        mask_segmenter=str(segmenter),
-        _env_file=None,
-    )
-    engine = Engine(config)
+    engine = word_models_engine
     assert isinstance(engine.word_finder, words.WordModels)
     image = photo(96, 64)
     found = engine.word_finder.detect(image, "person")
