@@ -165,8 +165,10 @@ async def started_on(instance: InpaintBot, client: Redis, job_id: int) -> str:
                 await asyncio.sleep(0.02)
     except TimeoutError:
         seen = await what_the_bot_sees(instance, client)
+        row = await jobs.get_job(instance.store, job_id)
+        stored = "not stored" if row is None else f"stored as {row.status} ({row.error!r})"
         raise AssertionError(
-            f"job {job_id} was not sent to a worker in {JOB_TIMEOUT} s; {seen}"
+            f"job {job_id} was not sent to a worker in {JOB_TIMEOUT} s; it is {stored}; {seen}"
         ) from None
     return Flight.decode(data).worker
 
